@@ -1,0 +1,140 @@
+"""The prepared store: images decoded once into a memory-mappable uint8 array, plus labels and a manifest.
+
+Layout of a store folder (a folder is a valid store only once ``manifest.json`` exists; builds write into
+``<out>.partial`` and rename it at the end, so a killed build never looks like a store)::
+
+    images.npy      (N, S, S, 3) uint8, RGB, read with mmap
+    labels.npy      (N, L) int32, columns in manifest["labels"] order
+    index.npz       key (N,) str, identity (N,) int64 (-1 unknown), partition (N,) int8 (-1 none),
+                    landmarks (N, 10) float32 in store pixels (only when the source has them)
+    manifest.json   source, options, counts, label specs, preprocessing, skipped files, content hash
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facelab.data.schema import LabelKind, LabelSpec, Partition
+from facelab.errors import StoreError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Store:
+    """A read-only view of a prepared store. Images are memory-mapped, never loaded whole."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        """Open the store at ``path``; raise StoreError with the fix when it is missing or incomplete."""
+        path = Path(path).expanduser()
+        mpath = path / MANIFEST
+        if not mpath.is_file():
+            partial = path.with_name(path.name + ".partial")
+            hint = (
+                f"; a build was interrupted ({partial} exists): re-run `facelab data prepare` to finish it"
+                if partial.exists()
+                else "; build one with `facelab data prepare SOURCE ROOT --out " + str(path) + "`"
+            )
+            raise StoreError(f"{path} is not a facelab store (no {MANIFEST}){hint}")
+        manifest = json.loads(mpath.read_text())
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise StoreError(
+                f"{path}: store format {manifest.get('format_version')} is not supported (expected {FORMAT_VERSION}); rebuild it"
+            )
+        return cls(path=path, manifest=manifest)
+
+    # ---- arrays -------------------------------------------------------------------------------
+    @cached_property
+    def images(self) -> np.ndarray:
+        """(N, S, S, 3) uint8 memory map."""
+        return np.load(self.path / "images.npy", mmap_mode="r")
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """(N, L) int32 label table, columns ordered as :attr:`label_specs`."""
+        return np.load(self.path / "labels.npy")
+
+    @cached_property
+    def _index(self) -> dict[str, np.ndarray]:
+        with np.load(self.path / "index.npz", allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self._index["key"]
+
+    @property
+    def identities(self) -> np.ndarray:
+        return self._index["identity"]
+
+    @property
+    def partitions(self) -> np.ndarray:
+        return self._index["partition"]
+
+    @property
+    def landmarks(self) -> np.ndarray | None:
+        return self._index.get("landmarks")
+
+    # ---- metadata -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.manifest["count"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.manifest["image_size"])
+
+    @cached_property
+    def label_specs(self) -> list[LabelSpec]:
+        return [LabelSpec.from_dict(d) for d in self.manifest["labels"]]
+
+    @property
+    def label_names(self) -> list[str]:
+        return [s.name for s in self.label_specs]
+
+    @property
+    def source(self) -> str:
+        return str(self.manifest["source"])
+
+    @property
+    def content_hash(self) -> str:
+        return str(self.manifest["content_hash"])
+
+    @property
+    def has_identities(self) -> bool:
+        return bool(self.manifest.get("has_identities"))
+
+    @property
+    def has_partitions(self) -> bool:
+        return bool(self.manifest.get("has_partitions"))
+
+    def spec(self, name: str) -> LabelSpec:
+        """The LabelSpec called ``name``; StoreError listing the available labels otherwise."""
+        for s in self.label_specs:
+            if s.name == name:
+                return s
+        raise StoreError(f"{self.path}: no label {name!r}; labels are: {', '.join(self.label_names)}")
+
+    def label_index(self, name: str) -> int:
+        self.spec(name)
+        return self.label_names.index(name)
+
+    def column(self, name: str) -> np.ndarray:
+        """(N,) values of label ``name``."""
+        return self.labels[:, self.label_index(name)]
+
+    def binary_labels(self) -> list[str]:
+        return [s.name for s in self.label_specs if s.kind is LabelKind.BINARY]
+
+    def partition_indices(self, partition: Partition) -> np.ndarray:
+        return np.flatnonzero(self.partitions == int(partition))

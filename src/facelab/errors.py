@@ -1,0 +1,21 @@
+"""User-facing errors: each names the file, line or value at fault and how to fix it."""
+
+
+class FacelabError(Exception):
+    """Base class for errors caused by user input (bad files, options, data)."""
+
+
+class DataError(FacelabError):
+    """A dataset folder, annotation file or image is missing or malformed."""
+
+
+class ImageDecodeError(DataError):
+    """One image could not be decoded (corrupt, truncated, empty, unsupported)."""
+
+
+class StoreError(FacelabError):
+    """A store folder is missing, incomplete, or holds a different store."""
+
+
+class ConfigError(FacelabError):
+    """A configuration value or option is invalid."""

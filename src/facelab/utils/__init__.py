@@ -1,0 +1,1 @@
+"""Shared helpers: the one home for small utilities used across packages."""
