@@ -1,0 +1,62 @@
+"""Per-label classification metrics next to the majority-class baseline of the same data."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, roc_auc_score
+
+METRIC_NAMES = ("accuracy", "balanced_accuracy", "f1_macro", "auroc", "majority_accuracy")
+
+
+def _auroc(y: np.ndarray, prob: np.ndarray, n_classes: int) -> float:
+    present = np.unique(y)
+    if len(present) < 2:
+        return float("nan")  # undefined with one class present
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if n_classes == 2:
+            p1 = prob if prob.ndim == 1 else prob[:, 1]
+            return float(roc_auc_score(y, p1))
+        if len(present) < n_classes:
+            return float("nan")
+        return float(roc_auc_score(y, prob, multi_class="ovr", average="macro"))
+
+
+def label_metrics(y: np.ndarray, prob: np.ndarray, *, threshold: float = 0.5) -> dict[str, float]:
+    """Metrics of one label.
+
+    Args:
+        y: (N,) true values (0/1 for binary labels, class index for categorical ones).
+        prob: (N,) probability of class 1 for binary labels, or (N, K) class probabilities.
+        threshold: decision threshold for binary labels.
+    """
+    y = np.asarray(y).astype(np.int64)
+    prob = np.asarray(prob, dtype=np.float64)
+    n_classes = 2 if prob.ndim == 1 else prob.shape[1]
+    pred = (prob >= threshold).astype(np.int64) if prob.ndim == 1 else prob.argmax(1)
+    counts = np.bincount(y, minlength=n_classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {
+            "accuracy": float((pred == y).mean()),
+            "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+            "f1_macro": float(f1_score(y, pred, average="macro", labels=list(range(n_classes)), zero_division=0)),
+            "auroc": _auroc(y, prob, n_classes),
+            "majority_accuracy": float(counts.max() / max(1, counts.sum())),
+        }
+
+
+def summarize(per_label: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Mean of every metric over labels (NaN AUROCs ignored), prefixed ``mean_``."""
+    out = {}
+    for m in METRIC_NAMES:
+        vals = np.array([d[m] for d in per_label.values()], dtype=np.float64)
+        out[f"mean_{m}"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
+    return out
+
+
+def confusion(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(K, K) counts, rows = true class, columns = predicted class."""
+    return confusion_matrix(y, pred, labels=list(range(n_classes)))

@@ -1,0 +1,137 @@
+"""Self-describing checkpoints: safetensors weights + JSON metadata + resumable training state.
+
+A checkpoint is a folder::
+
+    model.safetensors   weights; metadata["facelab"] = JSON with kind, architecture + kwargs, label specs,
+                        preprocessing (image size, crop, mean/std), config, package version
+    training.pt         optimizer/scheduler/EMA/loader/RNG state and counters (tensors and plain
+                        containers only: loaded with ``weights_only=True``, never unpickles code)
+
+Loading builds the model through the registry named in the metadata, so a checkpoint needs no code of
+its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import facelab
+from facelab.errors import FacelabError
+
+WEIGHTS = "model.safetensors"
+STATE = "training.pt"
+
+
+@dataclass
+class CheckpointMeta:
+    """What a checkpoint says about itself.
+
+    Attributes:
+        kind: "classifier" or "generative": which registry builds it.
+        arch: registered model name; arch_kwargs: the factory's keyword arguments.
+        labels: label specs (LabelSpec.to_dict) the model predicts or is conditioned on.
+        preprocessing: image_size, crop (CropSpec dump), mean, std, source store hash.
+        config: the resolved run config.
+    """
+
+    kind: str
+    arch: str
+    arch_kwargs: dict[str, Any]
+    labels: list[dict[str, Any]] = field(default_factory=list)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    step: int = 0
+    epoch: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    version: str = facelab.__version__
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> CheckpointMeta:
+        d = json.loads(text)
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def _state_dict_for_safetensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors refuses shared storage; clone and make contiguous.
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    model: torch.nn.Module,
+    meta: CheckpointMeta,
+    training_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write the checkpoint folder atomically (temporary sibling folder, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(_state_dict_for_safetensors(model), str(tmp / WEIGHTS), metadata={"facelab": meta.to_json()})
+    if training_state is not None:
+        torch.save(training_state, tmp / STATE)
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def _weights_file(path: Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS
+    if not path.is_file():
+        raise FacelabError(f"{path}: no checkpoint here (expected a run folder or a {WEIGHTS} file)")
+    return path
+
+
+def read_meta(path: str | Path) -> CheckpointMeta:
+    """Read only the metadata of a checkpoint (folder or .safetensors file)."""
+    wf = _weights_file(resolve_checkpoint(path))
+    with safe_open(str(wf), framework="pt") as f:
+        md = f.metadata() or {}
+    if "facelab" not in md:
+        raise FacelabError(f"{wf}: safetensors file without facelab metadata (not a facelab checkpoint)")
+    return CheckpointMeta.from_json(md["facelab"])
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(_weights_file(resolve_checkpoint(path))))
+
+
+def read_training_state(path: str | Path) -> dict[str, Any] | None:
+    p = Path(path) / STATE
+    if not p.is_file():
+        return None
+    return torch.load(p, map_location="cpu", weights_only=True)
+
+
+def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
+    """Accept a run folder (uses ``checkpoints/<which>`` then ``checkpoints/last``), a checkpoint folder or file."""
+    path = Path(path).expanduser()
+    if path.is_file() or (path / WEIGHTS).is_file():
+        return path
+    for name in (which, "last"):
+        cand = path / "checkpoints" / name
+        if (cand / WEIGHTS).is_file():
+            return cand
+    raise FacelabError(
+        f"{path}: no checkpoint found (looked for {WEIGHTS} in it and in checkpoints/{which}, checkpoints/last)"
+    )

@@ -1,0 +1,381 @@
+"""One training loop for every model: classifiers and generative models alike.
+
+The loop knows nothing about the task. An :class:`Objective` says which parameter groups exist, how
+often each group steps, what the loss of a group is on a batch, and how to evaluate; the
+:class:`Trainer` does the rest: optimizers, lr schedule (over fractional epochs), mixed precision,
+progress, metrics JSONL, checkpoints, resume, early stopping, EMA, divergence guard and callbacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from facelab.config import StrictConfig
+from facelab.errors import FacelabError
+from facelab.train.checkpoint import CheckpointMeta, read_training_state, save_checkpoint
+from facelab.train.optim import create_optimizer
+from facelab.train.schedules import PlateauTracker, ScheduleConfig, lr_factor_fn
+
+
+class DivergenceError(FacelabError):
+    """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class StepOutput:
+    """Loss of one group on one batch plus scalar logs (already detached floats)."""
+
+    loss: torch.Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Objective(Protocol):
+    """What a Trainer optimises. Classifiers and generative models each provide one."""
+
+    model: torch.nn.Module
+
+    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]: ...
+
+    def step_schedule(self) -> list[tuple[str, int]]: ...
+
+    def loss(self, group: str, batch: Any) -> StepOutput: ...
+
+    def evaluate(self, loader: Any) -> dict[str, float]: ...
+
+    def checkpoint_meta(self) -> CheckpointMeta: ...
+
+
+class OptimConfig(StrictConfig):
+    """Optimizer settings; ``groups`` overrides per parameter group (e.g. a GAN's discriminator lr)."""
+
+    name: Literal["sgd", "adam", "adamw", "adabound"] = "adamw"
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    groups: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    grad_clip: float | None = Field(None, gt=0)
+
+
+class TrainerConfig(StrictConfig):
+    """Loop settings shared by every model kind."""
+
+    epochs: int = Field(10, ge=1)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool = True
+    monitor: str = "val_loss"  # metric used for best checkpoint, early stopping and plateau
+    monitor_mode: Literal["min", "max"] = "min"
+    early_stopping_patience: int | None = Field(None, ge=1)
+    checkpoint_every_minutes: float = Field(5.0, gt=0)  # mid-epoch checkpoints for resume after a kill
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    progress: bool = True
+
+
+class Callback:
+    """Hooks called by the Trainer; override what you need."""
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
+
+    def on_step_end(self, trainer: Trainer, logs: dict[str, float]) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def on_fit_end(self, trainer: Trainer) -> None: ...
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CPU or CUDA when asked (``auto`` = bf16), else a no-op."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+class Trainer:
+    """Fit an Objective on a training loader, validating each epoch, writing into ``run_dir``.
+
+    Args:
+        objective: provides parameter groups, losses and evaluation.
+        train_loader: iterable of batches with ``set_epoch``, ``state_dict``/``load_state_dict``, ``len``.
+        val_loader: iterable for ``objective.evaluate`` (or None).
+        config: TrainerConfig.
+        run_dir: folder for metrics.jsonl and checkpoints/.
+        device: where the model lives (the loader must yield batches on it).
+        callbacks: extra hooks (sample grids, batch-size schedules, ...).
+    """
+
+    def __init__(
+        self,
+        objective: Objective,
+        train_loader: Any,
+        val_loader: Any | None,
+        *,
+        config: TrainerConfig,
+        run_dir: str | Path,
+        device: str | torch.device = "cpu",
+        callbacks: list[Callback] | None = None,
+    ) -> None:
+        self.obj, self.train_loader, self.val_loader = objective, train_loader, val_loader
+        self.cfg, self.run_dir, self.device = config, Path(run_dir), torch.device(device)
+        self.callbacks = callbacks or []
+        self.model = objective.model.to(self.device)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizers = self._build_optimizers()
+        self.base_lrs = {g: [pg["lr"] for pg in o.param_groups] for g, o in self.optimizers.items()}
+        self.lr_fn = lr_factor_fn(config.schedule, epochs=config.epochs)
+        self.plateau = PlateauTracker(config.schedule, mode=config.monitor_mode)
+        self.schedule = self._normalise_schedule(objective.step_schedule())
+        self.ema = self._build_ema()
+        self.epoch, self.step, self.batches_done = 0, 0, 0
+        self.best: float | None = None
+        self.bad_epochs = 0
+        self.stop_reason: str | None = None
+        self.history: list[dict[str, Any]] = []
+        self._last_ckpt_time = time.monotonic()
+        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    # ---- construction -----------------------------------------------------------------------
+    def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        o = self.cfg.optim
+        opts = {}
+        for group, params in self.obj.parameter_groups().items():
+            kw = {"lr": o.lr, "weight_decay": o.weight_decay, "momentum": o.momentum, "betas": o.betas}
+            kw.update(o.groups.get(group, {}))
+            name = kw.pop("name", o.name)
+            params = _trainable(params)
+            opts[group] = create_optimizer(name, params, **kw)
+        return opts
+
+    @staticmethod
+    def _normalise_schedule(schedule: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """Turn per-iteration step counts into 'every k batches': the most frequent group steps every batch."""
+        most = max(n for _, n in schedule)
+        return [(g, max(1, most // n)) for g, n in schedule]
+
+    def _build_ema(self) -> torch.optim.swa_utils.AveragedModel | None:
+        if self.cfg.ema_decay is None:
+            return None
+        fn = torch.optim.swa_utils.get_ema_multi_avg_fn(self.cfg.ema_decay)
+        return torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=fn, use_buffers=True)
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def fit(self, *, resume: bool = False) -> dict[str, Any]:
+        """Train until ``epochs`` or early stopping; return the final summary."""
+        if resume:
+            self.load_state()
+        start = time.monotonic()
+        while self.epoch < self.cfg.epochs and self.stop_reason is None:
+            for cb in self.callbacks:
+                cb.on_epoch_start(self, self.epoch)
+            train_logs = self.train_epoch()
+            metrics = {**train_logs, **self.validate()}
+            self._end_epoch(metrics)
+        for cb in self.callbacks:
+            cb.on_fit_end(self)
+        return {"epochs": self.epoch, "steps": self.step, "best": self.best, "monitor": self.cfg.monitor,
+                "stop_reason": self.stop_reason or "completed", "seconds": time.monotonic() - start}
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training loader (continuing mid-epoch after a resume)."""
+        self.model.train()
+        loader = self.train_loader
+        loader.set_epoch(self.epoch)
+        if self.batches_done:
+            loader.load_state_dict({"epoch": self.epoch, "batches_done": self.batches_done})
+        sums: dict[str, float] = {}
+        count, t0, images = 0, time.monotonic(), 0
+        n_batches = len(loader)
+        with self._progress(n_batches) as advance:
+            for batch in loader:
+                logs = self.train_step(batch)
+                self.batches_done += 1
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                images += int(batch.x.shape[0])
+                advance(logs)
+                self._maybe_checkpoint_mid_epoch()
+        secs = time.monotonic() - t0
+        out = {f"train_{k}": v / max(1, count) for k, v in sums.items()}
+        out.update({"train_seconds": secs, "train_images_per_s": images / max(secs, 1e-9)})
+        return out
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        """Step every group due on this batch; return the batch's logs."""
+        t = self.epoch + self.batches_done / max(1, len(self.train_loader))
+        self._set_lr(t)
+        logs: dict[str, float] = {}
+        for group, every in self.schedule:
+            if self.step % every:
+                continue
+            opt = self.optimizers[group]
+            opt.zero_grad(set_to_none=True)
+            with autocast_context(self.device, self.cfg.precision):
+                out = self.obj.loss(group, batch)
+            if not torch.isfinite(out.loss.detach()).all():
+                raise DivergenceError(
+                    f"loss of {group!r} became {out.loss.item()} at step {self.step} (epoch {self.epoch}); "
+                    f"the last good checkpoint is kept in {self.run_dir / 'checkpoints'}. "
+                    "Lower the learning rate or use --precision fp32, then resume or restart."
+                )
+            out.loss.backward()
+            if self.cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_([p for pg in opt.param_groups for p in pg["params"]], self.cfg.optim.grad_clip)
+            opt.step()
+            logs.update(out.logs)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.step += 1
+        for cb in self.callbacks:
+            cb.on_step_end(self, logs)
+        return logs
+
+    def _set_lr(self, t: float) -> None:
+        f = self.lr_fn(t) * self.plateau.factor
+        for g, opt in self.optimizers.items():
+            for pg, base in zip(opt.param_groups, self.base_lrs[g]):
+                pg["lr"] = base * f
+
+    def current_lr(self) -> float:
+        opt = next(iter(self.optimizers.values()))
+        return float(opt.param_groups[-1]["lr"])
+
+    def validate(self) -> dict[str, float]:
+        if self.val_loader is None:
+            return {}
+        model = self.eval_model()
+        with torch.no_grad(), autocast_context(self.device, self.cfg.precision):
+            metrics = self.obj.evaluate(self.val_loader, model=model) if _accepts_model(self.obj.evaluate) else self.obj.evaluate(self.val_loader)
+        self.model.train()
+        return {f"val_{k}" if not k.startswith("val_") else k: float(v) for k, v in metrics.items()}
+
+    def eval_model(self) -> torch.nn.Module:
+        """The model to evaluate and sample from: the EMA copy when there is one."""
+        m = self.ema.module if self.ema is not None else self.model
+        m.eval()
+        return m
+
+    def _end_epoch(self, metrics: dict[str, float]) -> None:
+        self.epoch += 1
+        self.batches_done = 0
+        rec = {"epoch": self.epoch, "step": self.step, "lr": self.current_lr(), **metrics}
+        self.history.append(rec)
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        value = metrics.get(self.cfg.monitor)
+        if value is not None and math.isfinite(value):
+            self.plateau.update(value)
+            improved = self.best is None or (value > self.best if self.cfg.monitor_mode == "max" else value < self.best)
+            if improved:
+                self.best, self.bad_epochs = value, 0
+                self.save("best", metrics)
+            else:
+                self.bad_epochs += 1
+                if self.cfg.early_stopping_patience and self.bad_epochs >= self.cfg.early_stopping_patience:
+                    self.stop_reason = f"early stopping: {self.cfg.monitor} did not improve for {self.bad_epochs} epochs"
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, self.epoch, metrics)
+        self.save("last", metrics)
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def training_state(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch, "step": self.step, "batches_done": self.batches_done,
+            "best": self.best, "bad_epochs": self.bad_epochs, "stop_reason": self.stop_reason,
+            "optimizers": {g: o.state_dict() for g, o in self.optimizers.items()},
+            "plateau": self.plateau.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy_rng": _np_rng_state(),
+            "history": json.dumps(self.history),
+        }
+
+    def save(self, name: str, metrics: dict[str, float] | None = None) -> Path:
+        meta = self.obj.checkpoint_meta()
+        meta.step, meta.epoch = self.step, self.epoch
+        meta.metrics = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+        model = self.ema.module if (self.ema is not None and name == "best") else self.model
+        state = self.training_state() if name == "last" else None
+        self._last_ckpt_time = time.monotonic()
+        return save_checkpoint(self.run_dir / "checkpoints" / name, model=model, meta=meta, training_state=state)
+
+    def _maybe_checkpoint_mid_epoch(self) -> None:
+        if time.monotonic() - self._last_ckpt_time >= self.cfg.checkpoint_every_minutes * 60:
+            self.save("last")
+
+    def load_state(self) -> None:
+        """Restore model and training state from ``checkpoints/last`` (FacelabError if there is none)."""
+        from facelab.train.checkpoint import read_weights
+
+        last = self.run_dir / "checkpoints" / "last"
+        state = read_training_state(last)
+        if state is None:
+            raise FacelabError(f"{self.run_dir}: nothing to resume (no checkpoints/last with training state)")
+        self.model.load_state_dict(read_weights(last))
+        for g, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][g])
+        self.epoch, self.step, self.batches_done = state["epoch"], state["step"], state["batches_done"]
+        self.best, self.bad_epochs, self.stop_reason = state["best"], state["bad_epochs"], state["stop_reason"]
+        self.plateau.load_state_dict(state["plateau"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        _set_np_rng_state(state["numpy_rng"])
+        self.history = json.loads(state["history"])
+
+    # ---- progress ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _progress(self, total: int):
+        if not self.cfg.progress:
+            yield lambda logs: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        cols = [TextColumn(f"epoch {self.epoch + 1}/{self.cfg.epochs}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[logs]}")]
+        with Progress(*cols, transient=True) as prog:
+            task = prog.add_task("train", total=total, completed=self.batches_done, logs="")
+
+            def advance(logs: dict[str, float]) -> None:
+                text = " ".join(f"{k}={v:.3g}" for k, v in list(logs.items())[:3])
+                prog.update(task, advance=1, logs=text)
+
+            yield advance
+
+
+def _trainable(params: list) -> list:
+    """Drop frozen parameters (plain lists) or frozen members of param-group dicts."""
+    if params and isinstance(params[0], dict):
+        return [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in params]
+    return [p for p in params if p.requires_grad]
+
+
+def _accepts_model(fn: Callable) -> bool:
+    import inspect
+
+    return "model" in inspect.signature(fn).parameters
+
+
+def _np_rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "cached": cached}
+
+
+def _set_np_rng_state(d: dict[str, Any]) -> None:
+    np.random.set_state(("MT19937", d["keys"].numpy().astype(np.uint32), d["pos"], d["has_gauss"], d["cached"]))

@@ -1,0 +1,171 @@
+"""The generic Trainer: steps, schedules, early stopping, divergence guard, exact resume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from facelab.train.checkpoint import CheckpointMeta, read_meta, read_weights
+from facelab.train.trainer import DivergenceError, StepOutput, Trainer, TrainerConfig
+
+
+@dataclass
+class _Batch:
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class _Loader:
+    """In-memory loader with the BatchLoader protocol (set_epoch / state_dict / len)."""
+
+    def __init__(self, x, y, batch_size=8, seed=0):
+        self.x, self.y, self.bs, self.seed = x, y, batch_size, seed
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, e):
+        self.epoch, self.skip = e, 0
+
+    def load_state_dict(self, d):
+        self.epoch, self.skip = d["epoch"], d["batches_done"]
+
+    def __len__(self):
+        return (len(self.x) + self.bs - 1) // self.bs
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.x))
+        for b in range(self.skip, len(self)):
+            idx = order[b * self.bs:(b + 1) * self.bs]
+            yield _Batch(self.x[idx], self.y[idx])
+        self.skip = 0
+
+
+class _Objective:
+    def __init__(self, lr_bomb=False):
+        torch.manual_seed(0)
+        self.model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.2), torch.nn.Linear(8, 1))
+        self.bomb = lr_bomb
+
+    def parameter_groups(self):
+        return {"model": list(self.model.parameters())}
+
+    def step_schedule(self):
+        return [("model", 1)]
+
+    def loss(self, group, batch):
+        out = self.model(batch.x).squeeze(1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(out, batch.y)
+        if self.bomb:
+            loss = loss * float("nan")
+        return StepOutput(loss, {"loss": loss.item()})
+
+    def evaluate(self, loader):
+        losses = [self.loss("model", b).loss.item() for b in loader]
+        return {"loss": float(np.mean(losses))}
+
+    def checkpoint_meta(self):
+        return CheckpointMeta(kind="test", arch="mlp", arch_kwargs={})
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 4, generator=g)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).float()
+    return x, y
+
+
+def _trainer(tmp_path, epochs=4, **kw):
+    x, y = _data()
+    cfg = TrainerConfig(epochs=epochs, precision="fp32", channels_last=False, progress=False, **kw)
+    obj = _Objective()
+    return Trainer(obj, _Loader(x, y), _Loader(x, y), config=cfg, run_dir=tmp_path)
+
+
+def test_fit_lowers_loss_and_writes_metrics_and_checkpoints(tmp_path):
+    tr = _trainer(tmp_path, epochs=6)
+    summary = tr.fit()
+    hist = tr.history
+    assert summary["epochs"] == 6 and len(hist) == 6
+    assert hist[-1]["val_loss"] < hist[0]["val_loss"]
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 6
+    assert read_meta(tmp_path / "checkpoints" / "best").metrics["val_loss"] == pytest.approx(summary["best"])
+    assert read_meta(tmp_path / "checkpoints" / "last").epoch == 6
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
+    torch.manual_seed(123)
+    full = _trainer(tmp_path / "a")
+    full.fit()
+    torch.manual_seed(123)
+    part = _trainer(tmp_path / "b", epochs=4)
+    part.cfg.epochs = 2  # stop after 2 epochs, as if killed after the epoch-2 checkpoint
+    part.fit()
+    torch.manual_seed(999)  # a different process state must not matter
+    resumed = _trainer(tmp_path / "b", epochs=4)
+    resumed.fit(resume=True)
+    wa, wb = read_weights(tmp_path / "a" / "checkpoints" / "last"), read_weights(tmp_path / "b" / "checkpoints" / "last")
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert [h["val_loss"] for h in full.history] == pytest.approx([h["val_loss"] for h in resumed.history])
+
+
+def test_mid_epoch_resume_matches(tmp_path):
+    torch.manual_seed(5)
+    full = _trainer(tmp_path / "a", epochs=2)
+    full.fit()
+    torch.manual_seed(5)
+    part = _trainer(tmp_path / "b", epochs=2)
+    # run 3 batches of epoch 1 then save a mid-epoch checkpoint, as the timer would
+    part.model.train()
+    part.train_loader.set_epoch(0)
+    for i, batch in enumerate(part.train_loader):
+        part.train_step(batch)
+        part.batches_done += 1
+        if i == 2:
+            break
+    part.save("last")
+    resumed = _trainer(tmp_path / "b", epochs=2)
+    resumed.fit(resume=True)
+    wa, wb = read_weights(tmp_path / "a" / "checkpoints" / "last"), read_weights(tmp_path / "b" / "checkpoints" / "last")
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_early_stopping(tmp_path):
+    tr = _trainer(tmp_path, epochs=50, early_stopping_patience=2)
+    tr.optimizers["model"].param_groups[0]["lr"] = 0.0
+    tr.base_lrs["model"] = [0.0]  # nothing improves after epoch 1
+    out = tr.fit()
+    assert out["epochs"] == 3 and out["stop_reason"].startswith("early stopping")
+
+
+def test_divergence_guard_keeps_last_good_checkpoint(tmp_path):
+    tr = _trainer(tmp_path, epochs=3)
+    tr.fit()
+    before = read_weights(tmp_path / "checkpoints" / "last")
+    bad = _trainer(tmp_path, epochs=5)
+    bad.obj.bomb = True
+    with pytest.raises(DivergenceError, match="last good checkpoint"):
+        bad.fit(resume=True)
+    after = read_weights(tmp_path / "checkpoints" / "last")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_step_schedule_every_k(tmp_path):
+    class TwoPlayer(_Objective):
+        def parameter_groups(self):
+            return {"d": list(self.model[0].parameters()), "g": list(self.model[2].parameters())}
+
+        def step_schedule(self):
+            return [("d", 5), ("g", 1)]
+
+    x, y = _data()
+    calls = []
+    obj = TwoPlayer()
+    orig = obj.loss
+    obj.loss = lambda g, b: (calls.append(g), orig(g, b))[1]
+    cfg = TrainerConfig(epochs=1, precision="fp32", channels_last=False, progress=False)
+    Trainer(obj, _Loader(x, y, batch_size=4), None, config=cfg, run_dir=tmp_path).fit()
+    assert calls.count("d") == 16 and calls.count("g") == 4
