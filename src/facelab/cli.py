@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Prepare dataset stores and inspect them.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+experiment_app = typer.Typer(help="Experiments: config -> run folder -> results and plots.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
 
 console = Console(stderr=True)
 JSON_OPT = typer.Option(False, "--json", help="Print the figures as JSON on stdout.")
@@ -162,6 +164,172 @@ def data_stats(
         return
     Console().print(st.format_stats_table(figures))
     console.print(f"plots written to {plots}")
+
+
+# ---- classifiers -----------------------------------------------------------------------------
+def _classifier_config(store, config, labels, model, epochs, batch_size, lr, optimizer, schedule, augment,
+                       random_erasing, balance, pretrained, freeze, unfreeze_at, device, seed, train_limit, option):
+    from facelab.train.classifier import ClassifierConfig
+
+    data: dict[str, Any] = {}
+    if config is not None:
+        data = yaml.safe_load(Path(config).read_text()) or {}
+    cli = {"store": str(store) if store else None, "labels": labels.split(",") if labels else None, "model": model,
+           "batch_size": batch_size, "augment": augment, "random_erasing": random_erasing, "balance": balance,
+           "pretrained": pretrained, "freeze_backbone": freeze or None, "unfreeze_at_epoch": unfreeze_at,
+           "device": device, "seed": seed, "train_limit": train_limit}
+    data.update({k: v for k, v in cli.items() if v is not None})
+    tr = data.setdefault("trainer", {"epochs": 20, "monitor": "val_mean_accuracy", "monitor_mode": "max"})
+    if epochs is not None:
+        tr["epochs"] = epochs
+    for key, val in (("lr", lr), ("name", optimizer)):
+        if val is not None:
+            tr.setdefault("optim", {})[key] = val
+    if schedule is not None:
+        tr.setdefault("schedule", {})["name"] = schedule
+    _deep_update(data, parse_options(option))
+    return ClassifierConfig.from_dict(data, where=str(config) if config else "classifier options")
+
+
+def _deep_update(base: dict, extra: dict) -> None:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
+        else:
+            base[k] = v
+
+
+@app.command("train")
+def train(
+    store: Optional[Path] = typer.Argument(None, help="Store to train on (or set `store:` in --config)."),
+    config: Optional[Path] = typer.Option(None, help="YAML file of ClassifierConfig overrides."),
+    labels: Optional[str] = typer.Option(None, help="Comma-separated labels (default: all labels of the store)."),
+    model: Optional[str] = typer.Option(None, help="vgg_scratch | resnet18 | resnet34 | resnet50 | inception_v3"),
+    epochs: Optional[int] = typer.Option(None, min=1),
+    batch_size: Optional[int] = typer.Option(None, min=1),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    optimizer: Optional[str] = typer.Option(None, help="sgd | adam | adamw | adabound"),
+    schedule: Optional[str] = typer.Option(None, help="onecycle | cosine | step | plateau | constant"),
+    augment: Optional[str] = typer.Option(None, help="Augmentation preset: none | flip | standard | strong"),
+    random_erasing: Optional[float] = typer.Option(None, help="Random-erasing probability."),
+    balance: Optional[str] = typer.Option(None, help="none | class_weights | sampler"),
+    pretrained: Optional[str] = typer.Option(None, help="torchvision-format weights file or facelab run/checkpoint."),
+    freeze: bool = typer.Option(False, help="Freeze the backbone (batch-norm statistics too)."),
+    unfreeze_at: Optional[int] = typer.Option(None, help="Epoch at which to unfreeze (with a lower lr)."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:1"),
+    seed: Optional[int] = typer.Option(None),
+    train_limit: Optional[int] = typer.Option(None, help="Use at most N training images."),
+    option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="Any config key, dotted: -o trainer.optim.weight_decay=0.01"),
+    out: Path = typer.Option(Path("runs"), help="Folder under which the run folder is created."),
+    name: Optional[str] = typer.Option(None, help="Run folder name (default: train-<timestamp>)."),
+    resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Train an attribute classifier (multi-label or multi-class) on a store."""
+    from facelab.runs import create_run_dir
+    from facelab.train.classifier import ClassifierConfig, train_classifier
+
+    if resume is not None:
+        cfg = ClassifierConfig.from_yaml(resume / "config.yaml")
+        run_dir = resume
+    else:
+        cfg = _classifier_config(store, config, labels, model, epochs, batch_size, lr, optimizer, schedule, augment,
+                                 random_erasing, balance, pretrained, freeze, unfreeze_at, device, seed, train_limit, option)
+        if dry_run:
+            sys.stdout.write(cfg.to_yaml())
+            return
+        run_dir = create_run_dir("train", name=name, root=out, config=cfg)
+    console.print(f"run folder: {run_dir}")
+    summary = train_classifier(cfg, run_dir=run_dir, resume=resume is not None)
+    if as_json:
+        emit_json(summary)
+    else:
+        f = summary["final"]
+        console.print(f"[bold green]done[/] {summary['epochs']} epochs, best {summary['monitor']}={summary['best']:.4f}, "
+                      f"val mean accuracy {f.get('val_mean_accuracy', float('nan')):.4f} ({summary['fit_seconds']:.0f}s)")
+
+
+@app.command("eval")
+def evaluate(
+    run: Path = typer.Argument(..., help="A training run folder (or checkpoint)."),
+    data: Path = typer.Option(..., "--data", help="Store to evaluate on (its labels must match the model's)."),
+    split: str = typer.Option("test", help="train | val | test | all"),
+    device: str = typer.Option("cpu"),
+    tta_flip: bool = typer.Option(False, help="Average predictions with the horizontally flipped image."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Per-label accuracy, balanced accuracy, macro-F1 and AUROC next to the majority baseline."""
+    from facelab.eval.evaluate import evaluate_run
+
+    if split not in ("train", "val", "test", "all"):
+        raise FacelabError(f"--split {split!r}: choose train, val, test or all")
+    report = evaluate_run(run, data, split=split, device=device, tta_flip=tta_flip)  # type: ignore[arg-type]
+    if as_json:
+        emit_json(report)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{report['model']} on {report['store']} ({report['rows']}, n={report['count']})")
+    for c in ("label", "accuracy", "majority", "balanced acc", "macro-F1", "AUROC"):
+        t.add_column(c, justify="right" if c != "label" else "left")
+    rows = list(report["per_label"].items()) + [("MEAN", {k.removeprefix("mean_"): v for k, v in report["summary"].items()})]
+    for name, m in rows:
+        t.add_row(name, *(f"{m[k]:.4f}" for k in ("accuracy", "majority_accuracy", "balanced_accuracy", "f1_macro", "auroc")))
+    Console().print(t)
+    console.print(f"plots: {', '.join(report['plots'].values())}")
+
+
+@app.command("predict")
+def predict(
+    run: Path = typer.Argument(..., help="A training run folder (or checkpoint)."),
+    target: Path = typer.Argument(..., help="A store folder or a folder of images (searched recursively)."),
+    out: Path = typer.Option(Path("predictions.csv"), "--out", help="CSV file to write."),
+    device: str = typer.Option("cpu"),
+    threshold: float = typer.Option(0.5, help="Decision threshold for binary labels."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Probability per label and predicted labels for every image, one CSV row each."""
+    from facelab.eval.predict import predict_to_csv
+
+    report = predict_to_csv(run, target, out, device=device, threshold=threshold)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    console.print(f"[bold green]wrote[/] {report.count} rows to {report.out}")
+    for s in report.skipped[:10]:
+        console.print(f"  skipped {s['key']}: {s['reason']}")
+
+
+@experiment_app.command("batch-schedule")
+def experiment_batch_schedule(
+    store: Optional[Path] = typer.Argument(None, help="Store to train on (or `store:` in --config)."),
+    config: Optional[Path] = typer.Option(None, help="YAML overrides of BatchScheduleConfig."),
+    option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="KEY=VALUE override, e.g. -o epochs=8"),
+    out: Path = typer.Option(Path("runs"), help="Folder under which the experiment folder is created."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """LR decay vs batch-size increase vs hybrid at the same milestones: accuracy, updates, wall time."""
+    from facelab.experiments.batch_schedule import BatchScheduleConfig, results_table, run_batch_schedule
+    from facelab.runs import create_run_dir
+
+    data = yaml.safe_load(config.read_text()) if config else {}
+    data = data or {}
+    if store is not None:
+        data["store"] = str(store)
+    _deep_update(data, parse_options(option))
+    cfg = BatchScheduleConfig.from_dict(data, where=str(config or "batch-schedule options"))
+    if dry_run:
+        sys.stdout.write(cfg.to_yaml())
+        return
+    run_dir = create_run_dir("batch-schedule", root=out, config=cfg)
+    result = run_batch_schedule(cfg, run_dir=run_dir)
+    if as_json:
+        emit_json(result)
+    else:
+        Console().print(results_table(result["results"]))
+        console.print(f"results and curves in {run_dir}")
 
 
 # ---- demo ------------------------------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""Run a classifier over a loader and score its predictions label by label."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from facelab.data.schema import LabelKind
+from facelab.eval.metrics import confusion, label_metrics, summarize
+from facelab.models.classifiers.heads import Task, task_loss, task_predict
+
+
+@torch.no_grad()
+def collect_predictions(
+    model: torch.nn.Module, loader: Any, task: Task, *, tta_flip: bool = False, progress: Any = None
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, float]:
+    """Probabilities per label for every batch of ``loader``.
+
+    Returns:
+        probs: {label: (N,) P(1) for binary or (N, K) class probabilities}.
+        y: (N, L) true label values (task order).
+        index: (N,) store rows.
+        loss: mean task loss over the batches.
+    """
+    model.eval()
+    probs: dict[str, list[np.ndarray]] = {n: [] for n in task.names}
+    ys, idx, losses = [], [], []
+    for batch in loader:
+        logits = model(batch.x).float()  # (B, num_logits)
+        if tta_flip:
+            logits = 0.5 * (logits + model(torch.flip(batch.x, dims=[3])).float())
+        losses.append(float(task_loss(logits, batch.y, task)) * len(batch.y))
+        for name, p in task_predict(logits, task).items():
+            probs[name].append(p.cpu().numpy())
+        ys.append(batch.y.cpu().numpy())
+        idx.append(batch.index.cpu().numpy() if torch.is_tensor(batch.index) else np.asarray(batch.index))
+        if progress is not None:
+            progress(len(batch.y))
+    n = sum(len(v) for v in ys)
+    return ({k: np.concatenate(v) for k, v in probs.items()}, np.concatenate(ys), np.concatenate(idx),
+            float(sum(losses) / max(1, n)))
+
+
+def score(task: Task, y: np.ndarray, probs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per-label metrics (with majority baseline), their means, and confusion matrices of categorical labels."""
+    per_label = {o.name: label_metrics(y[:, i], probs[o.name]) for i, o in enumerate(task.outputs)}
+    confusions = {}
+    for i, o in enumerate(task.outputs):
+        if o.kind is LabelKind.CATEGORICAL:
+            confusions[o.name] = confusion(y[:, i], probs[o.name].argmax(1), o.num_classes).tolist()
+    return {"per_label": per_label, "summary": summarize(per_label), "confusion": confusions, "count": int(len(y))}
+
+
+def evaluate_model(model: torch.nn.Module, loader: Any, task: Task, *, tta_flip: bool = False) -> dict[str, float]:
+    """Flat validation metrics for the Trainer: loss and the mean metrics over labels."""
+    probs, y, _, loss = collect_predictions(model, loader, task, tta_flip=tta_flip)
+    out = score(task, y, probs)["summary"]
+    out["loss"] = loss
+    return out

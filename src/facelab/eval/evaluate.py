@@ -1,0 +1,99 @@
+"""``facelab eval``: score a trained classifier on a store (its own or an external one with the same labels)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from facelab.data.schema import LabelSpec
+from facelab.data.store import Store
+from facelab.errors import FacelabError
+from facelab.eval.classification import collect_predictions, score
+from facelab.models.classifiers.heads import Task
+from facelab.train.checkpoint import CheckpointMeta
+from facelab.utils.io import atomic_write_json
+
+SplitName = Literal["train", "val", "test", "all"]
+
+
+def check_labels(meta: CheckpointMeta, store: Store) -> None:
+    """The store must have every label the model predicts, with the same kind and classes."""
+    have = {s.name: s for s in store.label_specs}
+    problems = []
+    for d in meta.labels:
+        want = LabelSpec.from_dict(d)
+        got = have.get(want.name)
+        if got is None:
+            problems.append(f"{want.name!r} is missing")
+        elif (got.kind, got.classes) != (want.kind, want.classes):
+            problems.append(f"{want.name!r} is {got.kind.value} {got.classes} in the store but {want.kind.value} {want.classes} in the model")
+    if problems:
+        raise FacelabError(
+            f"{store.path}: labels do not match the checkpoint ({'; '.join(problems)}). Evaluate on a store "
+            f"prepared from data with the model's labels: {', '.join(d['name'] for d in meta.labels)}"
+        )
+
+
+def check_preprocessing(meta: CheckpointMeta, store: Store) -> None:
+    size = meta.preprocessing.get("image_size")
+    if size is not None and int(size) != store.image_size:
+        raise FacelabError(
+            f"{store.path}: images are {store.image_size}px but the model was trained on {size}px; "
+            f"prepare the evaluation store with --size {size}"
+        )
+
+
+def eval_rows(meta: CheckpointMeta, store: Store, split: SplitName) -> tuple[np.ndarray, str]:
+    """Rows to evaluate and a note on how they were chosen.
+
+    On the training store the run's own split policy (same seed) is reused, so ``test`` really is unseen;
+    on an external store the official partition is used when it has one, otherwise every row.
+    """
+    from facelab.data.views import splits_for
+
+    if split == "all":
+        return np.arange(len(store)), "all rows"
+    cfg = meta.config
+    if meta.preprocessing.get("store_hash") == store.content_hash:
+        splits = splits_for(store, policy=cfg.get("split", "auto"), fractions=tuple(cfg.get("split_fractions", (0.7, 0.15, 0.15))),
+                            seed=cfg.get("seed", 0), stratify=[o["name"] for o in cfg["task"]["outputs"]][:1])
+        return splits[split], f"the run's own {split} split"
+    if store.has_partitions:
+        rows = splits_for(store, policy="official")[split]
+        return rows, f"official {split} partition of an external store"
+    return np.arange(len(store)), "all rows of an external store (it has no partitions)"
+
+
+def evaluate_run(run: str | Path, store_path: str | Path, *, split: SplitName = "test", out_dir: str | Path | None = None,
+                 batch_size: int = 256, device: str = "cpu", tta_flip: bool = False) -> dict[str, Any]:
+    """Evaluate a classifier run on ``store_path``; write JSON and plots; return the report."""
+    from facelab.data.loader import BatchLoader
+    from facelab.eval.plots import plot_confusion, plot_label_bars
+    from facelab.models.loading import load_model
+
+    model, meta = load_model(run, kind="classifier", device=device)
+    store = Store.open(store_path)
+    check_labels(meta, store)
+    check_preprocessing(meta, store)
+    task = Task.from_dict(meta.config["task"])
+    rows, how = eval_rows(meta, store, split)
+    if len(rows) == 0:
+        raise FacelabError(f"{store.path}: the {split} split is empty; choose --split val/all")
+    pre = meta.preprocessing
+    loader = BatchLoader(store, rows, batch_size=batch_size, labels=list(task.names), shuffle=False,
+                         mean=tuple(pre["mean"]), std=tuple(pre["std"]), device=torch.device(device))
+    probs, y, _, loss = collect_predictions(model, loader, task, tta_flip=tta_flip)
+    report = score(task, y, probs)
+    report.update({"run": str(run), "store": str(store.path), "split": split, "rows": how, "loss": loss, "model": meta.arch})
+    out = Path(out_dir) if out_dir else Path(run) / "eval" / f"{store.path.name}-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {"per_label": str(plot_label_bars(out / "per_label_accuracy.png", report["per_label"]))}
+    for name, m in report["confusion"].items():
+        classes = store.spec(name).classes or [str(i) for i in range(len(m))]
+        plots[f"confusion_{name}"] = str(plot_confusion(out / f"confusion_{name}.png", np.array(m), classes, title=name))
+    report["plots"] = plots
+    atomic_write_json(out / "report.json", report)
+    return report

@@ -1,0 +1,139 @@
+"""``facelab predict``: probabilities and predicted labels for every image of a store or a folder, as CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facelab.data.decode import IMAGE_SUFFIXES, crop_resize, decode_file, decode_min_side
+from facelab.data.schema import CropSpec, LabelKind, LabelSpec
+from facelab.errors import FacelabError, ImageDecodeError
+from facelab.models.classifiers.heads import Task, task_predict
+from facelab.utils.io import atomic_write_text
+
+
+@dataclass
+class PredictReport:
+    out: str
+    count: int
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out": self.out, "count": self.count, "skipped_count": len(self.skipped), "skipped": self.skipped}
+
+
+def list_images(folder: Path) -> tuple[list[Path], list[dict[str, str]]]:
+    """Image files under ``folder`` (recursive, sorted) and the non-image files skipped."""
+    if not folder.is_dir():
+        raise FacelabError(f"{folder}: not a folder or store")
+    images, skipped = [], []
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and not p.name.startswith("."):
+            (images if p.suffix.lower() in IMAGE_SUFFIXES else skipped).append(p)
+    skipped_rows = [{"key": str(p.relative_to(folder)), "reason": "not an image file (by extension)"} for p in skipped]
+    if not images:
+        raise FacelabError(f"{folder}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return images, skipped_rows
+
+
+def _folder_batches(folder: Path, files: list[Path], preprocessing: dict[str, Any], batch_size: int,
+                    skipped: list[dict[str, str]]) -> Iterator[tuple[list[str], np.ndarray]]:
+    size = int(preprocessing["image_size"])
+    crop = CropSpec.from_dict(preprocessing.get("crop") or {}, where="checkpoint crop")
+    keys, imgs = [], []
+    for p in files:
+        try:
+            img = crop_resize(decode_file(p, min_side=decode_min_side(crop, size)), crop, size)
+        except ImageDecodeError as e:
+            skipped.append({"key": str(p.relative_to(folder)), "reason": str(e)})
+            continue
+        keys.append(str(p.relative_to(folder)))
+        imgs.append(img)
+        if len(imgs) == batch_size:
+            yield keys, np.stack(imgs)
+            keys, imgs = [], []
+    if imgs:
+        yield keys, np.stack(imgs)
+
+
+def _store_batches(store, batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+    for start in range(0, len(store), batch_size):
+        sl = slice(start, min(len(store), start + batch_size))
+        yield [str(k) for k in store.keys[sl]], np.asarray(store.images[sl])
+
+
+def _to_tensor(imgs: np.ndarray, mean, std, device) -> torch.Tensor:
+    x = torch.from_numpy(imgs).to(device).permute(0, 3, 1, 2).float().div_(255)  # (B, 3, H, W)
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def _header(task: Task, specs: dict[str, LabelSpec]) -> list[str]:
+    cols = ["key"]
+    for o in task.outputs:
+        if o.kind is LabelKind.BINARY:
+            cols.append(f"p_{o.name}")
+        else:
+            cols += [f"p_{o.name}={c}" for c in specs[o.name].classes]
+    return cols + [f"pred_{o.name}" for o in task.outputs]
+
+
+def _rows(keys: list[str], probs: dict[str, np.ndarray], task: Task, specs: dict[str, LabelSpec], threshold: float):
+    for i, k in enumerate(keys):
+        row: list[Any] = [k]
+        preds = []
+        for o in task.outputs:
+            p = probs[o.name][i]
+            if o.kind is LabelKind.BINARY:
+                row.append(f"{p:.5f}")
+                preds.append(int(p >= threshold))
+            else:
+                row += [f"{v:.5f}" for v in p]
+                preds.append(specs[o.name].classes[int(np.argmax(p))])
+        yield row + preds
+
+
+def predict_to_csv(run: str | Path, target: str | Path, out: str | Path, *, batch_size: int = 256,
+                   device: str = "cpu", threshold: float = 0.5, progress: bool = True) -> PredictReport:
+    """Write one CSV row per image of ``target`` (a store folder or a folder of images)."""
+    from facelab.data.store import MANIFEST, Store
+    from facelab.models.loading import load_model
+
+    model, meta = load_model(run, kind="classifier", device=device)
+    task = Task.from_dict(meta.config["task"])
+    specs = {d["name"]: LabelSpec.from_dict(d) for d in meta.labels}
+    target = Path(target)
+    skipped: list[dict[str, str]] = []
+    if (target / MANIFEST).is_file():
+        from facelab.eval.evaluate import check_preprocessing
+
+        store = Store.open(target)
+        check_preprocessing(meta, store)
+        batches, total = _store_batches(store, batch_size), len(store)
+    else:
+        files, skipped = list_images(target)
+        batches, total = _folder_batches(target, files, meta.preprocessing, batch_size, skipped), len(files)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(_header(task, specs))
+    count = 0
+    from rich.progress import Progress
+
+    with Progress(disable=not progress, transient=True) as prog, torch.no_grad():
+        bar = prog.add_task("predict", total=total)
+        for keys, imgs in batches:
+            x = _to_tensor(imgs, meta.preprocessing["mean"], meta.preprocessing["std"], device)
+            probs = {k: v.cpu().numpy() for k, v in task_predict(model(x).float(), task).items()}
+            writer.writerows(_rows(keys, probs, task, specs, threshold))
+            count += len(keys)
+            prog.update(bar, advance=len(keys))
+    atomic_write_text(Path(out), buf.getvalue())
+    return PredictReport(out=str(out), count=count, skipped=skipped)

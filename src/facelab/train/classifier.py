@@ -1,0 +1,240 @@
+"""Train an attribute classifier on a store: config -> run folder with checkpoints, metrics and plots."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from facelab.config import StrictConfig
+from facelab.data.store import Store
+from facelab.errors import ConfigError
+from facelab.eval.classification import evaluate_model
+from facelab.models.classifiers.heads import (
+    Task,
+    class_weights_from_labels,
+    head_bias_from_labels,
+    pos_weight_from_labels,
+    task_loss,
+)
+from facelab.train.checkpoint import CheckpointMeta
+from facelab.train.trainer import Callback, StepOutput, Trainer, TrainerConfig
+
+
+def default_trainer_config() -> TrainerConfig:
+    return TrainerConfig(epochs=20, monitor="val_mean_accuracy", monitor_mode="max")
+
+
+class ClassifierConfig(StrictConfig):
+    """Everything a classifier run needs; saved as config.yaml in the run folder."""
+
+    store: str
+    labels: list[str] | None = None  # None: every binary/categorical label of the store
+    split: Literal["auto", "official", "random"] = "auto"
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    model: str = "vgg_scratch"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    pretrained: str | None = None  # torchvision-format file or facelab checkpoint
+    freeze_backbone: bool = False
+    unfreeze_at_epoch: int | None = Field(None, ge=0)
+    backbone_lr_scale: float = Field(0.1, gt=0, le=1)
+    batch_size: int = Field(128, ge=1)
+    augment: str = "flip"  # preset of facelab.data.augment
+    random_erasing: float = Field(0.0, ge=0, le=1)
+    balance: Literal["none", "class_weights", "sampler"] = "none"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    tta_flip: bool = False
+    train_limit: int | None = Field(None, ge=1)  # use at most this many training rows (quick runs)
+    device: str = "auto"
+    seed: int = 0
+    trainer: TrainerConfig = Field(default_factory=default_trainer_config)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class ClassifierObjective:
+    """Task loss of a classifier; evaluation = per-label metrics averaged over labels."""
+
+    def __init__(self, model: torch.nn.Module, task: Task, *, cfg: ClassifierConfig, store: Store,
+                 pos_weight: torch.Tensor | None = None, class_weights: dict[str, torch.Tensor] | None = None) -> None:
+        self.model, self.task, self.cfg, self.store = model, task, cfg, store
+        self.pos_weight, self.class_weights = pos_weight, class_weights
+        self.lr_groups: list[dict[str, Any]] | None = None
+
+    def parameter_groups(self) -> dict[str, Any]:
+        return {"model": self.lr_groups or list(self.model.parameters())}
+
+    def step_schedule(self) -> list[tuple[str, int]]:
+        return [("model", 1)]
+
+    def loss(self, group: str, batch: Any) -> StepOutput:
+        logits = self.model(batch.x)  # (B, num_logits)
+        loss = task_loss(logits, batch.y, self.task, pos_weight=self.pos_weight, class_weights=self.class_weights,
+                         label_smoothing=self.cfg.label_smoothing)
+        return StepOutput(loss, {"loss": float(loss.detach())})
+
+    def evaluate(self, loader: Any, *, model: torch.nn.Module | None = None) -> dict[str, float]:
+        return evaluate_model(model or self.model, loader, self.task, tta_flip=self.cfg.tta_flip)
+
+    def checkpoint_meta(self) -> CheckpointMeta:
+        m = self.model
+        specs = {s.name: s for s in self.store.label_specs}
+        return CheckpointMeta(
+            kind="classifier",
+            arch=self.cfg.model,
+            arch_kwargs={**self.cfg.model_kwargs, "num_outputs": self.task.num_logits, "image_size": self.store.image_size},
+            labels=[specs[n].to_dict() for n in self.task.names],
+            preprocessing=preprocessing_of(m, self.store),
+            config={**self.cfg.model_dump(mode="json"), "task": self.task.to_dict()},
+        )
+
+
+def preprocessing_of(model: torch.nn.Module, store: Store) -> dict[str, Any]:
+    """What inference must do to an image so the model sees what it saw in training."""
+    cfg = model.pretrained_cfg
+    return {
+        "image_size": store.image_size,
+        "crop": store.manifest.get("crop"),
+        "source": store.source,
+        "mean": list(cfg.mean),
+        "std": list(cfg.std),
+        "store_hash": store.content_hash,
+    }
+
+
+class UnfreezeCallback(Callback):
+    """Unfreeze the backbone at ``epoch`` with ``lr_scale`` times the base learning rate."""
+
+    def __init__(self, epoch: int, lr_scale: float) -> None:
+        self.at, self.lr_scale = epoch, lr_scale
+
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        if epoch != self.at or trainer.batches_done:
+            return
+        from facelab.models.classifiers.transfer import unfreeze
+
+        groups = unfreeze(trainer.model, lr_scale=self.lr_scale)
+        opt = trainer.optimizers["model"]
+        base = trainer.base_lrs["model"][0]
+        have = {id(p) for g in opt.param_groups for p in g["params"]}
+        for g in groups:
+            params = [p for p in g["params"] if id(p) not in have]
+            if params:
+                opt.add_param_group({**g, "params": params, "lr": base * g.get("lr_scale", self.lr_scale)})
+                trainer.base_lrs["model"].append(base * g.get("lr_scale", self.lr_scale))
+
+
+def build_task(store: Store, labels: list[str] | None) -> Task:
+    try:
+        return Task.from_labels(store.label_specs, labels)
+    except ConfigError as e:
+        raise ConfigError(f"{store.path}: {e}") from None
+
+
+def _training_labels(store: Store, rows: np.ndarray, task: Task) -> torch.Tensor:
+    cols = [store.label_index(n) for n in task.names]
+    return torch.from_numpy(store.labels[rows][:, cols].astype(np.int64))
+
+
+def balanced_sample_weights(y: np.ndarray) -> np.ndarray:
+    """Per-row weights inversely proportional to the frequency of the row's joint label combination."""
+    _, inverse, counts = np.unique(y, axis=0, return_inverse=True, return_counts=True)
+    w = 1.0 / counts[inverse.ravel()]
+    return w / w.sum()
+
+
+def make_splits(cfg: ClassifierConfig, store: Store, task: Task) -> dict[str, np.ndarray]:
+    """Train/val/test rows: official partitions or a seeded stratified split (identities kept apart)."""
+    from facelab.data.views import splits_for
+
+    splits = splits_for(store, policy=cfg.split, fractions=cfg.split_fractions, seed=cfg.seed,
+                        stratify=list(task.names)[:1])
+    if cfg.train_limit:
+        rows = np.random.default_rng(cfg.seed).permutation(splits["train"])[: cfg.train_limit]
+        splits = {**splits, "train": np.sort(rows)}
+    return splits
+
+
+def make_loaders(cfg: ClassifierConfig, store: Store, task: Task, splits: dict[str, np.ndarray],
+                 device: torch.device, mean, std):
+    """Train and validation loaders for a classifier run."""
+    from facelab.data.augment import BatchAugment
+    from facelab.data.loader import BatchLoader
+
+    train_rows = splits["train"]
+    overrides = {"random_erasing": {"p": cfg.random_erasing}} if cfg.random_erasing else {}
+    augment = BatchAugment.from_preset(cfg.augment, label_specs=store.label_specs, **overrides)
+    weights = None
+    if cfg.balance == "sampler":
+        weights = balanced_sample_weights(_training_labels(store, train_rows, task).numpy())
+    common = dict(labels=list(task.names), mean=mean, std=std, device=device,
+                  channels_last=cfg.trainer.channels_last)
+    train = BatchLoader(store, train_rows, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
+                        augment=augment, sampler_weights=weights, **common)
+    val = BatchLoader(store, splits["val"], batch_size=max(256, cfg.batch_size), shuffle=False, **common)
+    return train, val
+
+
+def build_classifier(cfg: ClassifierConfig, store: Store, task: Task, train_y: torch.Tensor) -> torch.nn.Module:
+    """Create the model, load pretrained weights, freeze, initialise the head bias with label priors."""
+    from facelab.models.classifiers import create_classifier
+    from facelab.models.classifiers.transfer import freeze_backbone
+
+    model = create_classifier(cfg.model, num_outputs=task.num_logits, image_size=store.image_size,
+                              pretrained=cfg.pretrained, **cfg.model_kwargs)
+    if cfg.pretrained is None:
+        with torch.no_grad():
+            model.fc.bias.copy_(head_bias_from_labels(train_y, task))
+    if cfg.freeze_backbone:
+        freeze_backbone(model)
+    return model
+
+
+def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool = False,
+                     callbacks: list[Callback] | None = None) -> dict[str, Any]:
+    """Train (or resume) a classifier run in ``run_dir``; returns the summary written to summary.json."""
+    from facelab.eval.plots import plot_curves
+    from facelab.utils.io import atomic_write_json
+
+    run_dir = Path(run_dir)
+    torch.manual_seed(cfg.seed)
+    store = Store.open(cfg.store)
+    task = build_task(store, cfg.labels)
+    device = resolve_device(cfg.device)
+    splits = make_splits(cfg, store, task)
+    train_y = _training_labels(store, splits["train"], task)
+    model = build_classifier(cfg, store, task, train_y)
+    pc = model.pretrained_cfg
+    train_loader, val_loader = make_loaders(cfg, store, task, splits, device, pc.mean, pc.std)
+    pos_w = class_w = None
+    if cfg.balance == "class_weights":
+        pos_w = pos_weight_from_labels(train_y, task) if task.binary_index[0] else None
+        class_w = class_weights_from_labels(train_y, task) or None
+    obj = ClassifierObjective(model, task, cfg=cfg, store=store, pos_weight=pos_w, class_weights=class_w)
+    cbs = list(callbacks or [])
+    if cfg.freeze_backbone and cfg.unfreeze_at_epoch is not None:
+        cbs.append(UnfreezeCallback(cfg.unfreeze_at_epoch, cfg.backbone_lr_scale))
+    trainer = Trainer(obj, train_loader, val_loader, config=cfg.trainer, run_dir=run_dir, device=device, callbacks=cbs)
+    t0 = time.monotonic()
+    result = trainer.fit(resume=resume)
+    plot_curves(run_dir / "curves.png", trainer.history)
+    summary = {
+        "run_dir": str(run_dir), "model": cfg.model, "labels": list(task.names),
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_rows": int(len(splits["train"])), "val_rows": int(len(splits["val"])),
+        "test_rows": int(len(splits.get("test", []))), "device": str(device),
+        **result, "fit_seconds": round(time.monotonic() - t0, 2),
+        "final": trainer.history[-1] if trainer.history else {},
+    }
+    atomic_write_json(run_dir / "summary.json", summary)
+    return summary
+
