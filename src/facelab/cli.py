@@ -332,6 +332,120 @@ def experiment_batch_schedule(
         console.print(f"results and curves in {run_dir}")
 
 
+# ---- generative models ---------------------------------------------------------------------------
+@app.command("train-gen")
+def train_gen(
+    store: Optional[Path] = typer.Argument(None, help="Store (32 or 64 px) to train on (or `store:` in --config)."),
+    model: Optional[str] = typer.Option(None, help="vae | beta_vae | cvae | aae | dcgan | wgan_gp | sngan | cgan | acai"),
+    cond: Optional[str] = typer.Option(None, help="Comma-separated labels to condition on (conditional models)."),
+    epochs: Optional[int] = typer.Option(None, min=1),
+    batch_size: Optional[int] = typer.Option(None, min=2),
+    config: Optional[Path] = typer.Option(None, help="YAML overrides of GenerativeRunConfig."),
+    option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="KEY=VALUE, e.g. -o model_options.width=64"),
+    device: Optional[str] = typer.Option(None),
+    out: Path = typer.Option(Path("runs"), help="Folder under which the run folder is created."),
+    name: Optional[str] = typer.Option(None, help="Run folder name."),
+    resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Train a VAE / GAN / AAE / ACAI; writes sample grids every epoch and resumable checkpoints."""
+    from facelab.runs import create_run_dir
+    from facelab.train.generative import GenerativeRunConfig, train_generative
+
+    if resume is not None:
+        cfg = GenerativeRunConfig.from_yaml(resume / "config.yaml")
+        run_dir = resume
+    else:
+        data = yaml.safe_load(config.read_text()) if config else {}
+        data = data or {}
+        for k, v in {"store": str(store) if store else None, "model": model, "batch_size": batch_size, "device": device,
+                     "conditions": cond.split(",") if cond else None}.items():
+            if v is not None:
+                data[k] = v
+        if epochs is not None:
+            data.setdefault("trainer", {})["epochs"] = epochs
+        _deep_update(data, parse_options(option))
+        cfg = GenerativeRunConfig.from_dict(data, where=str(config or "generative options"))
+        if dry_run:
+            sys.stdout.write(cfg.to_yaml())
+            return
+        run_dir = create_run_dir(f"gen-{cfg.model}", name=name, root=out, config=cfg)
+    console.print(f"run folder: {run_dir}")
+    summary = train_generative(cfg, run_dir=run_dir, resume=resume is not None)
+    emit_json(summary) if as_json else console.print(f"[bold green]done[/]: grid {summary['grid']}")
+
+
+@app.command("sample")
+def sample(
+    run: Path = typer.Argument(..., help="A generative run folder (or checkpoint)."),
+    n: int = typer.Option(64, min=1),
+    grid: Optional[Path] = typer.Option(None, help="PNG grid to write (8 per row; default RUN/samples/)."),
+    images: Optional[Path] = typer.Option(None, help="Also save each image as a PNG in this folder."),
+    cond: Optional[str] = typer.Option(None, help='Condition, e.g. "Male=1,Eyeglasses=1" or "horse".'),
+    seed: int = typer.Option(0),
+    temperature: float = typer.Option(1.0, min=0.01),
+    device: str = typer.Option("cpu"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Sample images from a generative run."""
+    from facelab.eval.sampling import sample_run
+
+    res = sample_run(run, n=n, cond=cond, grid=grid, images_dir=images, seed=seed, temperature=temperature, device=device)
+    emit_json(res) if as_json else console.print(f"grid: {res['grid']}")
+
+
+@app.command("interpolate")
+def interpolate(
+    run: Path = typer.Argument(..., help="A generative run folder."),
+    out: Path = typer.Option(Path("interpolation.png"), "--out"),
+    steps: int = typer.Option(10, min=2),
+    rows: int = typer.Option(4, min=1, help="Strips between random latent pairs."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Store of the real images for --pair."),
+    pair: Optional[str] = typer.Option(None, help="I,J: interpolate between store rows I and J through the encoder."),
+    cond: Optional[str] = typer.Option(None),
+    linear: bool = typer.Option(False, help="Linear instead of spherical interpolation."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """A strip between two latent points, or between two real images (autoencoders)."""
+    from facelab.eval.sampling import interpolate_run
+
+    pr = None
+    if pair:
+        try:
+            a, b = (int(v) for v in pair.split(","))
+        except ValueError:
+            raise FacelabError(f"--pair {pair!r}: expected two store rows I,J") from None
+        pr = (a, b)
+    res = interpolate_run(run, out=out, steps=steps, rows=rows, seed=seed, cond=cond, store=data, pair=pr,
+                          spherical=not linear, device=device)
+    emit_json(res) if as_json else console.print(f"strip: {res['strip']}")
+
+
+@app.command("blend")
+def blend(
+    run: Path = typer.Argument(..., help="A generative run (conditional on a class label, or an autoencoder)."),
+    classes: str = typer.Option(..., help="Two classes, e.g. bird,horse"),
+    weight: float = typer.Option(0.5, help="0 = first class, 1 = second class."),
+    n: int = typer.Option(64, min=1),
+    out: Path = typer.Option(Path("blend.png"), "--out"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Store for class latent means (unconditional autoencoders)."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Blend two classes (the pegasus from CIFAR-10 birds and horses)."""
+    from facelab.eval.sampling import blend_run
+
+    parts = [c.strip() for c in classes.split(",") if c.strip()]
+    if len(parts) != 2:
+        raise FacelabError(f"--classes {classes!r}: give exactly two classes, e.g. bird,horse")
+    res = blend_run(run, classes=(parts[0], parts[1]), weight=weight, n=n, out=out, store=data, seed=seed, device=device)
+    emit_json(res) if as_json else console.print(f"blend: {res['grid']}")
+
+
 # ---- demo ------------------------------------------------------------------------------------
 @app.command("demo")
 def demo(

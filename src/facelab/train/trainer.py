@@ -276,7 +276,9 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
         value = metrics.get(self.cfg.monitor)
-        if value is not None and math.isfinite(value):
+        if value is None:
+            self.save("best", metrics)  # nothing to monitor (e.g. GANs): the latest (EMA) model is the one to use
+        elif math.isfinite(value):
             self.plateau.update(value)
             improved = self.best is None or (value > self.best if self.cfg.monitor_mode == "max" else value < self.best)
             if improved:

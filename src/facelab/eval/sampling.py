@@ -1,0 +1,162 @@
+"""Sampling from trained generative runs: grids, latent interpolation strips and class blends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facelab.errors import FacelabError
+from facelab.eval.grids import save_grid, save_images
+from facelab.models.loading import load_model
+
+
+def parse_cond(text: str | None, model: torch.nn.Module) -> dict[str, Any] | None:
+    """``"Male=1,Eyeglasses=1"`` -> {"Male": 1, "Eyeglasses": 1}; a bare ``horse`` names a class of the
+    model's single categorical condition. Values may be indices or value names."""
+    if text is None or not text.strip():
+        return None
+    if not model.is_conditional:
+        raise FacelabError("this model is unconditional; drop --cond (conditional models: cvae, cgan, aae with conditions)")
+    out: dict[str, Any] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if "=" in part:
+            k, v = (s.strip() for s in part.split("=", 1))
+            out[k] = int(v) if v.lstrip("-").isdigit() else v
+            continue
+        cats = [c for c in model.config.conditions or [] if c.kind == "categorical"]
+        if len(cats) != 1:
+            raise FacelabError(f"--cond {part!r}: write NAME=VALUE (the model has {len(cats)} categorical conditions)")
+        out[cats[0].name] = part
+    return out
+
+
+def sample_run(run: str | Path, *, n: int = 64, cond: str | None = None, grid: str | Path | None = None,
+               images_dir: str | Path | None = None, seed: int = 0, temperature: float = 1.0,
+               device: str = "cpu") -> dict[str, Any]:
+    """Sample ``n`` images (conditioned on ``cond``) into an 8-wide grid and/or individual PNGs."""
+    model, meta = load_model(run, kind="generative", device=device)
+    labels = parse_cond(cond, model)
+    c = model.make_cond(labels) if labels is not None else None
+    if c is None and model.is_conditional:
+        from facelab.train.generative import grid_conditions
+
+        c = grid_conditions(model, n)
+    g = torch.Generator().manual_seed(seed)
+    images = model.sample(n, c, generator=g, temperature=temperature)  # (n, 3, S, S)
+    out: dict[str, Any] = {"run": str(run), "model": meta.arch, "n": n, "cond": labels}
+    grid = grid or Path(run) / "samples" / f"sample_{seed}.png"
+    out["grid"] = str(save_grid(images, grid))
+    if images_dir is not None:
+        out["images"] = [str(p) for p in save_images(images, images_dir)]
+    return out
+
+
+def interpolate_run(run: str | Path, *, out: str | Path, steps: int = 10, rows: int = 4, seed: int = 0,
+                    cond: str | None = None, store: str | Path | None = None, pair: tuple[int, int] | None = None,
+                    spherical: bool = True, device: str = "cpu") -> dict[str, Any]:
+    """Strips from one latent point to another; with ``store`` and ``pair`` (autoencoders), between two real images."""
+    from facelab.models.generative import interpolate_latents
+
+    model, meta = load_model(run, kind="generative", device=device)
+    labels = parse_cond(cond, model)
+    c = model.make_cond(labels) if labels is not None else None
+    if c is None and model.is_conditional:
+        from facelab.train.generative import grid_conditions
+
+        c = grid_conditions(model, 1)
+    g = torch.Generator().manual_seed(seed)
+    real = None
+    if pair is not None:
+        if not model.has_encoder:
+            raise FacelabError(f"{meta.arch} has no encoder: interpolate between real images with vae, beta_vae, cvae, aae or acai")
+        real = _real_pair_images(store, pair, model)  # (2, 3, S, S)
+        with torch.no_grad():
+            ends = model.encode(real, None if c is None else c[:1].expand(2, -1))  # (2, D)
+        strips = [interpolate_latents(ends[0], ends[1], steps, spherical=spherical)]
+    else:
+        zs = model.sample_latent(2 * rows, generator=g)  # (2*rows, D)
+        strips = [interpolate_latents(zs[2 * i], zs[2 * i + 1], steps, spherical=spherical) for i in range(rows)]
+    z = torch.cat(strips)  # (rows*steps, D)
+    with torch.no_grad():
+        images = model.generate(z, None if c is None else c[:1].expand(len(z), -1))
+    if real is not None:
+        images = torch.cat([real[:1], images, real[1:]])  # real A | decoded path | real B
+    path = save_grid(images, out, nrow=steps + (2 if pair is not None else 0))
+    return {"run": str(run), "model": meta.arch, "strip": str(path), "steps": steps, "between_real_images": pair is not None}
+
+
+def _real_pair_images(store_path, pair, model) -> torch.Tensor:
+    from facelab.data.store import Store
+
+    if store_path is None:
+        raise FacelabError("interpolating between real images needs --data STORE and --pair I,J (store rows)")
+    store = Store.open(store_path)
+    if store.image_size != model.image_size:
+        raise FacelabError(f"{store.path} is {store.image_size}px but the model makes {model.image_size}px images")
+    for i in pair:
+        if not 0 <= i < len(store):
+            raise FacelabError(f"--pair row {i} is outside the store (0..{len(store) - 1})")
+    imgs = np.asarray(store.images[list(pair)])
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(127.5).sub(1)  # (2, 3, S, S) in [-1, 1]
+    return x.to(model.device)
+
+
+def blend_run(run: str | Path, *, classes: tuple[str, str], weight: float = 0.5, n: int = 64, out: str | Path,
+              store: str | Path | None = None, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """Blend two classes (the pegasus: bird + horse).
+
+    Conditional models sample with the interpolated condition ``(1-w)*a + w*b``; unconditional
+    autoencoders decode latents around the interpolated class latent means (needs ``store``).
+    """
+    from facelab.models.generative import blend_conditions
+
+    if not 0.0 <= weight <= 1.0:
+        raise FacelabError(f"--weight {weight}: the blend weight must be in [0, 1]")
+    model, meta = load_model(run, kind="generative", device=device)
+    g = torch.Generator().manual_seed(seed)
+    if model.is_conditional:
+        cats = [c for c in model.config.conditions if c.kind == "categorical"]
+        if len(cats) != 1:
+            raise FacelabError("blending classes needs a model conditioned on one categorical label (e.g. CIFAR-10 label)")
+        ca = model.make_cond({cats[0].name: classes[0]})
+        cb = model.make_cond({cats[0].name: classes[1]})
+        cond = blend_conditions(ca, cb, weight).expand(n, -1)
+        images = model.sample(n, cond, generator=g)
+        how = "condition blend"
+    else:
+        images = _latent_mean_blend(model, meta, store, classes, weight, n, g)
+        how = "class latent-mean blend"
+    path = save_grid(images, out)
+    return {"run": str(run), "model": meta.arch, "classes": list(classes), "weight": weight, "method": how, "grid": str(path)}
+
+
+def _latent_mean_blend(model, meta, store_path, classes, weight, n, g) -> torch.Tensor:
+    from facelab.data.store import Store
+    from facelab.models.generative import class_latent_means
+
+    if not model.has_encoder:
+        raise FacelabError(f"{meta.arch} is unconditional and has no encoder: blend with a conditional model or an autoencoder")
+    if store_path is None:
+        raise FacelabError("blending with an unconditional autoencoder needs --data STORE to find the class latent means")
+    store = Store.open(store_path)
+    specs = [s for s in store.label_specs if s.classes and set(classes) <= set(s.classes)]
+    if not specs:
+        raise FacelabError(f"{store.path}: no label has both classes {classes}")
+    spec = specs[0]
+    col = store.column(spec.name)
+    ids = [spec.classes.index(c) for c in classes]
+
+    def batches():
+        for cls_id in ids:
+            rows = np.flatnonzero(col == cls_id)[:512]
+            x = torch.from_numpy(np.asarray(store.images[rows])).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+            yield x.to(model.device), torch.full((len(rows),), ids.index(cls_id), dtype=torch.long)
+
+    means = class_latent_means(model, batches(), num_classes=2)  # (2, D)
+    center = torch.lerp(means[0], means[1], weight)
+    z = center + 0.5 * torch.randn(n, model.latent_dim, generator=g).to(center)
+    with torch.no_grad():
+        return model.decode(z)
