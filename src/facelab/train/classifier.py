@@ -165,21 +165,25 @@ def make_splits(cfg: ClassifierConfig, store: Store, task: Task) -> dict[str, np
 
 
 def make_loaders(cfg: ClassifierConfig, store: Store, task: Task, splits: dict[str, np.ndarray],
-                 device: torch.device, mean, std):
-    """Train and validation loaders for a classifier run."""
+                 device: torch.device, mean, std, *, extra: tuple[np.ndarray, np.ndarray] | None = None):
+    """Train and validation loaders; ``extra`` = synthetic (images, task labels) appended to training only."""
     from facelab.data.augment import BatchAugment
     from facelab.data.loader import BatchLoader
 
     train_rows = splits["train"]
     overrides = {"random_erasing": {"p": cfg.random_erasing}} if cfg.random_erasing else {}
-    augment = BatchAugment.from_preset(cfg.augment, label_specs=store.label_specs, **overrides)
+    specs = {s.name: s for s in store.label_specs}
+    augment = BatchAugment.from_preset(cfg.augment, label_specs=[specs[n] for n in task.names], **overrides)
     weights = None
     if cfg.balance == "sampler":
-        weights = balanced_sample_weights(_training_labels(store, train_rows, task).numpy())
+        y = _training_labels(store, train_rows, task).numpy()
+        if extra is not None:
+            y = np.concatenate([y, extra[1]])
+        weights = balanced_sample_weights(y)
     common = dict(labels=list(task.names), mean=mean, std=std, device=device,
                   channels_last=cfg.trainer.channels_last)
     train = BatchLoader(store, train_rows, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
-                        augment=augment, sampler_weights=weights, **common)
+                        augment=augment, sampler_weights=weights, extra=extra, **common)
     val = BatchLoader(store, splits["val"], batch_size=max(256, cfg.batch_size), shuffle=False, **common)
     return train, val
 
@@ -200,8 +204,15 @@ def build_classifier(cfg: ClassifierConfig, store: Store, task: Task, train_y: t
 
 
 def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool = False,
-                     callbacks: list[Callback] | None = None) -> dict[str, Any]:
-    """Train (or resume) a classifier run in ``run_dir``; returns the summary written to summary.json."""
+                     callbacks: list[Callback] | None = None, splits: dict[str, np.ndarray] | None = None,
+                     extra: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """Train (or resume) a classifier run in ``run_dir``; returns the summary written to summary.json.
+
+    Args:
+        splits: train/val(/test) store rows to use instead of the config's split policy (experiments).
+        extra: synthetic training rows (images (M, S, S, 3) uint8, labels (M, num task labels)); tagged
+            synthetic by the loader, never used for validation.
+    """
     from facelab.eval.plots import plot_curves
     from facelab.utils.io import atomic_write_json
 
@@ -210,11 +221,13 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
     store = Store.open(cfg.store)
     task = build_task(store, cfg.labels)
     device = resolve_device(cfg.device)
-    splits = make_splits(cfg, store, task)
+    splits = splits if splits is not None else make_splits(cfg, store, task)
     train_y = _training_labels(store, splits["train"], task)
+    if extra is not None:
+        train_y = torch.cat([train_y, torch.from_numpy(np.asarray(extra[1], dtype=np.int64))])
     model = build_classifier(cfg, store, task, train_y)
     pc = model.pretrained_cfg
-    train_loader, val_loader = make_loaders(cfg, store, task, splits, device, pc.mean, pc.std)
+    train_loader, val_loader = make_loaders(cfg, store, task, splits, device, pc.mean, pc.std, extra=extra)
     pos_w = class_w = None
     if cfg.balance == "class_weights":
         pos_w = pos_weight_from_labels(train_y, task) if task.binary_index[0] else None
@@ -230,7 +243,8 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
     summary = {
         "run_dir": str(run_dir), "model": cfg.model, "labels": list(task.names),
         "params": sum(p.numel() for p in model.parameters()),
-        "train_rows": int(len(splits["train"])), "val_rows": int(len(splits["val"])),
+        "train_rows": int(len(splits["train"])), "synthetic_rows": 0 if extra is None else int(len(extra[0])),
+        "val_rows": int(len(splits["val"])),
         "test_rows": int(len(splits.get("test", []))), "device": str(device),
         **result, "fit_seconds": round(time.monotonic() - t0, 2),
         "final": trainer.history[-1] if trainer.history else {},

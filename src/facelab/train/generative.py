@@ -165,8 +165,9 @@ def train_generative(cfg: GenerativeRunConfig, *, run_dir: str | Path, resume: b
         splits_for(store, policy=cfg.split, seed=cfg.seed)
     train_rows = np.asarray(rows) if rows is not None else splits["train"]
     labels = list(cfg.conditions or [])
-    augment = BatchAugment.from_preset(cfg.augment, label_specs=store.label_specs)
-    common = dict(labels=labels or None, mean=GEN_MEAN, std=GEN_STD, device=device)
+    served = labels or store.label_names
+    augment = BatchAugment.from_preset(cfg.augment, label_specs=[store.spec(n) for n in served])
+    common = dict(labels=served, mean=GEN_MEAN, std=GEN_STD, device=device)
     train = BatchLoader(store, train_rows, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
                         augment=augment, **common)
     val = BatchLoader(store, splits["val"][:2048], batch_size=256, shuffle=False, **common) if len(splits["val"]) and model.has_encoder else None

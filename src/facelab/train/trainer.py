@@ -193,8 +193,8 @@ class Trainer:
         self.model.train()
         loader = self.train_loader
         loader.set_epoch(self.epoch)
-        if self.batches_done:
-            loader.load_state_dict({"epoch": self.epoch, "batches_done": self.batches_done})
+        if self.batches_done:  # resuming mid-epoch: skip the batches already trained on
+            loader.load_state_dict({**loader.state_dict(), "epoch": self.epoch, "batches_consumed": self.batches_done})
         sums: dict[str, float] = {}
         count, t0, images = 0, time.monotonic(), 0
         n_batches = len(loader)

@@ -28,8 +28,11 @@ class _Loader:
     def set_epoch(self, e):
         self.epoch, self.skip = e, 0
 
+    def state_dict(self):
+        return {"epoch": self.epoch, "batches_consumed": self.skip}
+
     def load_state_dict(self, d):
-        self.epoch, self.skip = d["epoch"], d["batches_done"]
+        self.epoch, self.skip = d["epoch"], d["batches_consumed"]
 
     def __len__(self):
         return (len(self.x) + self.bs - 1) // self.bs
