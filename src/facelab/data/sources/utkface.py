@@ -1,0 +1,147 @@
+"""UTKFace: age, gender and race encoded in each file name, ``<age>_<gender>_<race>_<datetime>.jpg.chip.jpg``.
+
+The aligned & cropped faces (``UTKFace/``, 200x200) use the ``.jpg.chip.jpg`` suffix; the ``crop_part1``
+and in-the-wild (``part1/ part2/ part3/``) variants use plain ``.jpg``. Labels are read only from names
+that follow the scheme exactly: a malformed name (a missing field, a stray space, a missing dot, a code
+outside its range) is skipped with the reason, never repaired by guessing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from facelab.data.schema import CropSpec, LabelKind, LabelSpec, Record, Skip, SourceIndex
+from facelab.data.sources.base import SOURCES, Source
+from facelab.data.sources.folder import file_skip_reason
+from facelab.errors import DataError
+
+GENDERS = ("male", "female")  # 0, 1
+RACES = ("White", "Black", "Asian", "Indian", "Others")  # 0..4
+MAX_AGE = 120
+CHIP_SUFFIX = ".jpg.chip.jpg"
+SUBFOLDERS = ("UTKFace", "utkface", "crop_part1", "UTKface_inthewild", "utkface_inthewild")
+PART_FOLDERS = ("part1", "part2", "part3")
+SCHEME = "<age>_<gender>_<race>_<datetime>.jpg.chip.jpg"
+DOWNLOAD = "https://susanqq.github.io/UTKFace/"
+
+_FIELDS = ("age", "gender", "race", "datetime")
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _stem(name: str) -> tuple[str | None, str | None]:
+    """(the part before the suffix, None) or (None, why the suffix is wrong)."""
+    if name.endswith(CHIP_SUFFIX):
+        return name[: -len(CHIP_SUFFIX)], None
+    if name.endswith(".chip.jpg"):
+        return None, f"malformed name: no '.' before 'jpg.chip.jpg' (expected {SCHEME})"
+    if name.lower().endswith(".jpg"):
+        return name[:-4], None
+    return None, f"not a UTKFace image name: expected the suffix '.jpg.chip.jpg' or '.jpg' ({SCHEME})"
+
+
+def _field_error(field: str, text: str) -> str | None:
+    """Why one name field is invalid (None when it is fine)."""
+    if _DIGITS.fullmatch(text):
+        value = int(text)
+        if field == "age" and value > MAX_AGE:
+            return f"age {value} is outside 0-{MAX_AGE}"
+        if field == "gender" and value >= len(GENDERS):
+            return f"gender code {value} is not 0 (male) or 1 (female)"
+        if field == "race" and value >= len(RACES):
+            return f"race code {value} is not 0-4 ({', '.join(RACES)})"
+        return None
+    if text != text.strip() or " " in text:
+        return f"{field} field {text!r} contains a space"
+    if not text:
+        return f"{field} field is empty"
+    return f"{field} field {text!r} is not a non-negative integer"
+
+
+def parse_name(name: str) -> tuple[tuple[int, int, int], None] | tuple[None, str]:
+    """Parse a UTKFace file name into (age, gender, race), or return why it cannot be parsed.
+
+    Example:
+        >>> parse_name("25_1_3_20170104231539445.jpg.chip.jpg")
+        ((25, 1, 3), None)
+        >>> parse_name("39_1_20170116174525125.jpg.chip.jpg")[1]
+        'malformed name: 3 fields (39_1_20170116174525125), expected 4 (<age>_<gender>_<race>_<datetime>.jpg.chip.jpg)'
+    """
+    stem, why = _stem(name)
+    if stem is None:
+        return None, why  # type: ignore[return-value]
+    fields = stem.split("_")
+    if len(fields) != len(_FIELDS):
+        return None, f"malformed name: {len(fields)} fields ({stem}), expected {len(_FIELDS)} ({SCHEME})"
+    for field, text in zip(_FIELDS, fields):
+        error = _field_error(field, text)
+        if error is not None:
+            return None, f"malformed name: {error}" + ("" if _DIGITS.fullmatch(text) else f" ({SCHEME})")
+    age, gender, race = (int(t) for t in fields[:3])
+    return (age, gender, race), None
+
+
+def image_folders(root: Path) -> list[Path]:
+    """The folders holding UTKFace images under ``root`` (root itself, a known sub-folder, or part1..3).
+
+    Raises:
+        DataError: no UTKFace images anywhere expected, with the layout to use.
+    """
+    with os.scandir(root) as it:
+        entries = list(it)
+    if any(e.is_file() and e.name.lower().endswith(".jpg") for e in entries):
+        return [root]
+    for sub in SUBFOLDERS:
+        if (root / sub).is_dir():
+            return image_folders(root / sub)
+    parts = [root / p for p in PART_FOLDERS if (root / p).is_dir()]
+    if parts:
+        return parts
+    raise DataError(
+        f"{root}: no UTKFace images; expected files named {SCHEME} in {root} or {root}/UTKFace/ "
+        f"(the 'Aligned&Cropped Faces' UTKFace.tar.gz from {DOWNLOAD}, unpacked)"
+    )
+
+
+@SOURCES.register("utkface")
+class UTKFaceSource(Source):
+    """UTKFace faces labelled by file name: ``age`` (numeric, years), ``gender`` (binary: 0 male,
+    1 female) and ``race`` (categorical, 5 classes). No identities, no official partitions.
+    """
+
+    name = "utkface"
+    default_crop = CropSpec(mode="center")
+
+    def index(self) -> SourceIndex:
+        assert self.root is not None
+        records, skipped = [], []
+        folders = image_folders(self.root)
+        base = folders[0] if len(folders) == 1 else folders[0].parent  # keys: "name" or "part1/name"
+        for folder in folders:
+            with os.scandir(folder) as it:
+                names = sorted(e.name for e in it if e.is_file())
+            prefix = "" if folder == base else folder.name + "/"
+            ref_prefix = os.path.join(folder, "")  # string joins: Path maths costs seconds on 20k files
+            for name in names:
+                reason = file_skip_reason(name)
+                labels, why = (None, reason) if reason else parse_name(name)
+                if labels is None:
+                    skipped.append(Skip(prefix + name, why))  # type: ignore[arg-type]
+                else:
+                    records.append(Record(key=prefix + name, ref=ref_prefix + name, labels=labels))
+        if not records:
+            raise DataError(f"{self.root}: no file follows the UTKFace naming scheme {SCHEME}")
+        notes = [f"{len(skipped):,} files skipped (malformed names or not images)"] if skipped else []
+        return SourceIndex(
+            source=self.name,
+            root=str(self.root),
+            labels=[
+                LabelSpec("age", LabelKind.NUMERIC),
+                LabelSpec("gender", LabelKind.BINARY, GENDERS),
+                LabelSpec("race", LabelKind.CATEGORICAL, RACES),
+            ],
+            records=records,
+            skipped=skipped,
+            notes=notes,
+        )
