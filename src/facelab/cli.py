@@ -332,6 +332,89 @@ def experiment_batch_schedule(
         console.print(f"results and curves in {run_dir}")
 
 
+@experiment_app.command("augment")
+def experiment_augment(
+    config: Optional[Path] = typer.Argument(None, help="YAML overrides of AugmentStudyConfig (store, target, p, methods, ...)."),
+    store: Optional[Path] = typer.Option(None, help="Store (overrides the config's)."),
+    target: Optional[str] = typer.Option(None, help="Binary label whose minority is reduced, e.g. Male or gender."),
+    p: Optional[str] = typer.Option(None, help="Minority share(s) kept in training, e.g. 0.1 or 0.05,0.1,0.25"),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods (see `facelab experiment methods`)."),
+    seeds: Optional[int] = typer.Option(None, help="Number of seeds per method."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval-data", help="An extra external store to evaluate on."),
+    option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="KEY=VALUE, e.g. -o classifier.trainer.epochs=5"),
+    out: Path = typer.Option(Path("runs"), help="Folder under which the study folder is created."),
+    resume: Optional[Path] = typer.Option(None, help="Resume the study in this folder (finished cells are kept)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the resolved config, train nothing."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Does generated data help a minority class? Methods x seeds, mean ± 95% CI, report.html."""
+    from facelab.experiments.augmentation_study import AugmentStudyConfig, run_study, validate_study
+    from facelab.experiments.study_report import results_markdown
+    from facelab.runs import create_run_dir
+
+    if resume is not None:
+        cfg = AugmentStudyConfig.from_yaml(resume / "config.yaml")
+        run_dir = resume
+    else:
+        data = (yaml.safe_load(config.read_text()) if config else None) or {}
+        for k, v in {"store": str(store) if store else None, "target": target, "seeds": seeds,
+                     "eval_data": str(eval_data) if eval_data else None,
+                     "p": [float(x) for x in p.split(",")] if p else None,
+                     "methods": methods.split(",") if methods else None}.items():
+            if v is not None:
+                data[k] = v
+        _deep_update(data, parse_options(option))
+        cfg = AugmentStudyConfig.from_dict(data, where=str(config or "study options"))
+        validate_study(cfg)
+        if dry_run:
+            sys.stdout.write(cfg.to_yaml())
+            return
+        run_dir = create_run_dir("augment", root=out, config=cfg)
+    console.print(f"study folder: {run_dir}")
+    summary = run_study(cfg, run_dir=run_dir)
+    if as_json:
+        emit_json(summary)
+    else:
+        Console().print(results_markdown(summary["aggregate"]))
+        console.print(f"report: {summary['report']}")
+
+
+@experiment_app.command("methods")
+def experiment_methods() -> None:
+    """List the balancing methods of the augmentation study."""
+    from facelab.experiments.balancing import METHODS
+
+    for name in METHODS.names():
+        console.print(name)
+
+
+@app.command("report")
+def report(run: Path = typer.Argument(..., help="A run or experiment folder.")) -> None:
+    """Re-render the run folder's self-contained report.html."""
+    from facelab.report import render_report
+
+    console.print(str(render_report(run)))
+
+
+@app.command("runs")
+def runs(root: Path = typer.Argument(Path("runs"), help="Folder holding run folders."), as_json: bool = JSON_OPT) -> None:
+    """List runs with their kind and key metric."""
+    from rich.table import Table
+
+    from facelab.runs import list_runs
+
+    rows = list_runs(root)
+    if as_json:
+        emit_json(rows)
+        return
+    t = Table(title=f"runs in {root}")
+    for c in ("run", "kind", "metric", "value", "modified"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["run"], r["kind"], r["metric"], "-" if r["value"] is None else f"{r['value']:.4f}", r["modified"])
+    Console().print(t)
+
+
 # ---- generative models ---------------------------------------------------------------------------
 @app.command("train-gen")
 def train_gen(

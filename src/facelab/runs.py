@@ -63,3 +63,43 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not p.is_file():
         return []
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def _key_metric(summary: dict[str, Any]) -> tuple[str, float | None]:
+    kind = summary.get("kind")
+    if kind == "classifier":
+        return str(summary.get("monitor")), summary.get("best")
+    if kind == "generative":
+        final = summary.get("final", {})
+        k = next((k for k in ("val_loss", "train_loss") if k in final), None)
+        return (k or "-"), (final.get(k) if k else None)
+    if kind == "batch_schedule":
+        res = summary.get("results", {})
+        best = max(res.items(), key=lambda kv: kv[1]["test_mean_accuracy"], default=None)
+        return (f"test acc ({best[0]})", best[1]["test_mean_accuracy"]) if best else ("-", None)
+    if kind == "augment_study":
+        agg = summary.get("aggregate", {})
+        for p, methods in agg.items():
+            best = max(methods.items(), key=lambda kv: kv[1]["balanced_accuracy"]["mean"])
+            return f"balanced acc p={p} ({best[0]})", best[1]["balanced_accuracy"]["mean"]
+    return "-", None
+
+
+def list_runs(root: str | Path | None = None) -> list[dict[str, Any]]:
+    """Every run folder under ``root`` (recursively one level of experiments) with its kind and key metric."""
+    root = Path(root) if root is not None else DEFAULT_RUNS_ROOT
+    out = []
+    for sp in sorted(root.glob("*/summary.json")):
+        try:
+            summary = json.loads(sp.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        name, value = _key_metric(summary)
+        out.append({"run": str(sp.parent), "kind": summary.get("kind", "?"), "metric": name, "value": value,
+                    "report": str(sp.parent / "report.html") if (sp.parent / "report.html").is_file() else None,
+                    "modified": time.strftime("%Y-%m-%d %H:%M", time.localtime(sp.stat().st_mtime))})
+    for d in sorted(root.glob("*/")):
+        if not (d / "summary.json").is_file() and (d / "config.yaml").is_file():
+            out.append({"run": str(d), "kind": "unfinished", "metric": "-", "value": None, "report": None,
+                        "modified": time.strftime("%Y-%m-%d %H:%M", time.localtime(d.stat().st_mtime))})
+    return out

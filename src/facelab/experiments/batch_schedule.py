@@ -118,7 +118,13 @@ def run_batch_schedule(cfg: BatchScheduleConfig, *, run_dir: str | Path) -> dict
     _plot(run_dir / "curves.png", results)
     atomic_write_json(run_dir / "results.json", results)
     atomic_write_text(run_dir / "results.md", results_table(results))
-    return {"run_dir": str(run_dir), "results": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in results.items()}}
+    summary = {"kind": "batch_schedule", "run_dir": str(run_dir),
+               "results": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in results.items()}}
+    atomic_write_json(run_dir / "summary.json", summary)
+    from facelab.report import render_report
+
+    summary["report"] = str(render_report(run_dir))
+    return summary
 
 
 def _history(vdir: Path) -> list[dict[str, Any]]:

@@ -241,7 +241,7 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
     result = trainer.fit(resume=resume)
     plot_curves(run_dir / "curves.png", trainer.history)
     summary = {
-        "run_dir": str(run_dir), "model": cfg.model, "labels": list(task.names),
+        "kind": "classifier", "run_dir": str(run_dir), "model": cfg.model, "labels": list(task.names),
         "params": sum(p.numel() for p in model.parameters()),
         "train_rows": int(len(splits["train"])), "synthetic_rows": 0 if extra is None else int(len(extra[0])),
         "val_rows": int(len(splits["val"])),
@@ -250,5 +250,8 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
         "final": trainer.history[-1] if trainer.history else {},
     }
     atomic_write_json(run_dir / "summary.json", summary)
+    from facelab.report import render_report
+
+    summary["report"] = str(render_report(run_dir))
     return summary
 

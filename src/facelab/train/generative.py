@@ -148,8 +148,14 @@ def build_generative(cfg: GenerativeRunConfig, store: Store) -> torch.nn.Module:
 
 
 def train_generative(cfg: GenerativeRunConfig, *, run_dir: str | Path, resume: bool = False,
-                     rows: np.ndarray | None = None, callbacks: list[Callback] | None = None) -> dict[str, Any]:
-    """Train (or resume) a generative run; ``rows`` restricts training to those store rows (e.g. a minority)."""
+                     rows: np.ndarray | None = None, val_rows: np.ndarray | None = None,
+                     callbacks: list[Callback] | None = None) -> dict[str, Any]:
+    """Train (or resume) a generative run.
+
+    Args:
+        rows: train only on these store rows (e.g. an experiment's reduced training split) instead of the
+            config's split; ``val_rows``: the rows of the validation loss (autoencoders).
+    """
     from facelab.data.augment import BatchAugment
     from facelab.data.loader import BatchLoader
     from facelab.data.views import splits_for
@@ -164,6 +170,8 @@ def train_generative(cfg: GenerativeRunConfig, *, run_dir: str | Path, resume: b
     splits = {"train": np.arange(len(store)), "val": np.array([], dtype=np.int64)} if cfg.split == "all" else \
         splits_for(store, policy=cfg.split, seed=cfg.seed)
     train_rows = np.asarray(rows) if rows is not None else splits["train"]
+    if val_rows is not None:
+        splits = {**splits, "val": np.asarray(val_rows)}
     labels = list(cfg.conditions or [])
     served = labels or store.label_names
     augment = BatchAugment.from_preset(cfg.augment, label_specs=[store.spec(n) for n in served])
@@ -184,9 +192,12 @@ def train_generative(cfg: GenerativeRunConfig, *, run_dir: str | Path, resume: b
     t0 = time.monotonic()
     result = trainer.fit(resume=resume)
     plot_curves(run_dir / "curves.png", trainer.history)
-    summary = {"run_dir": str(run_dir), "model": cfg.model, "conditions": labels, "train_rows": int(len(train_rows)),
+    summary = {"kind": "generative", "run_dir": str(run_dir), "model": cfg.model, "conditions": labels, "train_rows": int(len(train_rows)),
                "params": sum(p.numel() for p in model.parameters()), "device": str(device), **result,
                "fit_seconds": round(time.monotonic() - t0, 2), "grid": str(run_dir / "samples" / "latest.png"),
                "final": trainer.history[-1] if trainer.history else {}}
     atomic_write_json(run_dir / "summary.json", summary)
+    from facelab.report import render_report
+
+    summary["report"] = str(render_report(run_dir))
     return summary

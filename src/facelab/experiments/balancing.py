@@ -1,0 +1,162 @@
+"""Ways to train on an imbalanced training split, each one registered function -> MethodPlan.
+
+A method may change the training rows (oversampling), add tagged synthetic rows (SMOTE, generative
+models), or change the classifier config (class weights, balanced sampler, augmentation). It only ever
+sees the reduced *training* rows of the study context: validation and test rows are never passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facelab.data.store import Store
+from facelab.errors import ConfigError
+from facelab.registry import Registry
+
+METHODS: Registry[Any] = Registry("balancing method")
+
+#: Minority images a generative method needs at least to train a generator.
+MIN_MINORITY_FOR_GENERATOR = 20
+
+
+@dataclass
+class StudyContext:
+    """What a method may use: the store, the target, and the reduced training rows only."""
+
+    store: Store
+    target: str
+    minority: int  # stored value of the minority class
+    train_rows: np.ndarray  # reduced training rows (after the imbalance simulation)
+    val_rows: np.ndarray  # real validation rows (for generator early stopping only, never augmented)
+    seed: int
+    work_dir: Path
+    synthetic_amount: float | None  # None: balance the classes; else this share of the minority count
+    generator: dict[str, Any] = field(default_factory=dict)  # {model_options, epochs, batch_size}
+    device: str = "auto"
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.store.column(self.target)[self.train_rows]
+
+    @property
+    def n_minority(self) -> int:
+        return int((self.labels == self.minority).sum())
+
+    @property
+    def n_majority(self) -> int:
+        return int((self.labels != self.minority).sum())
+
+    def n_synthetic(self) -> int:
+        """Synthetic minority rows to add: enough to balance the classes unless an amount is set."""
+        if self.synthetic_amount is None:
+            return max(0, self.n_majority - self.n_minority)
+        return int(round(self.synthetic_amount * self.n_minority))
+
+
+@dataclass
+class MethodPlan:
+    """How a method changes classifier training."""
+
+    train_rows: np.ndarray
+    extra: tuple[np.ndarray, np.ndarray] | None = None  # (images (M,S,S,3) uint8, labels (M, 1))
+    overrides: dict[str, Any] = field(default_factory=dict)  # ClassifierConfig fields
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@METHODS.register("none")
+def _none(ctx: StudyContext) -> MethodPlan:
+    return MethodPlan(ctx.train_rows)
+
+
+@METHODS.register("oversample")
+def _oversample(ctx: StudyContext) -> MethodPlan:
+    """Random oversampling (imbalanced-learn RandomOverSampler): duplicate minority rows until balanced."""
+    from imblearn.over_sampling import RandomOverSampler
+
+    ros = RandomOverSampler(random_state=ctx.seed)
+    rows, _ = ros.fit_resample(ctx.train_rows.reshape(-1, 1), ctx.labels)
+    return MethodPlan(np.sort(rows.ravel()), notes={"rows_after": int(rows.size)})
+
+
+@METHODS.register("class_weights")
+def _class_weights(ctx: StudyContext) -> MethodPlan:
+    return MethodPlan(ctx.train_rows, overrides={"balance": "class_weights"})
+
+
+@METHODS.register("balanced_sampler")
+def _balanced_sampler(ctx: StudyContext) -> MethodPlan:
+    return MethodPlan(ctx.train_rows, overrides={"balance": "sampler"})
+
+
+@METHODS.register("augment")
+def _augment(ctx: StudyContext) -> MethodPlan:
+    """Classic augmentation (flip, small affine, colour jitter) on every training batch."""
+    return MethodPlan(ctx.train_rows, overrides={"augment": "standard"})
+
+
+@METHODS.register("random_erasing")
+def _random_erasing(ctx: StudyContext) -> MethodPlan:
+    return MethodPlan(ctx.train_rows, overrides={"random_erasing": 0.5})
+
+
+@METHODS.register("smote")
+def _smote(ctx: StudyContext) -> MethodPlan:
+    """SMOTE (imbalanced-learn) on pixels: new minority images between minority neighbours."""
+    from imblearn.over_sampling import SMOTE
+
+    n_new = ctx.n_synthetic()
+    minor = ctx.train_rows[ctx.labels == ctx.minority]
+    if minor.size < 2 or n_new == 0:
+        return MethodPlan(ctx.train_rows, notes={"skipped": "fewer than 2 minority rows or nothing to add"})
+    x = np.asarray(ctx.store.images[np.sort(minor)]).reshape(minor.size, -1).astype(np.float32)  # (n, S*S*3)
+    anchor = ctx.train_rows[ctx.labels != ctx.minority][:1]  # one majority row: SMOTE needs two classes
+    xa = np.asarray(ctx.store.images[anchor]).reshape(1, -1).astype(np.float32)
+    y = np.r_[np.ones(minor.size, int), np.zeros(1, int)]
+    sm = SMOTE(sampling_strategy={1: minor.size + n_new}, k_neighbors=min(5, minor.size - 1), random_state=ctx.seed)
+    xr, _ = sm.fit_resample(np.vstack([x, xa]), y)
+    s = ctx.store.image_size
+    new = np.clip(np.rint(xr[minor.size + 1:]), 0, 255).astype(np.uint8).reshape(-1, s, s, 3)  # appended samples
+    return MethodPlan(ctx.train_rows, extra=(new, np.full((len(new), 1), ctx.minority, np.int64)),
+                      notes={"synthetic": int(len(new))})
+
+
+def _generative(ctx: StudyContext, model: str) -> MethodPlan:
+    """Train a generator conditioned on the target on the reduced training rows; sample the minority."""
+    import torch
+
+    from facelab.eval.grids import to_uint8
+    from facelab.train.generative import GenerativeRunConfig, train_generative
+
+    if ctx.n_minority < MIN_MINORITY_FOR_GENERATOR:
+        raise ConfigError(f"{model}: only {ctx.n_minority} minority images left in training; a generator needs at "
+                          f"least {MIN_MINORITY_FOR_GENERATOR} (raise p)")
+    g = ctx.generator
+    cfg = GenerativeRunConfig.from_dict({
+        "store": str(ctx.store.path), "model": model, "conditions": [ctx.target], "seed": ctx.seed,
+        "batch_size": g.get("batch_size", 64), "device": ctx.device, "grid_every_epochs": 1000,
+        "model_options": g.get("model_options", {}).get(model, {}),
+        "trainer": {"epochs": g.get("epochs", 10), "progress": False},
+    }, where=f"{model} generator")
+    run_dir = ctx.work_dir / f"gen-{model}"
+    summary = train_generative(cfg, run_dir=run_dir, rows=ctx.train_rows, val_rows=ctx.val_rows)
+    from facelab.models.loading import load_model
+
+    gen, _ = load_model(run_dir, kind="generative")
+    n = ctx.n_synthetic()
+    cond = gen.make_cond({ctx.target: ctx.minority})
+    gcpu = torch.Generator().manual_seed(ctx.seed)
+    chunks = [to_uint8(gen.sample(min(256, n - i), cond, generator=gcpu)) for i in range(0, n, 256)]
+    images = np.concatenate(chunks) if chunks else np.zeros((0, ctx.store.image_size, ctx.store.image_size, 3), np.uint8)
+    return MethodPlan(ctx.train_rows, extra=(images, np.full((len(images), 1), ctx.minority, np.int64)),
+                      notes={"synthetic": int(len(images)), "generator_run": str(run_dir),
+                             "generator_seconds": summary["fit_seconds"]})
+
+
+for _name in ("cvae", "cgan", "aae"):
+    METHODS.register(_name)(lambda ctx, _m=_name: _generative(ctx, _m))
+
+GENERATIVE_METHODS = frozenset({"cvae", "cgan", "aae"})

@@ -1,0 +1,149 @@
+"""Aggregate the augmentation study over seeds and render its report (tables, CI bars, samples)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facelab.eval.statistics import mean_ci, paired_test
+from facelab.report.html import REPORTERS, esc, fmt, image, section, table
+
+METRICS = ("accuracy", "balanced_accuracy", "minority_recall", "f1_macro", "auroc")
+BASELINE = "none"
+
+
+def aggregate(records: list[dict[str, Any]], cfg: Any = None, *, where: str = "test") -> dict[str, Any]:
+    """{p: {method: {metric: mean/ci95/std/n + test vs 'none'}}} from per-cell records."""
+    cells: dict[float, dict[str, dict[int, dict[str, float]]]] = defaultdict(lambda: defaultdict(dict))
+    for r in records:
+        if where in r:
+            cells[r["p"]][r["method"]][r["seed"]] = r[where]
+    out: dict[str, Any] = {}
+    for p, methods in sorted(cells.items()):
+        base = methods.get(BASELINE, {})
+        pm: dict[str, Any] = {}
+        for method, by_seed in methods.items():
+            seeds = sorted(by_seed)
+            entry = {}
+            for m in METRICS:
+                vals = [by_seed[s][m] for s in seeds]
+                entry[m] = mean_ci(vals)
+                if method != BASELINE and base:
+                    common = [s for s in seeds if s in base]
+                    entry[m]["vs_none"] = paired_test([by_seed[s][m] for s in common], [base[s][m] for s in common])
+            entry["seeds"] = seeds
+            pm[method] = entry
+        out[f"{p:g}"] = pm
+    return out
+
+
+def _cell(stat: dict[str, Any]) -> str:
+    mean, ci = stat["mean"], stat["ci95"]
+    text = f"{mean:.4f}" + (f" ± {ci:.4f}" if np.isfinite(ci) else "")
+    vs = stat.get("vs_none")
+    if vs and vs.get("significant"):
+        cls = "sig" if vs["diff"] > 0 else "worse"
+        return f"<span class='{cls}' title='p={vs['p_value']:.3g}'>{esc(text)} *</span>"
+    if vs and vs.get("p_value") is not None:
+        return f"<span title='p={vs['p_value']:.3g}'>{esc(text)}</span>"
+    return esc(text)
+
+
+def results_markdown(agg: dict[str, Any]) -> str:
+    """Markdown tables (one per p) of mean ± 95% CI; * marks a significant difference from 'none'."""
+    lines = []
+    for p, methods in agg.items():
+        lines += [f"\n**p = {p}** (mean ± 95% CI over seeds; * = paired t-test vs none, p < 0.05)\n",
+                  "| method | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+        for method, e in methods.items():
+            cells = []
+            for m in METRICS:
+                s = e[m]
+                star = " *" if s.get("vs_none", {}).get("significant") else ""
+                ci = f" ± {s['ci95']:.3f}" if np.isfinite(s["ci95"]) else ""
+                cells.append(f"{s['mean']:.3f}{ci}{star}")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_bars(path: Path, agg: dict[str, Any], *, metrics: tuple[str, ...] = ("balanced_accuracy", "minority_recall", "auroc")) -> Path:
+    """Grouped bars per method with 95% CI error bars, one panel per metric (first p)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ps = list(agg)
+    fig, axes = plt.subplots(len(ps), len(metrics), figsize=(4.6 * len(metrics), 3.4 * len(ps)), squeeze=False)
+    for row, p in enumerate(ps):
+        methods = list(agg[p])
+        for ax, m in zip(axes[row], metrics):
+            means = [agg[p][k][m]["mean"] for k in methods]
+            cis = [agg[p][k][m]["ci95"] if np.isfinite(agg[p][k][m]["ci95"]) else 0 for k in methods]
+            colors = ["#999" if k == BASELINE else "#4C72B0" for k in methods]
+            ax.bar(range(len(methods)), means, yerr=cis, capsize=3, color=colors)
+            ax.set_xticks(range(len(methods)), methods, rotation=40, ha="right", fontsize=8)
+            lo = min(v - c for v, c in zip(means, cis))
+            ax.set_ylim(max(0, lo - 0.05), min(1.0, max(v + c for v, c in zip(means, cis)) + 0.03))
+            ax.set_title(f"{m} (p={p})", fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def real_minority_grid(run_dir: Path, summary: dict[str, Any]) -> Path | None:
+    """A grid of real minority training images of seed 0 (what the generators learned from)."""
+    from facelab.data.store import Store
+    from facelab.data.views import load_view
+    from facelab.eval.grids import save_grid
+
+    views = sorted(run_dir.glob("p*/seed*/rows.json"))
+    if not views:
+        return None
+    store = Store.open(summary["store"])
+    rows = load_view(views[0], store)["train"]
+    minor = rows[store.column(summary["target"])[rows] == summary["minority"]][:32]
+    if len(minor) == 0:
+        return None
+    return save_grid(np.asarray(store.images[np.sort(minor)]), run_dir / "real_minority.png", nrow=8)
+
+
+@REPORTERS.register("augment_study")
+def study_report(run_dir: Path, summary: dict[str, Any]) -> list[str]:
+    agg = summary["aggregate"]
+    bars = plot_bars(run_dir / "bars.png", agg) if agg else None
+    parts = [section("Question", f"<p>Training keeps only a share p of the minority class of <b>{esc(summary['target'])}</b> "
+                     f"(value {esc(summary['minority'])}); validation and test data are real and untouched. "
+                     f"Splits: {esc(summary['splits'])}. Mean ± 95% confidence interval over seeds; "
+                     "<span class='sig'>*</span> / <span class='worse'>*</span>: significantly better / worse than "
+                     "no augmentation (paired t-test over seeds, p &lt; 0.05; with 2-3 seeds only large effects can show).</p>")]
+    for p, methods in agg.items():
+        rows = [[esc(m), *(_cell(e[k]) for k in METRICS)] for m, e in methods.items()]
+        parts.append(section(f"Results on the real test split, p = {p}", table(["method", *METRICS], rows, raw_cells=True)))
+    if bars:
+        parts.append(section("Metrics with 95% confidence intervals", image(bars)))
+    ext = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines() if line.strip()] \
+        if (run_dir / "results.jsonl").is_file() else []
+    if any("external" in r for r in ext):
+        agg_ext = aggregate(ext, where="external")
+        for p, methods in agg_ext.items():
+            rows = [[esc(m), *(_cell(e[k]) for k in METRICS)] for m, e in methods.items()]
+            parts.append(section(f"External evaluation store, p = {p}", table(["method", *METRICS], rows, raw_cells=True)))
+    real = real_minority_grid(run_dir, summary)
+    synth = sorted(run_dir.glob("p*/seed0/synthetic_*.png"))
+    figs = ([image(real, "real minority (training)")] if real else []) + [
+        image(s, f"{s.stem.removeprefix('synthetic_')} ({s.parent.parent.name})") for s in synth]
+    if figs:
+        parts.append(section("Real vs generated minority samples", "<div class='row'>" + "".join(figs) + "</div>"))
+    curves = sorted(run_dir.glob("p*/seed0/*/curves.png"))
+    if curves:
+        parts.append(section("Training curves (seed 0)", "<div class='row'>" + "".join(
+            image(c, c.parent.name, width=520) for c in curves) + "</div>"))
+    parts.append(section("Time", f"<p>{fmt(summary.get('seconds', 0.0), 1)} s in total.</p>"))
+    return parts
