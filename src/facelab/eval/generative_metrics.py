@@ -1,0 +1,632 @@
+"""Honest quality metrics for generative models: FID/KID with named feature networks, conditional fidelity, CAS.
+
+Every result carries exact metric names such as ``fid_5k_test_facelab-vgg_scratch-celeba64-1a2b3c4d``
+(:func:`metric_name`) and the feature extractor's name and weights hash, so a FID on facelab classifier
+features is never mistaken for a published Inception FID. Real-image features are cached on disk under a
+key of (store content, rows, extractor + weights, resolution), written atomically.
+
+- :func:`score_generator`: FID and KID between ``n`` generated images and the real rows of a split;
+- :func:`conditional_fidelity`: how often an independent classifier recognises the condition a sample
+  was generated with;
+- :func:`classification_accuracy_score`: CAS (Ravuri & Vinyals 2019): a classifier trained only on
+  generated images, tested on real ones, next to the same recipe trained on as many real images.
+
+See docs/metrics.md for definitions, choices and caveats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from facelab.data.schema import LabelSpec, Partition
+from facelab.data.store import Store
+from facelab.errors import FacelabError
+from facelab.eval.features import (
+    FeatureExtractor,
+    checkpoint_name,
+    facelab_extractor,
+    images_to_uint8,
+    network_input,
+    quantize,
+)
+from facelab.train.checkpoint import CheckpointMeta
+from facelab.utils.io import atomic_write_bytes, atomic_write_json
+
+CACHE_VERSION = 1
+MetricKind = Literal["fid", "kid", "cas", "realacc", "condacc"]
+METRIC_KINDS = ("fid", "kid", "cas", "realacc", "condacc")
+SplitName = Literal["train", "val", "test"]
+
+
+# ---- names ----------------------------------------------------------------------------------------
+def count_tag(n: int) -> str:
+    """``5000 -> "5k"``, ``1500 -> "1.5k"``, ``500 -> "500"``: sample counts in metric names."""
+    if n < 1000:
+        return str(int(n))
+    return f"{n // 1000}k" if n % 1000 == 0 else f"{n / 1000:g}k"
+
+
+def metric_name(kind: MetricKind, n: int, split: str, extractor: FeatureExtractor | str) -> str:
+    """Exact metric name, e.g. ``fid_5k_test_facelab-vgg_scratch-celeba64-1a2b3c4d``.
+
+    Args:
+        kind: fid, kid, cas, realacc or condacc.
+        n: number of generated samples (thousands when >= 1000).
+        split: the real split compared with.
+        extractor: the feature network (or classifier recipe / label) that measured it, or its name.
+    """
+    if kind not in METRIC_KINDS:
+        raise FacelabError(f"unknown metric kind {kind!r}; known: {', '.join(METRIC_KINDS)}")
+    name = extractor.name if isinstance(extractor, FeatureExtractor) else str(extractor)
+    return f"{kind}_{count_tag(n)}_{split}_{name}"
+
+
+# ---- real features, cached ------------------------------------------------------------------------
+def default_cache_dir() -> Path:
+    """``$FACELAB_CACHE/features`` when set, else ``~/.cache/facelab/features``."""
+    root = os.environ.get("FACELAB_CACHE")
+    return (Path(root) if root else Path("~/.cache/facelab")).expanduser() / "features"
+
+
+def feature_cache_key(extractor: FeatureExtractor, store: Store, rows: np.ndarray) -> str:
+    """sha256 of the store content, the sorted rows, the extractor (name + weights) and both resolutions."""
+    rows_hash = hashlib.sha256(np.sort(np.asarray(rows, dtype="<i8")).tobytes()).hexdigest()
+    key = {"version": CACHE_VERSION, "store": store.content_hash, "rows": rows_hash, "extractor": extractor.name,
+           "weights": extractor.weights_hash, "input_size": extractor.input_size, "image_size": store.image_size}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def real_features(extractor: FeatureExtractor, store: Store, rows: Sequence[int] | np.ndarray, *,
+                  cache_dir: str | Path | None = None, batch_size: int = 256) -> np.ndarray:
+    """Features of store ``rows`` (in sorted row order), loaded from or written to the feature cache.
+
+    Args:
+        extractor: the feature network.
+        store: the real data.
+        rows: store rows (duplicates kept; order does not matter for FID/KID).
+        cache_dir: cache folder (default :func:`default_cache_dir`); ``<key>.npy`` plus ``<key>.json``.
+        batch_size: images per forward pass.
+
+    Returns:
+        (len(rows), D) float32 features.
+    """
+    from facelab.data.views import as_indices
+
+    rows = np.sort(as_indices(store, rows))
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    key = feature_cache_key(extractor, store, rows)
+    path = folder / f"{key}.npy"
+    if path.is_file():
+        try:
+            feats = np.load(path, allow_pickle=False)
+            if feats.shape == (rows.size, extractor.num_features):
+                return feats
+        except (OSError, ValueError):
+            pass  # a damaged cache file is recomputed and replaced
+    feats = np.zeros((rows.size, extractor.num_features), np.float32)
+    for start in range(0, rows.size, batch_size):
+        block = rows[start:start + batch_size]
+        feats[start:start + block.size] = extractor.extract(np.asarray(store.images[block]), batch_size=batch_size)
+    buf = io.BytesIO()
+    np.save(buf, feats)
+    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_json(folder / f"{key}.json", {"store": str(store.path), "store_hash": store.content_hash,
+                                              "rows": int(rows.size), **extractor.describe()})
+    return feats
+
+
+# ---- FID / KID ------------------------------------------------------------------------------------
+class _Precomputed(nn.Module):
+    """Identity "feature network": lets torchmetrics' FID/KID consume features computed elsewhere."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return feats
+
+
+def _as_features(extractor: FeatureExtractor, data: Any, batch_size: int, what: str) -> torch.Tensor:
+    t = data if isinstance(data, torch.Tensor) else torch.as_tensor(np.asarray(data))
+    if t.ndim == 4:
+        t = torch.as_tensor(extractor.extract(t, batch_size=batch_size))
+    if t.ndim != 2 or t.shape[1] != extractor.num_features:
+        raise FacelabError(f"{what}: expected images (N, 3, S, S) or features (N, {extractor.num_features}) of "
+                           f"{extractor.name}; got shape {tuple(t.shape)}")
+    if t.shape[0] < 2 or not bool(torch.isfinite(t).all()):
+        raise FacelabError(f"{what}: FID/KID need at least 2 finite feature rows; got {t.shape[0]}")
+    return t.detach().cpu().double()
+
+
+def fid_kid(extractor: FeatureExtractor, real_feats: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, *,
+            kid_subset_size: int = 1000, kid_subsets: int = 100, seed: int = 0,
+            batch_size: int = 256) -> dict[str, Any]:
+    """FID and KID (torchmetrics) between real features and generated images or features.
+
+    Args:
+        extractor: the feature network the features come from (fake images are passed through it).
+        real_feats: (N, D) features of real images (:func:`real_features`).
+        fake: (M, 3, S, S) generated images in [-1, 1], or their (M, D) features.
+        kid_subset_size: KID subset size; capped at min(N, M).
+        kid_subsets: number of KID subsets.
+        seed: seeds the KID subsets.
+        batch_size: images per forward pass when ``fake`` holds images.
+
+    Returns:
+        {"fid", "kid_mean", "kid_std", "n_real", "n_fake", "kid_subset_size", "extractor"}.
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    real = _as_features(extractor, real_feats, batch_size, "real features")
+    fake_t = _as_features(extractor, fake, batch_size, "generated images")
+    d = extractor.num_features
+    fid = FrechetInceptionDistance(feature=_Precomputed(d))
+    fid.update(real, real=True)
+    fid.update(fake_t, real=False)
+    subset = int(min(kid_subset_size, real.shape[0], fake_t.shape[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "KID will save all extracted features in buffer"
+        kid = KernelInceptionDistance(feature=_Precomputed(d), subsets=kid_subsets, subset_size=subset)
+    kid.update(real, real=True)
+    kid.update(fake_t, real=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        kid_mean, kid_std = kid.compute()
+    return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
+            "n_real": int(real.shape[0]), "n_fake": int(fake_t.shape[0]), "kid_subset_size": subset,
+            "extractor": extractor.name}
+
+
+# ---- generators, data checks, splits ---------------------------------------------------------------
+def load_generator(gen_run: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMeta]:
+    """A generative run's model (eval mode) and metadata; FacelabError when it is no generative checkpoint."""
+    from facelab.models.loading import load_model
+
+    return load_model(gen_run, kind="generative", device=device)
+
+
+def check_same_data(what: str, preprocessing: dict[str, Any], store: Store) -> list[str]:
+    """Errors when a network was trained on another source or resolution than ``store``; warnings otherwise.
+
+    Returns:
+        Warnings for the result (a different store of the same source, e.g. another build or subset).
+    """
+    source, size = preprocessing.get("source"), preprocessing.get("image_size")
+    if source is not None and source != store.source:
+        raise FacelabError(f"{what} was trained on {source!r} data but {store.path} holds {store.source!r}; "
+                           f"compare against a store of {source!r} (or use a network trained on {store.source!r})")
+    if size is not None and int(size) != store.image_size:
+        raise FacelabError(f"{what} works at {size}px but {store.path} is {store.image_size}px; "
+                           f"prepare the store with --size {size}")
+    stored = preprocessing.get("store_hash")
+    if stored is not None and stored != store.content_hash:
+        return [f"{what} was trained on another {source} store (hash {str(stored)[:8]}, this one "
+                f"{store.content_hash[:8]}): same source and size, but its training rows may overlap these rows"]
+    return []
+
+
+def run_splits(meta: CheckpointMeta, store: Store) -> tuple[dict[str, np.ndarray], str, list[str]]:
+    """Train/val/test rows of ``store`` for a generative run: its own split on its own store.
+
+    Returns:
+        (splits, how they were chosen, warnings).
+    """
+    from facelab.data.views import splits_for
+
+    cfg = meta.config
+    if meta.preprocessing.get("store_hash") == store.content_hash:
+        policy, seed = cfg.get("split", "auto"), int(cfg.get("seed", 0))
+        if policy == "all":
+            return (splits_for(store, policy="auto", seed=seed), "auto split of the generator's store",
+                    ["the generator was trained on all rows (split 'all'): the real rows were seen in training"])
+        return splits_for(store, policy=policy, seed=seed), f"the generator run's own {policy!r} split", []
+    if store.has_partitions:
+        return splits_for(store, policy="official"), "official partitions of the store", []
+    return splits_for(store, policy="random", seed=0), "seeded random split (seed 0) of the store", []
+
+
+def named_conditions(model: nn.Module, what: str) -> list[Any]:
+    """The named conditions of a conditional model; FacelabError for unconditional or unnamed ones."""
+    conds = getattr(model.config, "conditions", None) if model.is_conditional else None
+    if not conds:
+        kind = "conditioned on an unnamed vector" if model.is_conditional else "unconditional"
+        raise FacelabError(f"{what} is {kind}; "
+                           "this metric needs a model conditioned on named labels (cvae, cgan, aae with `conditions`)")
+    return list(conds)
+
+
+def condition_labels(model: nn.Module, store: Store, rows: np.ndarray) -> np.ndarray:
+    """(len(rows), n_conditions) label values of ``rows`` for the model's conditions (store checked)."""
+    conds = named_conditions(model, "the generator")
+    for c in conds:
+        spec = store.spec(c.name)
+        if list(spec.classes or ()) != list(c.value_names):
+            raise FacelabError(f"{store.path}: label {c.name!r} has values {spec.classes} but the generator's "
+                               "condition "
+                               f"has {list(c.value_names)}; use the store the generator was trained on")
+    cols = [store.label_index(c.name) for c in conds]
+    return store.labels[np.asarray(rows, dtype=np.int64)][:, cols].astype(np.int64)
+
+
+def generate(model: nn.Module, n: int, labels: np.ndarray | None, *, batch_size: int,
+             seed: int) -> Iterator[torch.Tensor]:
+    """Batches of (b, 3, S, S) samples in [-1, 1]; conditional models get the label rows ``labels`` (n, n_conds)."""
+    from facelab.models.generative import encode_label_rows
+
+    g = torch.Generator().manual_seed(seed)
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        cond = None
+        if labels is not None:
+            cond = encode_label_rows(model.config.conditions, torch.from_numpy(labels[start:start + b]))
+        yield model.sample(b, cond, generator=g)
+
+
+# ---- FID/KID of a generator -----------------------------------------------------------------------
+def _extractor(feature_run: FeatureExtractor | str | Path, device: str | torch.device) -> FeatureExtractor:
+    if isinstance(feature_run, FeatureExtractor):
+        return feature_run.to(device)
+    return facelab_extractor(feature_run, device=device)
+
+
+def score_generator(gen_run: str | Path, *, data: str | Path, feature_run: FeatureExtractor | str | Path,
+                    split: SplitName = "test", n: int = 5000, batch_size: int = 256, device: str | torch.device = "cpu",
+                    seed: int = 0, kid_subset_size: int = 1000, cache_dir: str | Path | None = None,
+                    out: str | Path | None = None) -> dict[str, Any]:
+    """FID and KID between ``n`` samples of a generator and the real rows of ``split`` of ``data``.
+
+    Conditional generators sample with the condition vectors of ``n`` real rows of the split drawn at random
+    (with replacement), so generated and real images share one label distribution. The split is the
+    generator run's own split when ``data`` is its training store, else the store's official partition.
+
+    Args:
+        gen_run: generative run folder or checkpoint.
+        data: the real store.
+        feature_run: a facelab classifier run (its pooled features) or a ready :class:`FeatureExtractor`.
+        split: real rows to compare with ("test" or "val"; "train" measures memorisation-friendly fit).
+        n: generated samples.
+        batch_size: images per forward pass.
+        device: where the networks run.
+        seed: seeds the latents, the drawn conditions and the KID subsets.
+        kid_subset_size: KID subset size (capped at the sample counts).
+        cache_dir: real-feature cache folder (default ``$FACELAB_CACHE/features`` or ``~/.cache/facelab/features``).
+        out: optional JSON file for the result.
+
+    Raises:
+        FacelabError: not a generative checkpoint; the feature network or the generator was trained on other
+            data or at another resolution than ``data``; an empty split; a bad ``n``.
+    """
+    if n < 2:
+        raise FacelabError(f"n={n}: FID/KID need at least 2 generated samples (5,000-50,000 for stable numbers)")
+    model, meta = load_generator(gen_run, device=device)
+    store = Store.open(data)
+    extractor = _extractor(feature_run, device)
+    trained = extractor.preprocessing if extractor.trained_on else {}  # ImageNet networks: any data
+    warns = check_same_data(f"feature network {extractor.name}", trained, store)
+    warns += check_same_data(f"generator {gen_run}", meta.preprocessing, store)
+    splits, how, more = run_splits(meta, store)
+    rows = splits.get(split)
+    if rows is None or rows.size < 2:
+        count = 0 if rows is None else rows.size
+        raise FacelabError(f"{store.path}: the {split} split has {count} rows; choose another split")
+    real = real_features(extractor, store, rows, cache_dir=cache_dir, batch_size=batch_size)
+    rng = np.random.default_rng(seed)
+    labels = condition_labels(model, store, rng.choice(rows, size=n)) if model.is_conditional else None
+    fake = np.concatenate([extractor.extract(quantize(x), batch_size=batch_size)  # uint8 levels, like the real
+                           for x in generate(model, n, labels, batch_size=batch_size, seed=seed)])
+    scores = fid_kid(extractor, real, fake, kid_subset_size=kid_subset_size, seed=seed)
+    names = {"fid": metric_name("fid", n, split, extractor), "kid": metric_name("kid", n, split, extractor)}
+    result = {
+        "metrics": {names["fid"]: scores["fid"], names["kid"]: scores["kid_mean"],
+                    f"{names['kid']}_std": scores["kid_std"]},
+        "metric_names": names, **scores, "extractor_weights_sha256": extractor.weights_hash,
+        "generator": str(gen_run), "generator_arch": meta.arch, "data": str(store.path), "split": split,
+        "rows": how, "conditioned_on": None if labels is None else [c.name for c in model.config.conditions],
+        "seed": seed, "warnings": warns + more,
+    }
+    if out is not None:
+        atomic_write_json(Path(out), result)
+    return result
+
+
+# ---- conditional fidelity ---------------------------------------------------------------------------
+def _classifier_spec(meta: CheckpointMeta, name: str, run: str | Path) -> LabelSpec:
+    specs = {d["name"]: LabelSpec.from_dict(d) for d in meta.labels}
+    if name not in specs:
+        raise FacelabError(f"classifier {run} does not predict {name!r} (it predicts {', '.join(specs) or 'nothing'}); "
+                           f"train a classifier on {name!r} to judge that condition")
+    return specs[name]
+
+
+def _base_labels(conds: list[Any], n: int, store: Store | None, rng: np.random.Generator) -> np.ndarray:
+    """(n, n_conds) condition values for the labels not being tested: real rows, or base values."""
+    if store is not None:
+        cols = [store.label_index(c.name) for c in conds]
+        return store.labels[rng.integers(0, len(store), size=n)][:, cols].astype(np.int64)
+    cols = [np.zeros(n, np.int64) if c.kind == "binary" else rng.integers(0, c.width, size=n) for c in conds]
+    return np.stack(cols, axis=1)
+
+
+@torch.no_grad()
+def _predicted(classifier: nn.Module, cmeta: CheckpointMeta, images: torch.Tensor, label: str) -> np.ndarray:
+    """(B,) predicted values of ``label`` (binary: P >= 0.5; categorical: argmax)."""
+    from facelab.models.classifiers.heads import Task, task_predict
+
+    pre, dev = cmeta.preprocessing, next(classifier.parameters()).device
+    mean = torch.tensor(pre["mean"], dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(pre["std"], dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    x = network_input(images.to(dev), size=int(pre["image_size"]), mean=mean, std=std)  # (B, 3, s, s)
+    p = task_predict(classifier(x).float(), Task.from_dict(cmeta.config["task"]))[label]
+    return (p >= 0.5).long().cpu().numpy() if p.ndim == 1 else p.argmax(1).cpu().numpy()
+
+
+def _fidelity_labels(conds: list[Any], labels: list[str] | None, gen: tuple[Any, CheckpointMeta, int],
+                     clf: tuple[Any, CheckpointMeta]) -> tuple[list[str], list[str]]:
+    """The labels to test, checked against the generator's conditions and the classifier; and warnings."""
+    (gen_run, gmeta, size), (classifier_run, cmeta) = gen, clf
+    by_name = {c.name: c for c in conds}
+    labels = list(by_name) if labels is None else list(labels)
+    unknown = [name for name in labels if name not in by_name]
+    if unknown or not labels:
+        raise FacelabError(f"generator {gen_run} is not conditioned on {unknown or 'any label'}; "
+                           f"its conditions: {', '.join(by_name)}")
+    for name in labels:
+        spec = _classifier_spec(cmeta, name, classifier_run)
+        if list(spec.classes or ()) != list(by_name[name].value_names):
+            raise FacelabError(f"classifier {classifier_run} predicts {name!r} with values {spec.classes}, the "
+                               "generator "
+                               f"conditions on {list(by_name[name].value_names)}; use a classifier of the same labels")
+    csize = cmeta.preprocessing.get("image_size")
+    if csize is not None and int(csize) != size:
+        raise FacelabError(f"classifier {classifier_run} works at {csize}px but the generator makes {size}px images; "
+                           f"use a classifier trained at {size}px")
+    csource, gsource = cmeta.preprocessing.get("source"), gmeta.preprocessing.get("source")
+    return labels, ([] if csource == gsource else [f"classifier trained on {csource!r} data, generator on {gsource!r}"])
+
+
+def conditional_fidelity(gen_run: str | Path, classifier_run: str | Path, *, labels: list[str] | None = None,
+                         n_per_value: int = 500, data: str | Path | None = None, batch_size: int = 256,
+                         device: str | torch.device = "cpu", seed: int = 0) -> dict[str, Any]:
+    """Share of samples conditioned on a value that an independent classifier assigns that value.
+
+    For each tested label and each of its values v, ``n_per_value`` samples are generated with the label set
+    to v. The generator's other conditions are copied from random real rows of ``data`` when given (samples
+    stay on the data's label distribution), else held at their base: binary attributes 0, categorical labels
+    uniform at random. Binary attributes report both values (1 and 0).
+
+    Args:
+        gen_run: a generative run conditioned on named labels.
+        classifier_run: a facelab classifier run that predicts every tested label (not trained on the samples).
+        labels: conditions to test (default: all of the generator's).
+        n_per_value: samples per (label, value).
+        data: optional store for the other conditions (see above).
+        batch_size: images per forward pass.
+        device: where the networks run.
+        seed: seeds latents and drawn conditions.
+
+    Returns:
+        {"per_label": {label: {value name: share}}, "per_label_mean": {label: mean share}, "mean": mean over
+        every (label, value), "metric_name", "classifier", ...}.
+
+    Raises:
+        FacelabError: unconditional generator, unknown label, a classifier that does not predict a label (or
+            with other classes), or one working at another resolution.
+    """
+    from facelab.models.loading import load_model
+
+    model, gmeta = load_generator(gen_run, device=device)
+    conds = named_conditions(model, f"generator {gen_run}")
+    classifier, cmeta = load_model(classifier_run, kind="classifier", device=device)
+    labels, warns = _fidelity_labels(conds, labels, (gen_run, gmeta, model.image_size), (classifier_run, cmeta))
+    store = Store.open(data) if data is not None else None
+    if store is not None:
+        condition_labels(model, store, np.zeros(0, np.int64))  # checks the store has the conditions
+    rng = np.random.default_rng(seed)
+    per_label: dict[str, dict[str, float]] = {}
+    for name in labels:
+        j = [c.name for c in conds].index(name)
+        per_label[name] = {}
+        for v, value_name in enumerate(conds[j].value_names):
+            rows = _base_labels(conds, n_per_value, store, rng)
+            rows[:, j] = v  # (n, n_conds): the tested label set to v
+            batches = generate(model, n_per_value, rows, batch_size=batch_size, seed=int(rng.integers(2**31)))
+            hits = sum(int((_predicted(classifier, cmeta, quantize(x), name) == v).sum()) for x in batches)
+            per_label[name][value_name] = hits / n_per_value
+    means = {k: float(np.mean(list(d.values()))) for k, d in per_label.items()}
+    cname = checkpoint_name(cmeta.arch, cmeta.preprocessing) if cmeta.preprocessing.get("store_hash") else cmeta.arch
+    return {
+        "per_label": per_label, "per_label_mean": means,
+        "mean": float(np.mean([s for d in per_label.values() for s in d.values()])),
+        "metric_name": f"condacc_{count_tag(n_per_value)}_per_value_{cname}", "classifier": cname,
+        "classifier_run": str(classifier_run), "generator": str(gen_run), "n_per_value": n_per_value,
+        "other_conditions": f"copied from random rows of {store.path}" if store is not None
+        else "base: other binary attributes 0, other categorical labels uniform",
+        "seed": seed, "warnings": warns,
+    }
+
+
+# ---- classification accuracy score ------------------------------------------------------------------
+def write_store_arrays(path: str | Path, images: np.ndarray, labels: np.ndarray, specs: Sequence[LabelSpec],
+                       partitions: np.ndarray, *, source: str, crop: dict[str, Any] | None = None) -> Store:
+    """Write arrays as a facelab store (format of :mod:`facelab.data.store`), atomically, and open it.
+
+    Args:
+        path: the store folder; must not exist yet.
+        images: (N, S, S, 3) uint8.
+        labels: (N, len(specs)) label values.
+        specs: the label columns.
+        partitions: (N,) partition codes (:class:`~facelab.data.schema.Partition`).
+        source: the manifest's source name.
+        crop: the crop the images were made with (recorded only).
+    """
+    import facelab
+    from facelab.data.build import content_hash
+    from facelab.data.store import FORMAT_VERSION, MANIFEST
+
+    path = Path(path)
+    if path.exists():
+        raise FacelabError(f"{path} already exists; remove it or choose another folder")
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    n = images.shape[0]
+    labels = np.asarray(labels, dtype=np.int32).reshape(n, len(specs))
+    partitions = np.asarray(partitions, dtype=np.int8).reshape(n)
+    keys = np.array([f"row{i:07d}" for i in range(n)], dtype=str)
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    np.save(partial / "images.npy", images)
+    np.save(partial / "labels.npy", labels)
+    np.savez(partial / "index.npz", key=keys, identity=np.full(n, -1, np.int64), partition=partitions)
+    counts = {p.name.lower(): int((partitions == p.value).sum()) for p in Partition}
+    manifest = {
+        "format_version": FORMAT_VERSION, "source": source, "root": None, "options": {},
+        "image_size": int(images.shape[1]),
+        "crop": crop, "facelab_version": facelab.__version__, "count": n, "indexed": n,
+        "labels": [s.to_dict() for s in specs], "has_identities": False, "has_partitions": True,
+        "has_landmarks": False, "partitions": {**counts, "none": int((partitions < 0).sum())}, "skipped": [],
+        "notes": [], "content_hash": content_hash(images, labels, keys),
+    }
+    atomic_write_json(partial / MANIFEST, manifest)
+    os.replace(partial, path)
+    return Store.open(path)
+
+
+def _training_store(path: Path, images: np.ndarray, labels: np.ndarray, val: tuple[np.ndarray, np.ndarray],
+                    specs: list[LabelSpec], source: str, crop: Any) -> Store:
+    """A store with ``images`` as TRAIN and the real validation rows as VAL (early stopping on real data)."""
+    parts = np.r_[np.full(len(images), int(Partition.TRAIN)), np.full(len(val[0]), int(Partition.VAL))]
+    return write_store_arrays(path, np.concatenate([images, val[0]]), np.concatenate([labels, val[1]]), specs, parts,
+                              source=source, crop=crop)
+
+
+def _train_and_test(train_store: Store, run_dir: Path, cfg_kwargs: dict[str, Any], test: tuple[Store, np.ndarray],
+                    label: str, device: str | torch.device) -> dict[str, float]:
+    """Train the recipe on ``train_store`` (official split) and score it on the real test rows."""
+    from facelab.data.loader import BatchLoader
+    from facelab.eval.classification import collect_predictions
+    from facelab.eval.metrics import label_metrics
+    from facelab.models.classifiers.heads import Task
+    from facelab.models.loading import load_model
+    from facelab.train.classifier import ClassifierConfig, train_classifier
+
+    options = {"store": str(train_store.path), "labels": [label], "split": "official", **cfg_kwargs}
+    cfg = ClassifierConfig.from_dict(options, where="CAS classifier config")
+    train_classifier(cfg, run_dir=run_dir)
+    model, meta = load_model(run_dir, kind="classifier", device=device)
+    task = Task.from_dict(meta.config["task"])
+    store, rows = test
+    loader = BatchLoader(store, rows, batch_size=256, labels=[label], shuffle=False, prefetch=0,
+                         mean=meta.preprocessing["mean"], std=meta.preprocessing["std"], device=device)
+    probs, y, _, _ = collect_predictions(model, loader, task)
+    return label_metrics(y[:, 0], probs[label])
+
+
+def _cas_stores(gen: nn.Module, meta: CheckpointMeta, store: Store, splits: dict[str, np.ndarray], folder: Path, *,
+                n_train: int, max_val: int, seed: int) -> tuple[Store, Store]:
+    """(generated training store, real training store), both with the same real validation rows.
+
+    Generated images take the condition vectors of random real training rows (with replacement) and are
+    labelled by them; the real store holds up to ``n_train`` real training rows (without replacement).
+    """
+    rng = np.random.default_rng(seed)
+    gen_labels = condition_labels(gen, store, rng.choice(splits["train"], size=n_train))  # (n_train, n_conds)
+    fake = np.concatenate([images_to_uint8(x) for x in generate(gen, n_train, gen_labels, batch_size=256, seed=seed)])
+    real_rows = np.sort(rng.permutation(splits["train"])[:n_train])
+    val_rows = np.sort(rng.permutation(splits["val"])[:max_val])
+    specs = [store.spec(c.name) for c in gen.config.conditions]
+    val = (np.asarray(store.images[val_rows]), condition_labels(gen, store, val_rows))
+    crop = store.manifest.get("crop")
+    shutil.rmtree(folder, ignore_errors=True)
+    fake_store = _training_store(folder / "generated", fake, gen_labels, val, specs, f"generated-{meta.arch}", crop)
+    real_store = _training_store(folder / "real", np.asarray(store.images[real_rows]),
+                                condition_labels(gen, store, real_rows), val, specs, store.source, crop)
+    return fake_store, real_store
+
+
+def classification_accuracy_score(gen_run: str | Path, *, data: str | Path, label: str, run_dir: str | Path,
+                                  n_train: int = 10000, epochs: int = 5, batch_size: int = 128,
+                                  model: str = "vgg_scratch", model_kwargs: dict[str, Any] | None = None,
+                                  trainer: dict[str, Any] | None = None, max_val: int = 2000,
+                                  device: str | torch.device = "cpu", seed: int = 0,
+                                  keep_stores: bool = False) -> dict[str, Any]:
+    """CAS (Ravuri & Vinyals 2019): a classifier trained only on generated images, tested on real ones.
+
+    ``n_train`` samples are generated with the condition vectors of random real training rows and labelled
+    by their condition. The classifier recipe (``model``, ``epochs``, ...) is trained on them, with real
+    validation rows (at most ``max_val``) choosing the best epoch, and tested on the real test split. The
+    same recipe trained on ``n_train`` real training rows gives the reference ("real-data accuracy").
+
+    Args:
+        gen_run: a generative run conditioned on ``label``.
+        data: the real store (the generator's own store keeps its train/val/test split).
+        label: the condition to classify.
+        run_dir: folder for the two classifier runs, the temporary stores and cas.json.
+        n_train: generated (and real) training images.
+        epochs: training epochs of both classifiers.
+        batch_size: training batch size (capped at the training set size).
+        model: classifier architecture; model_kwargs: its options.
+        trainer: TrainerConfig overrides (default: ``epochs``, monitor val_mean_accuracy, no progress bar).
+        max_val: real validation rows used for model selection.
+        device: where generation and training run.
+        seed: seeds the generated samples, the drawn rows and training.
+        keep_stores: keep the generated/real training stores in ``run_dir/stores``.
+
+    Returns:
+        {"cas", "real_accuracy", balanced accuracies, "majority_accuracy", "metrics" with exact names, ...}.
+    """
+    if n_train < 2 or epochs < 1 or max_val < 1:
+        raise FacelabError(f"CAS needs n_train >= 2, epochs >= 1 and max_val >= 1; got {n_train}, {epochs}, {max_val}")
+    run_dir = Path(run_dir)
+    gen, meta = load_generator(gen_run, device=device)
+    store = Store.open(data)
+    conds = named_conditions(gen, f"generator {gen_run}")
+    if label not in [c.name for c in conds]:
+        raise FacelabError(f"generator {gen_run} is not conditioned on {label!r}; "
+                           f"its conditions: {', '.join(c.name for c in conds)}")
+    warns = check_same_data(f"generator {gen_run}", meta.preprocessing, store)
+    splits, how, more = run_splits(meta, store)
+    for name in ("train", "val", "test"):
+        if splits[name].size == 0:
+            raise FacelabError(f"{store.path}: the {name} split is empty ({how}); CAS needs train, val and test rows")
+    stores = run_dir / "stores"
+    fake_store, real_store = _cas_stores(gen, meta, store, splits, stores, n_train=n_train, max_val=max_val, seed=seed)
+    n_real = int((real_store.partitions == Partition.TRAIN).sum())
+    n_val = int((real_store.partitions == Partition.VAL).sum())
+    tcfg = {"epochs": epochs, "monitor": "val_mean_accuracy", "monitor_mode": "max", "progress": False,
+            **(trainer or {})}
+    cfg_kwargs = {"model": model, "model_kwargs": dict(model_kwargs or {}), "device": str(device), "seed": seed,
+                  "batch_size": max(1, min(batch_size, n_train, n_real)), "trainer": tcfg}
+    test = (store, splits["test"])
+    on_fake = _train_and_test(fake_store, run_dir / "classifier-generated", cfg_kwargs, test, label, device)
+    on_real = _train_and_test(real_store, run_dir / "classifier-real", cfg_kwargs, test, label, device)
+    if not keep_stores:
+        shutil.rmtree(stores, ignore_errors=True)
+    recipe = f"{model}-{label}"
+    names = {"cas": metric_name("cas", n_train, "test", recipe), "real": metric_name("realacc", n_real, "test", recipe)}
+    if n_real < n_train:
+        warns.append(f"only {n_real} real training rows exist: the real-data reference used {n_real}, not {n_train}")
+    result = {
+        "metrics": {names["cas"]: on_fake["accuracy"], names["real"]: on_real["accuracy"]}, "metric_names": names,
+        "cas": on_fake["accuracy"], "real_accuracy": on_real["accuracy"],
+        "cas_balanced_accuracy": on_fake["balanced_accuracy"], "real_balanced_accuracy": on_real["balanced_accuracy"],
+        "majority_accuracy": on_fake["majority_accuracy"], "label": label, "classifier": model, "epochs": epochs,
+        "n_train": n_train, "n_real_train": n_real, "n_val": n_val,
+        "n_test": int(splits["test"].size), "rows": how, "generator": str(gen_run), "generator_arch": meta.arch,
+        "data": str(store.path), "seed": seed, "run_dir": str(run_dir), "warnings": warns + more,
+    }
+    atomic_write_json(run_dir / "cas.json", result)
+    return result
