@@ -22,6 +22,8 @@ data_app = typer.Typer(help="Prepare dataset stores and inspect them.", no_args_
 app.add_typer(data_app, name="data")
 experiment_app = typer.Typer(help="Experiments: config -> run folder -> results and plots.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
+metrics_app = typer.Typer(help="Quality metrics of generative runs: FID/KID, conditional fidelity, CAS.", no_args_is_help=True)
+app.add_typer(metrics_app, name="metrics")
 
 console = Console(stderr=True)
 JSON_OPT = typer.Option(False, "--json", help="Print the figures as JSON on stdout.")
@@ -527,6 +529,60 @@ def blend(
         raise FacelabError(f"--classes {classes!r}: give exactly two classes, e.g. bird,horse")
     res = blend_run(run, classes=(parts[0], parts[1]), weight=weight, n=n, out=out, store=data, seed=seed, device=device)
     emit_json(res) if as_json else console.print(f"blend: {res['grid']}")
+
+
+@metrics_app.command("fid")
+def metrics_fid(
+    run: Path = typer.Argument(..., help="A generative run."),
+    data: Path = typer.Option(..., "--data", help="Real store to compare with."),
+    features: Path = typer.Option(..., help="Feature network: a facelab classifier run trained on --data."),
+    split: str = typer.Option("test", help="Real rows: test | val | train"),
+    n: int = typer.Option(5000, min=10, help="Generated samples."),
+    device: str = typer.Option("cpu"),
+    seed: int = typer.Option(0),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """FID and KID with a named feature network (real features cached by data+extractor+resolution)."""
+    from facelab.eval.generative_metrics import score_generator
+
+    res = score_generator(run, data=data, feature_run=features, split=split, n=n, device=device, seed=seed)  # type: ignore[arg-type]
+    emit_json(res) if as_json else console.print_json(data=res, default=_json_default)
+
+
+@metrics_app.command("fidelity")
+def metrics_fidelity(
+    run: Path = typer.Argument(..., help="A conditional generative run."),
+    classifier: Path = typer.Option(..., help="An independent classifier run predicting the conditions."),
+    labels: Optional[str] = typer.Option(None, help="Conditions to test (default: all)."),
+    n_per_value: int = typer.Option(500, min=1),
+    data: Optional[Path] = typer.Option(None, "--data", help="Store whose rows give the other conditions."),
+    device: str = typer.Option("cpu"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Share of samples conditioned on a value that the classifier assigns that value."""
+    from facelab.eval.generative_metrics import conditional_fidelity
+
+    res = conditional_fidelity(run, classifier, labels=labels.split(",") if labels else None,
+                               n_per_value=n_per_value, data=data, device=device)
+    emit_json(res) if as_json else console.print_json(data=res, default=_json_default)
+
+
+@metrics_app.command("cas")
+def metrics_cas(
+    run: Path = typer.Argument(..., help="A generative run conditioned on --label."),
+    data: Path = typer.Option(..., "--data", help="Real store (test split = evaluation)."),
+    label: str = typer.Option(..., help="The condition to classify."),
+    n_train: int = typer.Option(10000, min=10),
+    epochs: int = typer.Option(5, min=1),
+    out: Path = typer.Option(Path("runs/cas"), help="Folder for the two classifier runs."),
+    device: str = typer.Option("cpu"),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Classification Accuracy Score: train on generated images only, test on real ones (with the real-data reference)."""
+    from facelab.eval.generative_metrics import classification_accuracy_score
+
+    res = classification_accuracy_score(run, data=data, label=label, run_dir=out, n_train=n_train, epochs=epochs, device=device)
+    emit_json(res) if as_json else console.print_json(data=res, default=_json_default)
 
 
 # ---- demo ------------------------------------------------------------------------------------
