@@ -1,0 +1,110 @@
+"""The VAE family: training lowers the loss, KL warm-up and beta, likelihood choices, conditioning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from facelab.errors import ConfigError
+from facelab.models.generative import GenBatch, create_generative
+
+TINY = {"image_size": 32, "width": 8, "max_width": 32, "latent_dim": 8}
+
+
+def _fixed_batch(n: int = 8) -> GenBatch:
+    g = torch.Generator().manual_seed(0)
+    # smooth images (a colour ramp per image) so a tiny decoder can fit them quickly
+    ramp = torch.linspace(-1, 1, 32)
+    colours = torch.rand(n, 3, 1, 1, generator=g) * 2 - 1
+    return GenBatch((colours * ramp[None, None, :, None] * ramp[None, None, None, :]).clamp(-1, 1))
+
+
+def _train(model, batch, steps: int) -> list[float]:
+    """The generic loop every trainer runs, written out: one optimizer per group, zeroed per group."""
+    opts = {
+        g: torch.optim.Adam(ps, lr=spec["lr"], betas=spec["betas"])
+        for (g, ps), spec in zip(model.parameter_groups().items(), model.recommended_optimizers().values())
+    }
+    losses = []
+    for _ in range(steps):
+        for group, k in model.train_step_schedule():
+            for _ in range(k):
+                opts[group].zero_grad(set_to_none=True)
+                out = model.loss(group, batch)
+                out.loss.backward()
+                opts[group].step()
+        losses.append(out.loss.item())
+    return losses
+
+
+def test_tiny_vae_lowers_its_loss_with_the_generic_loop():
+    torch.manual_seed(0)
+    model = create_generative("vae", **{**TINY, "width": 4, "max_width": 16}).train()
+    batch = _fixed_batch()
+    losses = _train(model, batch, 30)
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.7 * first, losses
+    assert int(model.step) == 30
+
+
+def test_kl_warmup_ramps_and_is_saved():
+    model = create_generative("vae", **TINY, kl_warmup_steps=4).train()
+    batch = _fixed_batch(2)
+    weights = [model(batch).logs["kl_weight"] for _ in range(6)]
+    assert weights == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert int(model.state_dict()["step"]) == 6
+    model.eval()
+    model(batch)
+    assert int(model.step) == 6, "evaluation does not advance the warm-up"
+
+
+def test_beta_vae_only_scales_the_kl_weight():
+    torch.manual_seed(0)
+    vae = create_generative("vae", **TINY, kl_warmup_steps=10)
+    torch.manual_seed(0)
+    beta = create_generative("beta_vae", **TINY, kl_warmup_steps=10, beta=4.0)
+    assert beta.kl_weight(5) == pytest.approx(4.0 * vae.kl_weight(5))
+    beta.load_state_dict(vae.state_dict())
+    batch = _fixed_batch(2)
+    torch.manual_seed(1)
+    a = vae.eval().loss("model", batch)
+    torch.manual_seed(1)
+    b = beta.eval().loss("model", batch)
+    assert a.logs["recon"] == pytest.approx(b.logs["recon"]) and a.logs["kl"] == pytest.approx(b.logs["kl"])
+    assert b.logs["kl_weight"] == pytest.approx(4.0 * a.logs["kl_weight"])
+
+
+@pytest.mark.parametrize("kind", ["sse", "gaussian", "bce"])
+def test_likelihoods_give_finite_losses_and_images_in_range(kind):
+    model = create_generative("vae", **TINY, recon_loss=kind)
+    out = model(_fixed_batch(2))
+    assert torch.isfinite(out.loss) and out.recon is not None
+    assert out.recon.shape == (2, 3, 32, 32) and float(out.recon.abs().max()) <= 1
+    assert set(out.logs) == {"loss", "recon", "kl", "kl_weight"}
+
+
+def test_cvae_decoder_follows_the_condition():
+    conditions = [
+        {"name": "Smiling", "kind": "binary"},
+        {"name": "digit", "kind": "categorical", "classes": list("012")},
+    ]
+    torch.manual_seed(0)
+    model = create_generative("cvae", **TINY, conditions=conditions).eval()
+    with torch.no_grad():
+        for p in model.decoder.fc.parameters():  # make the condition matter at initialisation
+            p.normal_()
+    z = torch.zeros(1, 8)
+    a = model.decode(z, {"digit": "0"})
+    b = model.decode(z, {"digit": "1", "Smiling": 1})
+    assert not torch.allclose(a, b)
+    with pytest.raises(ConfigError, match="conditional"):
+        create_generative("cvae", **TINY)
+    with pytest.raises(ConfigError, match="unconditional"):
+        create_generative("vae", **TINY, conditions=conditions)
+
+
+def test_unknown_norm_or_activation_names_are_config_errors():
+    with pytest.raises(ConfigError, match="batchnorm"):
+        create_generative("vae", **TINY, norm="bachnorm")
+    with pytest.raises(ConfigError, match="relu"):
+        create_generative("vae", **TINY, decoder_act="rleu")
