@@ -1,0 +1,111 @@
+"""``vgg_scratch``: a small VGG-style CNN trained from scratch (under 700k parameters).
+
+Five stages of two 3x3 conv-norm-act blocks, 2x2 max-pooling between stages, global average pooling,
+dropout and one linear layer. The first stages (high resolution, few channels) use full 3x3 convolutions;
+the later ones (low resolution, many channels) use depthwise-separable convolutions, which cost ~1/8 of
+the parameters, so the budget buys width where the features are most abstract::
+
+    64 px:  64x64x32 -> 32x32x64 -> 16x16x128 -> 8x8x256 (sep) -> 4x4x384 (sep) -> pool -> fc
+            (4 poolings: works from 16 px up; 32 px ends at 2x2, 128 px at 8x8)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from facelab.errors import ConfigError
+from facelab.models.classifiers.base import (
+    ARCHITECTURE_SIGNATURES,
+    CLASSIFIERS,
+    HALF,
+    Classifier,
+    PretrainedCfg,
+    channel_stats,
+    make_linear,
+)
+from facelab.models.layers import ActFactory, ConvNormAct, NormFactory, SeparableConvNormAct, init_conv_norm
+
+
+class VggScratch(Classifier):
+    """VGG-style CNN with batch norm and dropout for small (16-128 px) images.
+
+    Args:
+        num_outputs: logits of the head (0: none, ``forward`` returns pooled features).
+        in_chans: input channels.
+        image_size: the size the model is trained at (recorded in ``pretrained_cfg``).
+        drop_rate: dropout before the linear head.
+        channels: output channels of each stage; one 2x2 max-pool precedes every stage but the first.
+        convs_per_stage: conv-norm-act blocks per stage.
+        separable_from: index of the first stage that uses depthwise-separable convolutions
+            (``len(channels)``: none).
+        norm_layer: name in ``NORM_LAYERS`` or ``f(channels) -> nn.Module``.
+        act_layer: name in ``ACT_LAYERS`` or ``f() -> nn.Module``.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_outputs: int,
+        in_chans: int = 3,
+        image_size: int = 64,
+        drop_rate: float = 0.2,
+        channels: Sequence[int] = (32, 64, 128, 256, 384),
+        convs_per_stage: int = 2,
+        separable_from: int = 3,
+        norm_layer: str | NormFactory = "batchnorm",
+        act_layer: str | ActFactory = "relu",
+    ) -> None:
+        super().__init__()
+        if not channels or convs_per_stage < 1 or not 0 <= separable_from <= len(channels):
+            raise ConfigError(
+                f"vgg_scratch: need channels (got {list(channels)}), convs_per_stage >= 1 (got {convs_per_stage}) "
+                f"and 0 <= separable_from <= {len(channels)} (got {separable_from})"
+            )
+        self.in_chans, self.num_outputs, self.num_features = in_chans, num_outputs, channels[-1]
+        min_size = 2 ** (len(channels) - 1)
+        if image_size < min_size:
+            raise ConfigError(f"vgg_scratch with {len(channels)} stages needs image_size >= {min_size}, not {image_size}")
+        stages, prev = [], in_chans
+        for i, ch in enumerate(channels):
+            block = SeparableConvNormAct if i >= separable_from and i > 0 else ConvNormAct
+            layers: list[nn.Module] = [nn.MaxPool2d(2)] if i > 0 else []
+            for j in range(convs_per_stage):
+                layers.append(block(prev if j == 0 else ch, ch, norm_layer=norm_layer, act_layer=act_layer))
+            stages.append(nn.Sequential(*layers))
+            prev = ch
+        self.stages = nn.Sequential(*stages)
+        self.dropout = nn.Dropout(drop_rate)
+        self.fc = make_linear(self.num_features, num_outputs)
+        self.pretrained_cfg = PretrainedCfg(
+            input_size=(in_chans, image_size, image_size),
+            mean=channel_stats(HALF, in_chans),
+            std=channel_stats(HALF, in_chans),
+            min_input_size=min_size,
+            first_conv="stages.0.0.conv",
+        )
+        init_conv_norm(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self.stages(x)  # (B, channels[-1], H / 2**(stages-1), W / 2**(stages-1))
+
+
+CLASSIFIERS.register("vgg_scratch")(VggScratch)
+
+
+@ARCHITECTURE_SIGNATURES.register("vgg_scratch")
+def _vgg_signature(state: Mapping[str, torch.Tensor]) -> str | None:
+    if "stages.0.0.conv.weight" not in state:
+        return None
+    widths = []
+    for i in range(len(state)):
+        outs = [v.shape[0] for k, v in state.items() if k.startswith(f"stages.{i}.") and k.endswith("bn.weight")]
+        if not outs:
+            break
+        widths.append(str(outs[-1]))
+    fc = state.get("fc.weight")
+    head = f", {fc.shape[0]} outputs" if fc is not None else ", no head"
+    return f"vgg_scratch (stage channels {'-'.join(widths)}{head})"
