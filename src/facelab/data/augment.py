@@ -189,6 +189,13 @@ def _flip_lut(spec: LabelSpec, pairs: dict[str | int, str | int]) -> torch.Tenso
     return lut
 
 
+def mirrored_labels(label_specs: Sequence[LabelSpec]) -> dict[str, dict[str | int, str | int]]:
+    """Labels a horizontal flip mirrors: every categorical label with classes 'left' and 'right' (head yaw,
+    light direction). Without this, a flipped face turned left would keep the label 'left'."""
+    return {s.name: {"left": "right", "right": "left"} for s in label_specs
+            if s.kind is LabelKind.CATEGORICAL and s.classes and {"left", "right"} <= set(s.classes)}
+
+
 class BatchAugment(nn.Module):
     """Random augmentation of a batch, returning ``(x, y)`` with flip-sensitive labels fixed up.
 
@@ -210,7 +217,10 @@ class BatchAugment(nn.Module):
         self.ops = nn.Sequential(*ops)
         by_name = {s.name: (j, s) for j, s in enumerate(label_specs)}
         self._flip_cols: list[tuple[int, torch.Tensor]] = []
-        for name, pairs in config.label_flip_map.items():
+        flip_map = dict(config.label_flip_map)
+        if config.hflip > 0:
+            flip_map = {**mirrored_labels(label_specs), **flip_map}
+        for name, pairs in flip_map.items():
             if name not in by_name:
                 known = ", ".join(by_name) or "none given: pass label_specs="
                 raise ConfigError(f"label_flip_map names label {name!r}, which is not among the labels ({known})")

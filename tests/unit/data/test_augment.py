@@ -124,3 +124,18 @@ def test_flip_map_errors():
         aug(_images(2), torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         aug(torch.rand(2, 1, 8, 8))
+
+
+def test_left_right_labels_are_mirrored_automatically_when_flipping():
+    import torch
+
+    from facelab.data.augment import BatchAugment
+    from facelab.data.schema import LabelKind, LabelSpec
+
+    specs = [LabelSpec("Smiling", LabelKind.BINARY), LabelSpec("yaw", LabelKind.CATEGORICAL, ("left", "center", "right"))]
+    aug = BatchAugment.from_preset("flip", label_specs=specs, hflip=1.0)
+    x = torch.rand(4, 3, 8, 8)
+    y = torch.tensor([[1, 0], [0, 1], [1, 2], [0, 0]])
+    x2, y2 = aug(x, y, seed=0)
+    assert torch.equal(x2, torch.flip(x, dims=[3]))
+    assert y2[:, 1].tolist() == [2, 1, 0, 2] and y2[:, 0].tolist() == [1, 0, 1, 0]
