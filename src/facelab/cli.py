@@ -589,18 +589,28 @@ def metrics_cas(
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("runs"), help="Folder under which the demo run folder is created."),
-    n: int = typer.Option(3000, help="Number of synthetic faces."),
-    size: int = typer.Option(64, help="Image size of the synthetic store."),
+    n: Optional[int] = typer.Option(None, help="Number of synthetic faces (default 2000)."),
+    size: Optional[int] = typer.Option(None, help="Image size of the synthetic store (default 32)."),
+    seeds: Optional[int] = typer.Option(None, help="Seeds per method in the study (default 2)."),
+    option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="Any DemoConfig field, e.g. -o p=0.2"),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """The main job, end to end on built-in synthetic faces (no download needed)."""
+    """The main job, end to end on built-in synthetic faces: store, classifier, augmentation study, report."""
     from facelab.experiments.demo import DemoConfig, run_demo
 
-    summary = run_demo(DemoConfig(n=n, size=size), runs_root=out)
+    data = {k: v for k, v in {"n": n, "size": size, "seeds": seeds}.items() if v is not None}
+    data.update(parse_options(option))
+    summary = run_demo(DemoConfig.from_dict(data, where="demo options"), runs_root=out)
     if as_json:
         emit_json(summary)
-    else:
-        console.print_json(data=summary, default=_json_default)
+        return
+    c, st = summary["classifier"], summary["study"]
+    console.print(f"classifier: test mean accuracy {c['test_mean_accuracy']:.4f} "
+                  f"(majority baseline {c['test_majority_accuracy']:.4f})")
+    console.print(f"study ({st['target']}, p={st['p']}): balanced accuracy " +
+                  ", ".join(f"{m} {v:.3f}" for m, v in st["balanced_accuracy"].items()))
+    console.print(f"done in {summary['seconds']:.0f}s")
+    print(summary["report"])
 
 
 def main() -> None:

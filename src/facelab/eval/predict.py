@@ -66,7 +66,7 @@ def _folder_batches(folder: Path, files: list[Path], preprocessing: dict[str, An
 def _store_batches(store, batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
     for start in range(0, len(store), batch_size):
         sl = slice(start, min(len(store), start + batch_size))
-        yield [str(k) for k in store.keys[sl]], np.asarray(store.images[sl])
+        yield [str(k) for k in store.keys[sl]], np.array(store.images[sl])  # copy: memmaps are read-only
 
 
 def _to_tensor(imgs: np.ndarray, mean, std, device) -> torch.Tensor:

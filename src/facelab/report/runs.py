@@ -62,7 +62,7 @@ def batch_schedule_report(run_dir: Path, summary: dict[str, Any]) -> list[str]:
 @REPORTERS.register("demo")
 def demo_report(run_dir: Path, summary: dict[str, Any]) -> list[str]:
     parts = [section("Synthetic store", table(["store", "images", "seconds"],
-                                               [[summary["store"], summary["stats"].get("count", ""), summary["build"]["seconds"]]]),
+                                               [[summary["store"], summary["stats"]["splits"]["all"]["count"], summary["build"]["seconds"]]]),
                      "<div class='row'>" + "".join(image(p, Path(p).stem) for p in summary.get("plots", [])) + "</div>")]
     for key, title in (("classifier", "Classifier"), ("generative", "Conditional generator"), ("study", "Augmentation study")):
         if key in summary:
