@@ -260,5 +260,5 @@ def test_norm_and_act_layers_are_options(name):
     assert torch.isfinite(model(torch.randn(1, 3, 32, 32))).all()  # batch of 1 trains without batch norm
     custom = create_classifier(name, num_outputs=2, image_size=32, norm_layer=lambda c: torch.nn.BatchNorm2d(c, eps=1e-3))
     assert "norm_layer" not in custom.arch_kwargs  # a callable cannot be saved; names can
-    with pytest.raises(ConfigError, match="unknown norm layer 'layernorm'.*batchnorm"):
-        create_classifier(name, num_outputs=2, norm_layer="layernorm")
+    with pytest.raises(ConfigError, match="unknown norm layer 'no_such_norm'.*batchnorm"):
+        create_classifier(name, num_outputs=2, norm_layer="no_such_norm")

@@ -125,9 +125,10 @@ def predict_to_csv(run: str | Path, target: str | Path, out: str | Path, *, batc
     writer = csv.writer(buf)
     writer.writerow(_header(task, specs))
     count = 0
+    from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(disable=not progress, transient=True) as prog, torch.no_grad():
+    with Progress(disable=not progress, transient=True, console=Console(stderr=True)) as prog, torch.no_grad():
         bar = prog.add_task("predict", total=total)
         for keys, imgs in batches:
             x = _to_tensor(imgs, meta.preprocessing["mean"], meta.preprocessing["std"], device)
