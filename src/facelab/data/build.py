@@ -1,0 +1,617 @@
+"""Build a store: decode every record of a source exactly once, in parallel, resumably and atomically.
+
+Work happens in ``<out>.partial/`` (build.json: parameters; decoded.npy / landmarks.npy: all records,
+written in place by the workers; progress.jsonl: finished chunks, appended only after their pixels were
+fsynced), renamed to ``<out>`` once manifest.json is written. See docs/store.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.text import Text
+
+import facelab
+from facelab.data.decode import crop_box, crop_resize, decode_min_side
+from facelab.data.schema import NO_PARTITION, CropSpec, Partition, Record, SourceIndex
+from facelab.data.store import FORMAT_VERSION, MANIFEST
+from facelab.errors import ConfigError, DataError, ImageDecodeError, StoreError
+from facelab.utils.io import atomic_write_json
+
+if TYPE_CHECKING:
+    from facelab.data.sources.base import Source
+
+PARTIAL_SUFFIX = ".partial"
+BUILD_FILE = "build.json"
+PROGRESS_FILE = "progress.jsonl"
+DECODED_FILE = "decoded.npy"
+LANDMARKS_FILE = "landmarks.npy"
+CHECKPOINT_SECONDS = 2.0  # fsync the pixels and append finished chunks to progress.jsonl this often
+_BLOCK_BYTES = 16 << 20  # image bytes per block when compacting or hashing
+
+
+# ---- report --------------------------------------------------------------------------------------
+@dataclass
+class BuildReport:
+    """What ``prepare_store`` did. ``status`` is "built", "resumed" or "already complete"."""
+
+    path: Path
+    status: str
+    count: int  # images in the store
+    indexed: int  # records the source listed
+    decoded: int  # records decoded by this call (0 when already complete)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {key, reason, stage: index|decode}
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    content_hash: str = ""
+
+    @property
+    def resumed(self) -> bool:
+        return self.status == "resumed"
+
+    @property
+    def already_complete(self) -> bool:
+        return self.status == "already complete"
+
+    @property
+    def images_per_s(self) -> float:
+        """Records decoded per second of this call (0 when nothing was decoded)."""
+        return self.decoded / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(path=str(self.path), seconds=round(self.seconds, 3), images_per_s=round(self.images_per_s, 1),
+                 skipped_count=len(self.skipped), resumed=self.resumed, already_complete=self.already_complete)
+        return d
+
+
+# ---- build key -----------------------------------------------------------------------------------
+def build_key(source: Source, *, size: int, crop: CropSpec) -> dict[str, Any]:
+    """The parameters that make two builds the same store (as stored in the manifest, JSON-normalised)."""
+    key = {
+        "source": source.name,
+        "root": str(Path(source.root).resolve()) if source.root is not None else None,
+        "options": source.options.model_dump(mode="json"),
+        "image_size": int(size),
+        "crop": crop.model_dump(mode="json"),
+    }
+    return json.loads(json.dumps(key))
+
+
+def _differences(wanted: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    def short(v: Any) -> str:
+        r = repr(v)
+        return r if len(r) <= 60 else r[:57] + "..."
+
+    return [f"{k}: {short(found.get(k))} there, {short(v)} asked" for k, v in wanted.items() if found.get(k) != v]
+
+
+def _check_out(out: Path, key: dict[str, Any], *, overwrite: bool) -> dict[str, Any] | None:
+    """The manifest of the store already at ``out`` (None when there is none); StoreError when in the way."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise StoreError(f"{out} exists and is a file, not a store folder; choose another --out")
+    mpath = out / MANIFEST
+    if not mpath.is_file():
+        if any(out.iterdir()):
+            raise StoreError(f"{out} exists, is not empty and holds no facelab store ({MANIFEST} missing); "
+                             "facelab never deletes such folders: choose another --out or empty it yourself")
+        return None
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, ValueError) as e:
+        raise StoreError(f"{mpath}: unreadable manifest ({e}); delete {out} or choose another --out") from None
+    diffs = _differences({**key, "format_version": FORMAT_VERSION}, manifest)
+    if diffs and not overwrite:
+        raise StoreError(f"{out} already holds a different store ({'; '.join(diffs)}); "
+                         "pass --overwrite (overwrite=True) to replace it or choose another --out")
+    return manifest
+
+
+# ---- landmarks -----------------------------------------------------------------------------------
+def landmarks_to_store(points: tuple[float, ...] | np.ndarray, height: int, width: int, crop: CropSpec,
+                       size: int) -> np.ndarray:
+    """Map 5 (x, y) source-pixel landmarks of an ``height`` x ``width`` image into store pixels.
+
+    Uses the pixel-centre convention of the resize: ``x' = (x - left + 0.5) * size / box_width - 0.5``.
+
+    Returns:
+        (10,) float32, x0 y0 x1 y1 ... (points outside the crop fall outside [0, size)).
+    """
+    left, top, right, bottom = crop_box(height, width, crop)
+    xy = np.asarray(points, dtype=np.float64).reshape(-1, 2)  # (5, 2)
+    xy[:, 0] = (xy[:, 0] - left + 0.5) * size / (right - left) - 0.5
+    xy[:, 1] = (xy[:, 1] - top + 0.5) * size / (bottom - top) - 0.5
+    return xy.reshape(-1).astype(np.float32)
+
+
+# ---- workers -------------------------------------------------------------------------------------
+_STATE: dict[str, Any] = {}  # per process: source, records, crop, size, min_side, open memmaps
+
+
+def _set_state(source: Source, records: list[Record], crop: CropSpec, size: int, partial: str,
+               with_landmarks: bool) -> None:
+    _STATE.update(source=source, records=records, crop=crop, size=size,
+                  min_side=decode_min_side(crop, size),
+                  images=np.load(Path(partial) / DECODED_FILE, mmap_mode="r+"),
+                  landmarks=np.load(Path(partial) / LANDMARKS_FILE, mmap_mode="r+") if with_landmarks else None)
+
+
+def _init_worker(*args: Any) -> None:
+    """Pool initializer: one thread per process (parallelism comes from processes), then the state."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+        os.environ[var] = "1"
+    cv2.setNumThreads(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    _set_state(*args)
+
+
+def _decode_range(span: tuple[int, int]) -> tuple[int, int, list[tuple[int, str]]]:
+    """Decode records ``start:stop`` straight into the memmap; return the positions that failed."""
+    start, stop = span
+    st = _STATE
+    crop, size, images, landmarks = st["crop"], st["size"], st["images"], st["landmarks"]
+    failed: list[tuple[int, str]] = []
+    for i in range(start, stop):
+        rec: Record = st["records"][i]
+        # Landmarks live in full-resolution pixels, so those records are decoded without downscaling.
+        min_side = None if rec.landmarks is not None else st["min_side"]
+        try:
+            img = st["source"].load(rec, min_side=min_side)  # (H, W, 3) uint8
+            _check_loaded(img, rec, st["source"])
+            images[i] = crop_resize(img, crop, size)  # (S, S, 3)
+        except ImageDecodeError as e:
+            failed.append((i, str(e)))
+            continue
+        if landmarks is not None:
+            landmarks[i] = (np.nan if rec.landmarks is None
+                            else landmarks_to_store(rec.landmarks, img.shape[0], img.shape[1], crop, size))
+    return start, stop, failed
+
+
+def _check_loaded(img: Any, rec: Record, source: Source) -> None:
+    if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3):
+        got = f"{type(img).__name__} {getattr(img, 'dtype', '')} {getattr(img, 'shape', '')}"
+        raise DataError(f"source {source.name!r} returned {got} for {rec.key!r}; Source.load must return "
+                        "an (H, W, 3) uint8 RGB array (use facelab.data.decode.decode_bytes)")
+
+
+@contextlib.contextmanager
+def _chunk_runner(spans: list[tuple[int, int]], state_args: tuple, workers: int) -> Iterator[Iterator[tuple]]:
+    """Results of each chunk as it finishes, in-process (workers <= 1) or over a process pool.
+
+    The pool is started on entry, so callers can fork before starting threads (the progress bar).
+    """
+    if workers <= 1 or len(spans) <= 1:
+        _set_state(*state_args)
+        try:
+            yield map(_decode_range, spans)
+        finally:
+            _STATE.clear()
+        return
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ctx.Pool(min(workers, len(spans)), initializer=_init_worker, initargs=state_args) as pool:
+        yield pool.imap_unordered(_decode_range, spans)
+
+
+# ---- the .partial folder -------------------------------------------------------------------------
+class _Journal:
+    """progress.jsonl: finished chunks, appended after the pixels they name were fsynced."""
+
+    def __init__(self, partial: Path, data_files: list[Path]) -> None:
+        self.path = partial / PROGRESS_FILE
+        self.data_files = data_files
+        self.pending: list[str] = []
+        self.last = time.monotonic()
+
+    def read(self, n: int) -> tuple[np.ndarray, dict[int, str]]:
+        """(n,) bool done mask and {position: reason} of failed decodes, from the complete lines."""
+        done, failed = np.zeros(n, dtype=bool), {}
+        if not self.path.exists():
+            return done, failed
+        data = self.path.read_bytes()
+        if not data.endswith(b"\n"):  # a line torn by a kill: drop it (that chunk is decoded again)
+            data = data[:data.rfind(b"\n") + 1]
+            os.truncate(self.path, len(data))
+        for line in data.decode("utf-8", errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if not 0 <= entry["start"] <= entry["stop"] <= n:
+                continue
+            done[entry["start"]:entry["stop"]] = True
+            failed.update({int(i): str(r) for i, r in entry["failed"]})
+        return done, failed
+
+    def add(self, start: int, stop: int, failed: list[tuple[int, str]]) -> None:
+        self.pending.append(json.dumps({"start": start, "stop": stop, "failed": failed}) + "\n")
+        if time.monotonic() - self.last >= CHECKPOINT_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """fsync the pixel files (all processes' writes), then append and fsync the finished chunks."""
+        self.last = time.monotonic()
+        if not self.pending:
+            return
+        for path in self.data_files:
+            if path.exists():  # decoded.npy is gone once compacted (nothing is pending then)
+                _fsync_path(path)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write("".join(self.pending))
+            f.flush()
+            os.fsync(f.fileno())
+        self.pending.clear()
+
+
+def _fsync_path(path: Path, *, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY if directory else os.O_RDWR)
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:  # some platforms/filesystems cannot fsync a directory; files must succeed
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _locked(partial: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the .partial folder so two builds never write the same one."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    fd = os.open(partial, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreError(f"{partial} is being written by another `facelab data prepare`; wait for it "
+                         "to finish (or stop it) and re-run") from None
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def _clear(folder: Path) -> None:
+    for child in folder.iterdir():
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
+def _open_partial(partial: Path, params: dict[str, Any], notes: list[str]) -> str:
+    """Prepare ``partial`` for ``params``; return "fresh", "resume" or "finished" (manifest written)."""
+    bpath = partial / BUILD_FILE
+    if not bpath.is_file():
+        if any(partial.iterdir()):
+            raise StoreError(f"{partial} exists, is not empty and was not made by facelab ({BUILD_FILE} "
+                             "missing); move it away or choose another --out")
+        atomic_write_json(bpath, params)
+        return "fresh"
+    try:
+        old = json.loads(bpath.read_text())
+    except ValueError:
+        old = {}
+    diffs = _differences(params, old)
+    if not diffs:
+        return "finished" if (partial / MANIFEST).is_file() else "resume"
+    notes.append(f"discarded the interrupted build in {partial} (it was made with other parameters: "
+                 f"{'; '.join(diffs)}) and started over")
+    _clear(partial)
+    atomic_write_json(bpath, params)
+    return "fresh"
+
+
+def _allocate(partial: Path, n: int, size: int, with_landmarks: bool) -> None:
+    """Create the working arrays (sparse files: nothing is written until the workers fill rows)."""
+    np.lib.format.open_memmap(partial / DECODED_FILE, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    if with_landmarks:
+        np.lib.format.open_memmap(partial / LANDMARKS_FILE, mode="w+", dtype=np.float32, shape=(n, 10))
+
+
+def _pending_spans(done: np.ndarray, chunk_size: int) -> list[tuple[int, int]]:
+    """Split the not-done positions into (start, stop) chunks of at most ``chunk_size``."""
+    todo = np.flatnonzero(~done)
+    if todo.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(todo) != 1) + 1
+    spans = []
+    for run in np.split(todo, breaks):
+        lo, hi = int(run[0]), int(run[-1]) + 1
+        spans.extend((s, min(s + chunk_size, hi)) for s in range(lo, hi, chunk_size))
+    return spans
+
+
+def _arrays_ok(partial: Path, n: int, size: int, with_landmarks: bool) -> bool:
+    """Whether the working arrays of a resumed build exist with the expected shapes."""
+    try:
+        ok = np.load(partial / DECODED_FILE, mmap_mode="r").shape == (n, size, size, 3)
+        if with_landmarks:
+            ok = ok and np.load(partial / LANDMARKS_FILE, mmap_mode="r").shape == (n, 10)
+        return ok
+    except (OSError, ValueError):
+        return False
+
+
+# ---- decoding ------------------------------------------------------------------------------------
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:,.0f} img/s")
+
+
+def _progress(enabled: bool, total: int, done: int) -> tuple[Progress, TaskID]:
+    console = Console(stderr=True)
+    bar = Progress(TextColumn("decoding"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn(),
+                   TextColumn("eta"), TimeRemainingColumn(), console=console,
+                   disable=not (enabled and console.is_terminal))
+    return bar, bar.add_task("decoding", total=total, completed=done)
+
+
+def _decode(source: Source, index: SourceIndex, partial: Path, journal: _Journal, *, size: int, crop: CropSpec,
+            workers: int, chunk_size: int, progress: bool) -> tuple[int, dict[int, str]]:
+    """Decode every record not yet done; return (records decoded now, {position: reason} of all failures)."""
+    n = len(index.records)
+    done, failed = journal.read(n)
+    spans = _pending_spans(done, chunk_size)
+    state_args = (source, index.records, crop, size, str(partial), index.has_landmarks)
+    decoded = 0
+    if not spans:
+        return decoded, failed
+    bar, task = _progress(progress, n, int(done.sum()))
+    try:
+        with _chunk_runner(spans, state_args, workers) as results, bar:  # fork before the bar's thread
+            for start, stop, chunk_failed in results:
+                journal.add(start, stop, chunk_failed)
+                failed.update(chunk_failed)
+                decoded += stop - start
+                bar.advance(task, stop - start)
+    except BaseException:
+        journal.flush()  # keep what finished, whatever stopped the loop (error, Ctrl-C)
+        raise
+    # On success the last chunks are not journaled: _finish fsyncs the pixels while it hashes them, and a
+    # kill before the manifest costs at most CHECKPOINT_SECONDS of decoding.
+    return decoded, failed
+
+
+# ---- finishing -----------------------------------------------------------------------------------
+def _blocks(n_rows: int, row_bytes: int) -> Iterator[slice]:
+    step = max(1, _BLOCK_BYTES // max(1, row_bytes))
+    return (slice(j, j + step) for j in range(0, n_rows, step))
+
+
+def content_hash(images: np.ndarray, labels: np.ndarray, keys: list[str] | np.ndarray, *,
+                 rows: np.ndarray | None = None) -> str:
+    """sha256 over the image bytes (row-major), the int32 little-endian labels, then the keys joined by "\\n".
+
+    ``rows`` hashes ``images[rows]`` (in that order) without materialising it.
+    """
+    h = hashlib.sha256()
+    n = len(images) if rows is None else len(rows)
+    for block in _blocks(n, int(np.prod(images.shape[1:]))):
+        h.update(np.ascontiguousarray(images[block] if rows is None else images[rows[block]]).data)
+    h.update(np.ascontiguousarray(labels, dtype="<i4").data)
+    h.update("\n".join(str(k) for k in keys).encode("utf-8"))
+    return h.hexdigest()
+
+
+def _compact(partial: Path, kept: np.ndarray, n: int) -> None:
+    """decoded.npy (all records) -> images.npy (kept rows only); a no-op when an earlier run did it."""
+    src_path, dst_path = partial / DECODED_FILE, partial / "images.npy"
+    if not src_path.exists():
+        return
+    if kept.size == n:
+        os.replace(src_path, dst_path)
+        return
+    src = np.load(src_path, mmap_mode="r")
+    tmp = partial / "images.tmp.npy"
+    dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(kept.size, *src.shape[1:]))
+    for block in _blocks(kept.size, int(np.prod(src.shape[1:]))):
+        dst[block] = src[kept[block]]
+    dst.flush()
+    del dst, src
+    _fsync_path(tmp)
+    os.replace(tmp, dst_path)
+    src_path.unlink()
+
+
+def _save(path: Path, **arrays: np.ndarray) -> None:
+    """np.save (one array) or np.savez_compressed (several) to ``path``, fsynced."""
+    with open(path, "wb") as f:
+        if len(arrays) == 1:
+            np.save(f, next(iter(arrays.values())))
+        else:
+            np.savez_compressed(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _columns(partial: Path, index: SourceIndex, kept: np.ndarray) -> dict[str, np.ndarray]:
+    """labels (K, L) int32 and the index.npz columns of the kept records."""
+    recs = [index.records[i] for i in kept]
+    cols = {"labels": np.array([r.labels for r in recs], dtype="<i4").reshape(len(recs), len(index.labels)),
+            "key": np.array([r.key for r in recs], dtype=str),
+            "identity": np.array([r.identity for r in recs], dtype=np.int64),
+            "partition": np.array([r.partition for r in recs], dtype=np.int8)}
+    if index.has_landmarks:
+        cols["landmarks"] = np.asarray(np.load(partial / LANDMARKS_FILE, mmap_mode="r")[kept], dtype=np.float32)
+    return cols
+
+
+def _finish(partial: Path, index: SourceIndex, failed: dict[int, str], journal: _Journal, key: dict[str, Any],
+            t0: float) -> dict[str, Any]:
+    """Hash while fsyncing the pixels, compact, write labels and index, then manifest.json last."""
+    n = len(index.records)
+    kept = np.setdiff1d(np.arange(n), np.fromiter(failed, dtype=np.int64, count=len(failed)))
+    cols = _columns(partial, index, kept)
+    uncompacted = (partial / DECODED_FILE).exists()
+    pixels = partial / (DECODED_FILE if uncompacted else "images.npy")
+    with ThreadPoolExecutor(1) as pool:  # the disk flush overlaps the hash (read from the page cache)
+        synced = pool.submit(_fsync_path, pixels)
+        rows = kept if uncompacted and kept.size < n else None
+        digest = content_hash(np.load(pixels, mmap_mode="r"), cols["labels"], cols["key"], rows=rows)
+        synced.result()
+    journal.flush()  # every chunk is on disk now: journal the last ones before compaction renames the array
+    _compact(partial, kept, n)
+    _save(partial / "labels.npy", labels=cols.pop("labels"))
+    _save(partial / "index.npz", **cols)
+    skipped = [{"key": s.key, "reason": s.reason, "stage": "index"} for s in index.skipped]
+    skipped += [{"key": index.records[i].key, "reason": failed[i], "stage": "decode"} for i in sorted(failed)]
+    manifest = {
+        "format_version": FORMAT_VERSION, **key, "facelab_version": facelab.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "count": int(kept.size), "indexed": n, "labels": [s.to_dict() for s in index.labels],
+        "has_identities": index.has_identities, "has_partitions": index.has_partitions,
+        "has_landmarks": index.has_landmarks, "partitions": {
+            **{p.name.lower(): int((cols["partition"] == p).sum()) for p in Partition},
+            "none": int((cols["partition"] == NO_PARTITION).sum())},
+        "skipped": skipped, "notes": list(index.notes), "content_hash": digest,
+        "build_seconds": round(time.perf_counter() - t0, 3),
+    }
+    atomic_write_json(partial / MANIFEST, manifest)
+    return manifest
+
+
+def _move_into_place(partial: Path, out: Path) -> None:
+    """Drop the working files, fsync, and rename ``partial`` to ``out`` (replacing an old store or empty folder)."""
+    for name in (PROGRESS_FILE, LANDMARKS_FILE, DECODED_FILE, "images.tmp.npy"):
+        (partial / name).unlink(missing_ok=True)  # build.json goes last: it marks the folder as ours
+    _fsync_path(partial, directory=True)
+    old = None
+    if out.exists():
+        if (out / MANIFEST).is_file():  # _check_out let it through: overwrite was asked
+            old = out.with_name(f"{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        else:
+            out.rmdir()  # empty (checked by _check_out)
+    os.replace(partial, out)
+    _fsync_path(out.parent, directory=True)
+    (out / BUILD_FILE).unlink(missing_ok=True)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+# ---- entry point ---------------------------------------------------------------------------------
+def _validate_index(source: Source, index: SourceIndex) -> None:
+    where = f"{source.name} ({source.root})" if source.root is not None else source.name
+    if not index.records:
+        reasons = [f"{s.key}: {s.reason}" for s in index.skipped[:5]]
+        detail = f"; {len(index.skipped)} entries were skipped, e.g. " + " | ".join(reasons) if reasons else ""
+        raise StoreError(f"source {where} found no images to store{detail}; check that ROOT is the dataset "
+                         "folder as downloaded and the source options")
+    n_labels, seen = len(index.labels), set()
+    for r in index.records:
+        if r.key in seen:
+            raise DataError(f"source {where}: record key {r.key!r} appears twice; keys must be unique")
+        seen.add(r.key)
+        if len(r.labels) != n_labels:
+            raise DataError(f"source {where}: record {r.key!r} has {len(r.labels)} labels, expected {n_labels}")
+        if r.landmarks is not None and len(r.landmarks) != 10:
+            raise DataError(f"source {where}: record {r.key!r} has {len(r.landmarks)} landmark values, expected 10")
+
+
+def _report(out: Path, manifest: dict[str, Any], status: str, decoded: int, t0: float,
+            notes: list[str]) -> BuildReport:
+    return BuildReport(path=out, status=status, count=int(manifest["count"]), indexed=int(manifest.get("indexed", 0)),
+                       decoded=decoded, skipped=list(manifest.get("skipped", [])), seconds=time.perf_counter() - t0,
+                       notes=notes + list(manifest.get("notes", [])), content_hash=str(manifest["content_hash"]))
+
+
+def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: CropSpec | None = None,
+                  workers: int | None = None, overwrite: bool = False, progress: bool = True,
+                  chunk_size: int = 256) -> BuildReport:
+    """Decode every record of ``source`` once into a store at ``out`` (parallel, resumable, atomic).
+
+    Args:
+        source: the dataset to store; indexed once, then loaded record by record in worker processes.
+        out: store folder to create. Work happens in ``<out>.partial``, renamed to ``out`` at the end.
+        size: side of the square store images in pixels.
+        crop: crop policy; default ``type(source).default_crop``.
+        workers: decoding processes (default ``os.cpu_count()``; 1 decodes in this process).
+        overwrite: replace a different store already at ``out`` (never a folder that is not a store).
+        progress: show a progress bar with ETA on stderr (when it is a terminal) and print notes.
+        chunk_size: records per task; also the granularity of resuming.
+
+    Returns:
+        A BuildReport; ``status`` is "already complete" (nothing done), "built" or "resumed".
+
+    Raises:
+        StoreError: ``out`` holds another store or unrelated files, nothing to store, or nothing decodable.
+    """
+    t0 = time.perf_counter()
+    if size < 1 or chunk_size < 1 or (workers is not None and workers < 1):
+        raise ConfigError(f"size ({size}), chunk_size ({chunk_size}) and workers ({workers}) must be >= 1")
+    crop = crop if crop is not None else type(source).default_crop
+    out = Path(out).expanduser()
+    key = build_key(source, size=size, crop=crop)
+    existing = _check_out(out, key, overwrite=overwrite)
+    if existing is not None and not overwrite:
+        return _report(out, existing, "already complete", 0, t0, [])
+    index = source.index()
+    _validate_index(source, index)
+    partial = out.with_name(out.name + PARTIAL_SUFFIX)
+    if partial.exists() and not partial.is_dir():
+        raise StoreError(f"{partial} is a file in the way of the build; move it away")
+    partial.mkdir(parents=True, exist_ok=True)
+    with _locked(partial):
+        status, manifest, decoded, notes = _build(source, index, partial, key, size=size, crop=crop,
+                                                  workers=workers or os.cpu_count() or 1, progress=progress,
+                                                  chunk_size=chunk_size, t0=t0)
+        _move_into_place(partial, out)
+    return _report(out, manifest, status, decoded, t0, notes)
+
+
+def _build(source: Source, index: SourceIndex, partial: Path, key: dict[str, Any], *, size: int, crop: CropSpec,
+           workers: int, progress: bool, chunk_size: int, t0: float) -> tuple[str, dict[str, Any], int, list[str]]:
+    """Fill the locked ``partial`` up to its manifest; return (status, manifest, records decoded, notes)."""
+    n, notes = len(index.records), []
+    params = {**key, "format_version": FORMAT_VERSION, "indexed": n, "has_landmarks": index.has_landmarks,
+              "keys_sha256": hashlib.sha256("\n".join(r.key for r in index.records).encode()).hexdigest()}
+    state = _open_partial(partial, params, notes)
+    if state == "finished":  # killed between the manifest and the rename
+        return "resumed", json.loads((partial / MANIFEST).read_text()), 0, notes
+    if not (partial / "images.npy").exists() and not _arrays_ok(partial, n, size, index.has_landmarks):
+        state = "fresh"  # killed before the arrays were allocated (or they are damaged)
+        (partial / PROGRESS_FILE).unlink(missing_ok=True)
+        _allocate(partial, n, size, index.has_landmarks)
+    if state == "resume":
+        notes.append(f"resumed the interrupted build in {partial}")
+    for note in notes if progress else []:
+        Console(stderr=True).print(f"[yellow]note[/]: {note}")
+    data_files = [partial / DECODED_FILE] + ([partial / LANDMARKS_FILE] if index.has_landmarks else [])
+    journal = _Journal(partial, data_files)
+    decoded, failed = _decode(source, index, partial, journal, size=size, crop=crop, workers=workers,
+                              chunk_size=chunk_size, progress=progress)
+    if len(failed) == n:
+        _give_up(partial, index, failed)
+    manifest = _finish(partial, index, failed, journal, key, t0)
+    return ("built" if state == "fresh" else "resumed"), manifest, decoded, notes
+
+
+def _give_up(partial: Path, index: SourceIndex, failed: dict[int, str]) -> None:
+    examples = " | ".join(f"{index.records[i].key}: {r}" for i, r in sorted(failed.items())[:5])
+    _clear(partial)
+    partial.rmdir()
+    raise StoreError(f"none of the {len(failed)} images of source {index.source!r} could be decoded "
+                     f"(e.g. {examples}); check the files (or the source's options) and re-run")
