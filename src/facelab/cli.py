@@ -31,7 +31,22 @@ JSON_OPT = typer.Option(False, "--json", help="Print the figures as JSON on stdo
 
 def emit_json(obj: Any) -> None:
     """Print ``obj`` as JSON on stdout (the machine-readable channel; progress goes to stderr)."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    sys.stdout.write(json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False) + "\n")
+
+
+def _finite(o: Any) -> Any:
+    """NaN/inf become null, so strict JSON parsers (jq, JavaScript) read every --json output."""
+    if isinstance(o, float):
+        return o if o == o and o not in (float("inf"), float("-inf")) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if hasattr(o, "tolist"):
+        return _finite(o.tolist())
+    if hasattr(o, "to_dict"):
+        return _finite(o.to_dict())
+    return o
 
 
 def _json_default(o: Any) -> Any:
@@ -230,7 +245,7 @@ def train(
 ) -> None:
     """Train an attribute classifier (multi-label or multi-class) on a store."""
     from facelab.runs import create_run_dir
-    from facelab.train.classifier import ClassifierConfig, train_classifier
+    from facelab.train.classifier import ClassifierConfig, check_config, train_classifier
 
     if resume is not None:
         cfg = ClassifierConfig.from_yaml(resume / "config.yaml")
@@ -238,6 +253,7 @@ def train(
     else:
         cfg = _classifier_config(store, config, labels, model, epochs, batch_size, lr, optimizer, schedule, augment,
                                  random_erasing, balance, pretrained, freeze, unfreeze_at, device, seed, train_limit, option)
+        check_config(cfg)
         if dry_run:
             sys.stdout.write(cfg.to_yaml())
             return
@@ -436,7 +452,7 @@ def train_gen(
 ) -> None:
     """Train a VAE / GAN / AAE / ACAI; writes sample grids every epoch and resumable checkpoints."""
     from facelab.runs import create_run_dir
-    from facelab.train.generative import GenerativeRunConfig, train_generative
+    from facelab.train.generative import GenerativeRunConfig, check_config, train_generative
 
     if resume is not None:
         cfg = GenerativeRunConfig.from_yaml(resume / "config.yaml")
@@ -452,6 +468,7 @@ def train_gen(
             data.setdefault("trainer", {})["epochs"] = epochs
         _deep_update(data, parse_options(option))
         cfg = GenerativeRunConfig.from_dict(data, where=str(config or "generative options"))
+        check_config(cfg)
         if dry_run:
             sys.stdout.write(cfg.to_yaml())
             return

@@ -71,7 +71,8 @@ def _key_metric(summary: dict[str, Any]) -> tuple[str, float | None]:
         return str(summary.get("monitor")), summary.get("best")
     if kind == "generative":
         final = summary.get("final", {})
-        k = next((k for k in ("val_loss", "train_loss") if k in final), None)
+        losses = [k for k in final if k.startswith("train_") and k.endswith("loss")]  # GANs: train_generator/g_loss
+        k = next((k for k in ("val_loss", "train_loss", *sorted(losses)) if k in final), None)
         return (k or "-"), (final.get(k) if k else None)
     if kind == "batch_schedule":
         res = summary.get("results", {})

@@ -13,41 +13,54 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, *, tight: bool = True) -> Path:
+    """Write ``fig`` as PNG atomically; ``tight`` crops to the drawn content (not needed with a layout engine)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight" if tight else None)
     plt.close(fig)
     tmp.replace(path)
     return path
 
 
+def curve_family(key: str) -> str:
+    """The panel of a history key: train_X and val_X share one; a player's losses (``train_generator/g_loss``)
+    share the player's; the per-label means of a classifier (``val_mean_accuracy``, ...) share one."""
+    name = key.split("_", 1)[1] if key.startswith(("train_", "val_")) else key
+    if "/" in name:
+        return name.split("/", 1)[0]
+    return "mean metrics" if name.startswith("mean_") else name
+
+
 def plot_curves(path: Path, history: Sequence[dict[str, Any]], *, keys: Sequence[str] | None = None) -> Path:
-    """One panel per metric family (losses, accuracies, ...) over epochs."""
+    """One panel per metric family (losses, mean metrics, each player of a GAN, lr) over epochs."""
+    from matplotlib.ticker import MaxNLocator
+
     if keys is None:
         keys = sorted({k for h in history for k, v in h.items() if isinstance(v, (int, float))}
                       - {"epoch", "step", "train_seconds", "train_images_per_s"})
     families: dict[str, list[str]] = {}
     for k in keys:
-        fam = k.split("_", 1)[1] if k.startswith(("train_", "val_")) else k
-        families.setdefault(fam, []).append(k)
+        families.setdefault(curve_family(k), []).append(k)
     fams = [f for f in families if f not in ("lr",)] + (["lr"] if "lr" in families else [])
     n = max(1, len(fams))
     cols = min(3, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, layout="constrained")
     epochs = [h.get("epoch", i + 1) for i, h in enumerate(history)]
     for ax, fam in zip(axes.flat, fams):
         for k in families[fam]:
-            ax.plot(epochs, [h.get(k, np.nan) for h in history], marker="o", ms=3, label=k)
+            style = "--" if "majority" in k else "-"  # the baseline to beat
+            ax.plot(epochs, [h.get(k, np.nan) for h in history], style, marker="o", ms=3, label=k)
         ax.set_title(fam)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    return _save(fig, path)
+    return _save(fig, path, tight=False)  # constrained layout already fits the panels
 
 
 def plot_label_bars(path: Path, per_label: dict[str, dict[str, float]], *, metric: str = "accuracy",

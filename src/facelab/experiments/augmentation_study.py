@@ -55,6 +55,20 @@ class AugmentStudyConfig(StrictConfig):
     eval_data: str | None = None
     device: str = "auto"
 
+    @field_validator("classifier", mode="before")
+    @classmethod
+    def _classifier_over_defaults(cls, v: Any) -> Any:
+        from facelab.train.trainer import overlay
+
+        return overlay(_default_classifier(), v)  # -o classifier.trainer.epochs=2 keeps the rest
+
+    @field_validator("generator", mode="before")
+    @classmethod
+    def _generator_over_defaults(cls, v: Any) -> Any:
+        from facelab.train.trainer import overlay
+
+        return overlay(_default_generator(), v)
+
     @field_validator("p", mode="before")
     @classmethod
     def _p_list(cls, v: Any) -> Any:
@@ -209,9 +223,10 @@ def run_study(cfg: AugmentStudyConfig, *, run_dir: str | Path, progress: bool = 
     results_path = run_dir / "results.jsonl"
     done = _done(results_path)
     total = len(cfg.p) * len(cfg.seeds) * len(cfg.methods)
+    from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(disable=not progress, transient=False) as prog:
+    with Progress(disable=not progress, transient=False, console=Console(stderr=True)) as prog:  # stdout: --json
         bar = prog.add_task("study", total=total, completed=len(done))
         for p in cfg.p:
             for seed in cfg.seeds:

@@ -27,6 +27,7 @@ class BatchScheduleConfig(StrictConfig):
     store: str
     labels: list[str] = Field(default_factory=lambda: ["Male", "Smiling", "Eyeglasses"])
     model: str = "vgg_scratch"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)  # e.g. {channels: [16, 32, 64]} (ClassifierConfig)
     epochs: int = Field(12, ge=2)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.05, gt=0)
@@ -58,10 +59,16 @@ def _split_milestones(cfg: BatchScheduleConfig) -> tuple[list[float], list[float
     return ms[:half], ms[half:]
 
 
+def _as_fractions(epochs: list[float], cfg: BatchScheduleConfig) -> list[float]:
+    """Milestone epochs as fractions of the run: ScheduleConfig reads values <= 1 as fractions, so an epoch
+    milestone of 1 would otherwise mean the end of the run."""
+    return [m / cfg.epochs for m in epochs]
+
+
 @VARIANTS.register("lr_decay")
 def _lr_decay(cfg: BatchScheduleConfig) -> tuple[dict[str, Any], list[float]]:
     ms = sorted(m * cfg.epochs if m <= 1 else m for m in cfg.milestones)
-    return {"name": "step", "milestones": ms, "gamma": 1.0 / cfg.factor}, []
+    return {"name": "step", "milestones": _as_fractions(ms, cfg), "gamma": 1.0 / cfg.factor}, []
 
 
 @VARIANTS.register("batch_increase")
@@ -73,15 +80,17 @@ def _batch_increase(cfg: BatchScheduleConfig) -> tuple[dict[str, Any], list[floa
 @VARIANTS.register("hybrid")
 def _hybrid(cfg: BatchScheduleConfig) -> tuple[dict[str, Any], list[float]]:
     batch_ms, lr_ms = _split_milestones(cfg)
-    return {"name": "step", "milestones": lr_ms or [cfg.epochs + 1], "gamma": 1.0 / cfg.factor}, batch_ms
+    lr_fractions = _as_fractions(lr_ms, cfg) or [cfg.epochs + 1]  # (epochs + 1: never)
+    return {"name": "step", "milestones": lr_fractions, "gamma": 1.0 / cfg.factor}, batch_ms
 
 
 def _variant_config(cfg: BatchScheduleConfig, schedule: dict[str, Any]):
     from facelab.train.classifier import ClassifierConfig
 
     return ClassifierConfig.from_dict({
-        "store": cfg.store, "labels": cfg.labels, "model": cfg.model, "batch_size": cfg.batch_size,
-        "device": cfg.device, "seed": cfg.seed, "train_limit": cfg.train_limit, "augment": "flip",
+        "store": cfg.store, "labels": cfg.labels, "model": cfg.model, "model_kwargs": cfg.model_kwargs,
+        "batch_size": cfg.batch_size, "device": cfg.device, "seed": cfg.seed, "train_limit": cfg.train_limit,
+        "augment": "flip",
         "trainer": {"epochs": cfg.epochs, "monitor": "val_mean_accuracy", "monitor_mode": "max",
                     "optim": {"name": cfg.optimizer, "lr": cfg.lr, "weight_decay": 5e-4}, "schedule": schedule},
     }, where="batch-schedule variant")

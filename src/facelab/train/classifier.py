@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from facelab.config import StrictConfig
 from facelab.data.store import Store
@@ -22,7 +22,7 @@ from facelab.models.classifiers.heads import (
     task_loss,
 )
 from facelab.train.checkpoint import CheckpointMeta
-from facelab.train.trainer import Callback, StepOutput, Trainer, TrainerConfig
+from facelab.train.trainer import Callback, StepOutput, Trainer, TrainerConfig, overlay
 
 
 def default_trainer_config() -> TrainerConfig:
@@ -52,6 +52,11 @@ class ClassifierConfig(StrictConfig):
     device: str = "auto"
     seed: int = 0
     trainer: TrainerConfig = Field(default_factory=default_trainer_config)
+
+    @field_validator("trainer", mode="before")
+    @classmethod
+    def _trainer_over_defaults(cls, v: Any) -> Any:
+        return overlay(default_trainer_config().model_dump(), v)  # {epochs: 2} keeps the classifier's monitor
 
 
 def resolve_device(name: str) -> torch.device:
@@ -118,8 +123,16 @@ class UnfreezeCallback(Callback):
         self.at, self.lr_scale = epoch, lr_scale
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
-        if epoch != self.at or trainer.batches_done:
-            return
+        if epoch == self.at and not trainer.batches_done:
+            self.unfreeze(trainer)
+
+    def on_resume(self, trainer: Trainer, state: dict[str, Any]) -> None:
+        """A run killed after the unfreeze resumes unfrozen, with the backbone group its optimizer state has."""
+        if state["epoch"] > self.at or (state["epoch"] == self.at and state["batches_done"]):
+            self.unfreeze(trainer)
+
+    def unfreeze(self, trainer: Trainer) -> None:
+        """Make the backbone trainable and add it to the optimizer at ``lr_scale`` times the base lr."""
         from facelab.models.classifiers.transfer import unfreeze
 
         groups = unfreeze(trainer.model, lr_scale=self.lr_scale)
@@ -138,6 +151,15 @@ def build_task(store: Store, labels: list[str] | None) -> Task:
         return Task.from_labels(store.label_specs, labels)
     except ConfigError as e:
         raise ConfigError(f"{store.path}: {e}") from None
+
+
+def check_config(cfg: ClassifierConfig) -> Task:
+    """What can be checked before a run folder is made: the store opens, the model and the labels exist."""
+    from facelab.models.classifiers import list_classifiers
+
+    if cfg.model not in list_classifiers():
+        raise ConfigError(f"unknown classifier {cfg.model!r}; known classifiers: {', '.join(list_classifiers())}")
+    return build_task(Store.open(cfg.store), cfg.labels)
 
 
 def _training_labels(store: Store, rows: np.ndarray, task: Task) -> torch.Tensor:

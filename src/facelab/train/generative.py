@@ -8,14 +8,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from facelab.config import StrictConfig
 from facelab.data.store import Store
 from facelab.errors import ConfigError
 from facelab.train.checkpoint import CheckpointMeta
 from facelab.train.classifier import resolve_device
-from facelab.train.trainer import Callback, StepOutput, Trainer, TrainerConfig
+from facelab.train.trainer import Callback, StepOutput, Trainer, TrainerConfig, overlay
 
 GEN_MEAN = (0.5, 0.5, 0.5)  # images reach generative models in [-1, 1]
 GEN_STD = (0.5, 0.5, 0.5)
@@ -41,6 +41,11 @@ class GenerativeRunConfig(StrictConfig):
     device: str = "auto"
     seed: int = 0
     trainer: TrainerConfig = Field(default_factory=default_gen_trainer)
+
+    @field_validator("trainer", mode="before")
+    @classmethod
+    def _trainer_over_defaults(cls, v: Any) -> Any:
+        return overlay(default_gen_trainer().model_dump(), v)  # {epochs: 2} keeps the constant schedule
 
 
 class GenerativeObjective:
@@ -145,6 +150,11 @@ def build_generative(cfg: GenerativeRunConfig, store: Store) -> torch.nn.Module:
     if conds is not None:
         opts["conditions"] = conds
     return create_generative(cfg.model, **opts)
+
+
+def check_config(cfg: GenerativeRunConfig) -> None:
+    """Build the model once before a run folder is made: unknown models, conditions or options fail early."""
+    build_generative(cfg, Store.open(cfg.store))
 
 
 def train_generative(cfg: GenerativeRunConfig, *, run_dir: str | Path, resume: bool = False,

@@ -84,8 +84,27 @@ class TrainerConfig(StrictConfig):
     progress: bool = True
 
 
+def overlay(defaults: dict[str, Any], overrides: Any) -> Any:
+    """``overrides`` merged key by key over ``defaults``: nested mappings merge, other values replace.
+
+    Lets a config field whose default is not the type's default (a classifier's trainer monitors
+    ``val_mean_accuracy``) take a partial mapping such as ``{"epochs": 2}`` without losing the rest.
+    Anything but a mapping (an already built config) is returned unchanged.
+    """
+    if not isinstance(overrides, dict):
+        return overrides
+    out = dict(defaults)
+    for k, v in overrides.items():
+        out[k] = overlay(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 class Callback:
     """Hooks called by the Trainer; override what you need."""
+
+    def on_resume(self, trainer: Trainer, state: dict[str, Any]) -> None:
+        """After the model weights of a resume are loaded, before the optimizer state is (``state``: the
+        saved training state): redo what the interrupted run had changed, e.g. param groups it added."""
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
 
@@ -194,6 +213,8 @@ class Trainer:
         """Train until ``epochs`` or early stopping; return the final summary."""
         if resume:
             self.load_state()
+        else:  # a fresh start in a folder that an interrupted attempt left behind: start a fresh log
+            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         start = time.monotonic()
         while self.epoch < self.cfg.epochs and self.stop_reason is None:
             for cb in self.callbacks:
@@ -346,6 +367,8 @@ class Trainer:
         if state is None:
             raise FacelabError(f"{self.run_dir}: nothing to resume (no checkpoints/last with training state)")
         self.model.load_state_dict(read_weights(last))
+        for cb in self.callbacks:
+            cb.on_resume(self, state)
         for g, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][g])
         self.epoch, self.step, self.batches_done = state["epoch"], state["step"], state["batches_done"]
@@ -369,7 +392,9 @@ class Trainer:
 
         cols = [TextColumn(f"epoch {self.epoch + 1}/{self.cfg.epochs}"), BarColumn(), MofNCompleteColumn(),
                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[logs]}")]
-        with Progress(*cols, transient=True) as prog:
+        from rich.console import Console
+
+        with Progress(*cols, transient=True, console=Console(stderr=True)) as prog:  # stdout is for --json
             task = prog.add_task("train", total=total, completed=self.batches_done, logs="")
 
             def advance(logs: dict[str, float]) -> None:

@@ -1,0 +1,376 @@
+"""``facelab train / eval / predict`` end to end: run folders, resume after a kill, transfer, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from facelab.data.store import Store
+from facelab.errors import ConfigError, FacelabError
+from facelab.runs import create_run_dir
+from facelab.train import classifier as classifier_module
+from facelab.train.checkpoint import STATE, WEIGHTS, read_meta, read_training_state, read_weights
+from facelab.train.classifier import ClassifierConfig, train_classifier
+from facelab.train.trainer import Callback
+from tests.e2e.conftest import EVERY_BATCH, TINY_CLASSIFIER, cli, cli_error, cli_json
+from tests.helpers import make_store
+
+
+class Killed(RuntimeError):
+    """Stands in for SIGKILL: raised from a callback, after the checkpoint we want to resume from."""
+
+
+class KillAtEpochStart(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        if epoch == self.epoch:
+            raise Killed(f"killed at the start of epoch {epoch}")
+
+
+class KillAtStep(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer, logs) -> None:
+        if trainer.step == self.step:
+            raise Killed(f"killed after step {self.step}")
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = read_weights(a), read_weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6, msg=lambda m, k=k: f"{k}: {m}")
+
+
+def bn_stats(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    return {k: v.clone() for k, v in state.items() if k.endswith(stats)}
+
+
+def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    rows = list(csv.reader(io.StringIO(path.read_text())))
+    return rows[0], rows[1:]
+
+
+# ---- facelab train ----------------------------------------------------------------------------
+def test_train_writes_a_complete_self_describing_run(clf_run, store):
+    run, summary = clf_run
+    st = Store.open(store)
+    for name in ("config.yaml", "env.json", "metrics.jsonl", "curves.png", "summary.json", "report.html"):
+        assert (run / name).is_file(), name
+    assert (run / "checkpoints" / "best" / WEIGHTS).is_file()
+    assert (run / "checkpoints" / "last" / STATE).is_file()  # resumable
+    # --json printed the same figures as summary.json
+    assert summary["kind"] == "classifier" and summary["epochs"] == 2 and summary["stop_reason"] == "completed"
+    assert summary["labels"] == st.label_names
+    assert json.loads((run / "summary.json").read_text())["best"] == summary["best"]
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert summary["best"] == max(h["val_mean_accuracy"] for h in history)
+    assert 0.0 <= summary["final"]["val_mean_accuracy"] <= 1.0
+    # the checkpoint describes itself: labels and preprocessing
+    meta = read_meta(run / "checkpoints" / "best")
+    assert meta.kind == "classifier" and meta.arch == "vgg_scratch"
+    assert [d["name"] for d in meta.labels] == st.label_names
+    assert {d["name"]: d["kind"] for d in meta.labels}["yaw"] == "categorical"
+    assert meta.preprocessing["image_size"] == 32 and meta.preprocessing["store_hash"] == st.content_hash
+    assert len(meta.preprocessing["mean"]) == 3 and len(meta.preprocessing["std"]) == 3
+    assert meta.preprocessing["crop"] == st.manifest["crop"]
+    # config round trip and environment
+    cfg = ClassifierConfig.from_yaml(run / "config.yaml")
+    assert cfg.trainer.epochs == 2 and cfg.batch_size == 32 and cfg.trainer.monitor == "val_mean_accuracy"
+    assert json.loads((run / "env.json").read_text())["torch"] == torch.__version__
+    html = (run / "report.html").read_text()
+    assert "Training curves" in html and "data:image/png;base64," in html
+
+
+def test_train_multiclass_single_label(store, tmp_path):
+    summary = cli_json("train", store, "--labels", "yaw", "--epochs", 1, *TINY_CLASSIFIER, "--out", tmp_path)
+    run = Path(summary["run_dir"])
+    assert summary["labels"] == ["yaw"]
+    meta = read_meta(run)
+    assert meta.arch_kwargs["num_outputs"] == 3  # softmax over left/center/right
+    assert meta.labels == [Store.open(store).spec("yaw").to_dict()]
+    report = cli_json("eval", run, "--data", store)
+    assert list(report["per_label"]) == ["yaw"] and list(report["confusion"]) == ["yaw"]
+    assert np.array(report["confusion"]["yaw"]).sum() == report["count"]
+
+
+def test_dry_run_prints_the_resolved_config_and_creates_nothing(store, tmp_path):
+    out = tmp_path / "runs"
+    result = cli("train", store, "--labels", "Male,yaw", "--epochs", 3, "--lr", 0.01, "--dry-run", "--out", out)
+    cfg = ClassifierConfig.from_dict(yaml.safe_load(result.stdout))
+    assert cfg.labels == ["Male", "yaw"] and cfg.trainer.epochs == 3 and cfg.trainer.optim.lr == 0.01
+    assert cfg.trainer.monitor == "val_mean_accuracy"
+    assert not out.exists()
+
+
+def test_partial_trainer_options_keep_the_classifier_defaults(store, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("trainer:\n  epochs: 4\n")
+    cfg = ClassifierConfig.from_dict(yaml.safe_load(cli("train", store, "--config", config, "--dry-run").stdout))
+    assert cfg.trainer.epochs == 4
+    assert (cfg.trainer.monitor, cfg.trainer.monitor_mode) == ("val_mean_accuracy", "max")
+
+
+def test_unknown_label_is_a_clear_error_before_any_run_folder(store, tmp_path):
+    err = cli_error("train", store, "--labels", "Male,Mustache", "--out", tmp_path / "runs")
+    assert "Mustache" in str(err) and "Eyeglasses" in str(err)  # names the bad label and lists the real ones
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_model_is_a_clear_error_listing_models(store, tmp_path):
+    err = cli_error("train", store, "--model", "resnet9", "--dry-run", "--out", tmp_path / "runs")
+    assert isinstance(err, ConfigError)
+    assert "resnet9" in str(err) and "vgg_scratch" in str(err) and "resnet18" in str(err)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_main_prints_user_errors_and_exits_2(store, tmp_path, monkeypatch, capsys):
+    from facelab.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["facelab", "train", str(store), "--labels", "Nope", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Nope" in err and "Traceback" not in err
+
+
+# ---- resume after a kill ------------------------------------------------------------------------
+def test_resume_after_a_kill_between_epochs_matches_the_uninterrupted_run(clf_run, tmp_path):
+    reference, _ = clf_run
+    cfg = ClassifierConfig.from_yaml(reference / "config.yaml")
+    run = create_run_dir("train", name="killed", root=tmp_path, config=cfg)
+    with pytest.raises(Killed):
+        train_classifier(cfg, run_dir=run, callbacks=[KillAtEpochStart(1)])
+    assert read_training_state(run / "checkpoints" / "last")["epoch"] == 1
+    summary = cli_json("train", "--resume", run)
+    assert summary["epochs"] == 2
+    assert_same_weights(run / "checkpoints" / "last", reference / "checkpoints" / "last")
+    assert_same_weights(run / "checkpoints" / "best", reference / "checkpoints" / "best")
+    ours = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    theirs = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in ours] == [1, 2]
+    assert [h["val_loss"] for h in ours] == pytest.approx([h["val_loss"] for h in theirs], abs=1e-6)
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(store, tmp_path):
+    cfg = ClassifierConfig.from_dict({"store": str(store), "trainer": {"epochs": 1}})
+    run = create_run_dir("train", name="empty", root=tmp_path, config=cfg)
+    err = cli_error("train", "--resume", run)
+    assert "nothing to resume" in str(err)
+
+
+# ---- facelab eval -------------------------------------------------------------------------------
+def test_eval_reports_per_label_metrics_baseline_and_confusion_plots(clf_run, store):
+    run, _ = clf_run
+    report = cli_json("eval", run, "--data", store, "--split", "test")
+    st = Store.open(store)
+    assert report["rows"] == "the run's own test split"
+    assert report["count"] == st.manifest["partitions"]["test"]
+    assert set(report["per_label"]) == set(st.label_names)
+    for name, m in report["per_label"].items():
+        assert set(m) >= {"accuracy", "balanced_accuracy", "f1_macro", "auroc", "majority_accuracy"}, name
+        assert 0 <= m["accuracy"] <= 1 and 0 < m["majority_accuracy"] <= 1
+    assert report["summary"]["mean_majority_accuracy"] == pytest.approx(
+        np.mean([m["majority_accuracy"] for m in report["per_label"].values()]))
+    categorical = {"hair_color", "yaw", "light"}
+    assert set(report["confusion"]) == categorical
+    for name in categorical:
+        png = Path(report["plots"][f"confusion_{name}"])
+        assert png.is_file() and Image.open(png).format == "PNG"
+    assert Path(report["plots"]["per_label"]).is_file()
+    assert json.loads((run / "eval" / f"{st.path.name}-test" / "report.json").read_text())["count"] == report["count"]
+
+
+def test_eval_on_a_store_with_other_labels_names_them(clf_run, tmp_path):
+    run, _ = clf_run
+    other = tmp_path / "other"
+    make_store(other, n=20, size=32)  # labels Male, Smiling, hair_color(black, blond, brown, gray)
+    err = cli_error("eval", run, "--data", other)
+    msg = str(err)
+    assert "'Eyeglasses' is missing" in msg and "'yaw' is missing" in msg
+    assert "Male, Smiling, Eyeglasses" in msg  # the labels the model needs
+
+
+def test_eval_on_a_store_of_another_size_says_which_size_to_prepare(clf_run, store, tmp_path):
+    run, _ = clf_run
+    small = tmp_path / "small"
+    make_store(small, n=20, size=16, label_specs=Store.open(store).label_specs)
+    err = cli_error("eval", run, "--data", small)
+    assert "--size 32" in str(err) and "16px" in str(err)
+
+
+def test_eval_rejects_an_unknown_split(clf_run, store):
+    err = cli_error("eval", clf_run[0], "--data", store, "--split", "holdout")
+    assert "holdout" in str(err)
+
+
+# ---- facelab predict ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def store_predictions(clf_run, store, tmp_path_factory) -> dict[str, dict[str, str]]:
+    out = tmp_path_factory.mktemp("pred") / "store.csv"
+    report = cli_json("predict", clf_run[0], store, "--out", out)
+    assert report["count"] == len(Store.open(store)) and report["skipped_count"] == 0
+    header, rows = read_csv(out)
+    return {r[0]: dict(zip(header, r)) for r in rows}
+
+
+def test_predict_a_store_writes_one_row_per_image(store_predictions, store):
+    st = Store.open(store)
+    assert list(store_predictions) == [str(k) for k in st.keys]
+    row = next(iter(store_predictions.values()))
+    assert row["pred_yaw"] in ("left", "center", "right") and row["pred_Male"] in ("0", "1")
+    probs = [float(row[f"p_yaw={c}"]) for c in ("left", "center", "right")]
+    assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_predict_a_folder_skips_and_reports_bad_files(clf_run, store, store_predictions, tmp_path):
+    st = Store.open(store)
+    folder = tmp_path / "faces"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.asarray(st.images[i])).save(folder / f"face{i}.png")  # lossless: same pixels as the store
+    Image.fromarray(np.asarray(st.images[3])).resize((64, 64)).save(folder / "sub" / "big.jpg", quality=95)
+    Image.fromarray(np.asarray(st.images[4])).save(folder / "face4.jpeg", quality=95)
+    (folder / "notes.txt").write_text("not a face\n")
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(st.images[5])).save(buf, format="JPEG")
+    (folder / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+
+    out = tmp_path / "x.csv"
+    report = cli_json("predict", clf_run[0], folder, "--out", out)
+    assert report["count"] == 5 and report["skipped_count"] == 2
+    reasons = {s["key"]: s["reason"] for s in report["skipped"]}
+    assert set(reasons) == {"notes.txt", "truncated.jpg"}
+    assert "not an image" in reasons["notes.txt"] and "decode" in reasons["truncated.jpg"]
+    header, rows = read_csv(out)
+    labels = st.label_names
+    assert header[0] == "key"
+    assert [c for c in header if c.startswith("pred_")] == [f"pred_{n}" for n in labels]
+    assert {c.split("=")[0] for c in header if c.startswith("p_")} == {f"p_{n}" for n in labels}
+    assert sorted(r[0] for r in rows) == ["face0.png", "face1.png", "face2.png", "face4.jpeg", "sub/big.jpg"]
+    # a PNG of a store image is predicted exactly like that store row (same preprocessing from the checkpoint)
+    got = dict(zip(header, next(r for r in rows if r[0] == "face0.png")))
+    want = store_predictions[str(st.keys[0])]
+    for col in header[1:]:
+        if col.startswith("p_"):
+            assert float(got[col]) == pytest.approx(float(want[col]), abs=2e-5), col
+        else:
+            assert got[col] == want[col], col
+
+
+def test_predict_an_empty_folder_is_a_clear_error(clf_run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    err = cli_error("predict", clf_run[0], tmp_path / "empty", "--out", tmp_path / "x.csv")
+    assert "no image files" in str(err)
+    assert not (tmp_path / "x.csv").exists()
+
+
+# ---- transfer: pretrained backbone, frozen, then unfrozen with a lower lr --------------------------
+@pytest.fixture(scope="module")
+def yaw_folder_store(store, tmp_path_factory) -> Path:
+    """A ``folder`` store made from class folders left/center/right of the synthetic faces (label ``yaw``)."""
+    root = tmp_path_factory.mktemp("yaw_folders")
+    st = Store.open(store)
+    classes = st.spec("yaw").classes
+    for i, value in enumerate(st.column("yaw")):
+        d = root / "faces" / classes[value]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.asarray(st.images[i])).save(d / f"{i:04d}.png")
+    out = root / "store"
+    report = cli_json("data", "prepare", "folder", root / "faces", "--out", out, "--size", 32, "--workers", 1,
+                      "-o", "label_name=yaw", "-o", "classes=[left, center, right]")
+    assert report["count"] == len(st)
+    return out
+
+
+class RecordingUnfreeze(classifier_module.UnfreezeCallback):
+    """The real UnfreezeCallback, plus a record of BN statistics, weights and lrs around each epoch."""
+
+    records: list[dict[str, Any]] = []
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        rec = {"epoch": epoch, "state": {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}}
+        super().on_epoch_start(trainer, epoch)
+        rec["base_lrs"] = list(trainer.base_lrs["model"])
+        rec["groups"] = len(trainer.optimizers["model"].param_groups)
+        rec["step_lrs"] = []
+        self.records.append(rec)
+
+    def on_step_end(self, trainer, logs) -> None:
+        self.records[-1]["step_lrs"].append([g["lr"] for g in trainer.optimizers["model"].param_groups])
+
+
+@pytest.fixture(scope="module")
+def transfer_run(clf_run, yaw_folder_store, tmp_path_factory) -> tuple[Path, list[dict[str, Any]]]:
+    out = tmp_path_factory.mktemp("transfer")
+    RecordingUnfreeze.records = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(classifier_module, "UnfreezeCallback", RecordingUnfreeze)
+        summary = cli_json("train", yaw_folder_store, "--labels", "yaw", "--epochs", 2,
+                           "--pretrained", clf_run[0] / "checkpoints" / "best", "--freeze", "--unfreeze-at", 1,
+                           *TINY_CLASSIFIER, "-o", EVERY_BATCH, "--out", out, "--name", "transfer")
+    assert summary["epochs"] == 2 and summary["labels"] == ["yaw"]
+    return Path(summary["run_dir"]), RecordingUnfreeze.records
+
+
+def test_transfer_keeps_the_frozen_backbone_and_its_bn_statistics(transfer_run, clf_run):
+    run, records = transfer_run
+    pretrained = read_weights(clf_run[0] / "checkpoints" / "best")
+    start0, start1 = records[0]["state"], records[1]["state"]
+    backbone = [k for k in pretrained if not k.startswith("fc.")]
+    assert any("running_mean" in k for k in backbone)
+    for k in backbone:  # epoch 0 was frozen: weights and BN running stats are the pretrained ones, bit for bit
+        assert torch.equal(start0[k], pretrained[k]), k
+        assert torch.equal(start1[k], pretrained[k]), k
+    assert not torch.equal(start0["fc.weight"], start1["fc.weight"])  # the new 3-class head did train
+    assert start0["fc.weight"].shape[0] == 3
+    final = read_weights(run / "checkpoints" / "last")
+    changed = [k for k in bn_stats(final) if "running_mean" in k and not torch.equal(final[k], pretrained[k])]
+    assert changed, "after unfreezing, the backbone's BN statistics should update"
+
+
+def test_unfreezing_adds_the_backbone_with_a_scaled_learning_rate(transfer_run):
+    run, records = transfer_run
+    scale = ClassifierConfig.from_yaml(run / "config.yaml").backbone_lr_scale
+    assert records[0]["groups"] == 1  # frozen: the optimizer holds the head only
+    assert records[1]["groups"] == 2
+    base = records[1]["base_lrs"]
+    assert base[1] == pytest.approx(base[0] * scale)
+    for head_lr, backbone_lr in records[1]["step_lrs"]:  # the schedule scales both groups alike
+        assert backbone_lr == pytest.approx(head_lr * scale)
+
+
+def test_resume_mid_epoch_after_unfreezing_matches_the_uninterrupted_run(transfer_run, tmp_path):
+    reference, records = transfer_run
+    cfg = ClassifierConfig.from_yaml(reference / "config.yaml")
+    steps_per_epoch = len(records[0]["step_lrs"])
+    run = create_run_dir("train", name="killed", root=tmp_path, config=cfg)
+    with pytest.raises(Killed):  # in the middle of epoch 1, after the backbone was unfrozen
+        train_classifier(cfg, run_dir=run, callbacks=[KillAtStep(steps_per_epoch + 2)])
+    state = read_training_state(run / "checkpoints" / "last")
+    assert (state["epoch"], state["batches_done"]) == (1, 1)
+    cli_json("train", "--resume", run)
+    assert_same_weights(run / "checkpoints" / "last", reference / "checkpoints" / "last")
+
+
+def test_pretrained_file_that_does_not_exist_is_a_clear_error(store, tmp_path):
+    err = cli_error("train", store, "--pretrained", tmp_path / "nope.safetensors", "--epochs", 1, *TINY_CLASSIFIER,
+                    "--out", tmp_path)
+    assert isinstance(err, FacelabError) and "nope.safetensors" in str(err)

@@ -1,0 +1,285 @@
+"""``facelab experiment augment`` and ``batch-schedule`` end to end, with leakage checks on every model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from facelab.data.store import Store
+from facelab.data.views import load_view, splits_for
+from facelab.errors import ConfigError
+from facelab.experiments import augmentation_study
+from facelab.experiments.augmentation_study import STUDY_METRICS, AugmentStudyConfig
+from facelab.train import classifier as classifier_module
+from facelab.train import generative as generative_module
+from facelab.train.classifier import ClassifierConfig
+from tests.e2e.conftest import cli, cli_error, cli_json
+
+METHODS = ("none", "oversample", "class_weights", "smote", "cvae")
+SEEDS = (0, 1)
+P = 0.3
+TINY_STUDY = ("-o", "classifier.trainer.epochs=1", "-o", "classifier.batch_size=32",
+              "-o", "classifier.model_kwargs={channels: [8, 16, 16]}", "-o", "generator.epochs=1",
+              "-o", "generator.batch_size=32", "-o", "generator.model_options={cvae: {width: 8, latent_dim: 8}}")
+
+
+def study_args(store: Path, out: Path, **over: Any) -> list[Any]:
+    opts = {"--store": store, "--target": "Male", "--p": P, "--methods": ",".join(METHODS), "--seeds": len(SEEDS),
+            "--out": out, **over}
+    return ["experiment", "augment", *(x for kv in opts.items() for x in kv), *TINY_STUDY]
+
+
+@dataclass
+class Calls:
+    """Arguments seen by the library functions the study calls (spied, then run for real)."""
+
+    generator: list[dict[str, Any]] = field(default_factory=list)
+    classifier: list[dict[str, Any]] = field(default_factory=list)
+    evaluate: list[dict[str, Any]] = field(default_factory=list)
+
+
+def spy(mp: pytest.MonkeyPatch, module: Any, name: str, record) -> None:
+    real = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        record(*args, **kwargs)
+        return real(*args, **kwargs)
+
+    mp.setattr(module, name, wrapper)
+
+
+@dataclass
+class Study:
+    dir: Path
+    summary: dict[str, Any]
+    calls: Calls
+    store: Store
+    splits: dict[str, np.ndarray]
+
+
+@pytest.fixture(scope="module")
+def study(store, tmp_path_factory) -> Study:
+    calls = Calls()
+    with pytest.MonkeyPatch.context() as mp:
+        spy(mp, generative_module, "train_generative",
+            lambda cfg, **kw: calls.generator.append({"cfg": cfg, **kw}))
+        spy(mp, classifier_module, "train_classifier",
+            lambda cfg, **kw: calls.classifier.append({"cfg": cfg, **kw}))
+        spy(mp, augmentation_study, "evaluate_binary",
+            lambda run_dir, st, rows, target, minority: calls.evaluate.append(
+                {"run_dir": Path(run_dir), "store": st.path, "rows": np.asarray(rows), "target": target}))
+        summary = cli_json(*study_args(store, tmp_path_factory.mktemp("study")))
+    st = Store.open(store)
+    splits = splits_for(st, policy="auto", seed=0, stratify=["Male"])
+    return Study(Path(summary["run_dir"]), summary, calls, st, splits)
+
+
+def results(study_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (study_dir / "results.jsonl").read_text().splitlines()]
+
+
+def view(study: Study, seed: int) -> dict[str, np.ndarray]:
+    return load_view(study.dir / f"p{P:g}" / f"seed{seed}" / "rows.json", study.store)
+
+
+# ---- the study's outputs ------------------------------------------------------------------------
+def test_results_have_one_line_per_cell(study):
+    recs = results(study.dir)
+    assert sorted((r["seed"], r["method"]) for r in recs) == sorted((s, m) for s in SEEDS for m in METHODS)
+    for r in recs:
+        assert r["p"] == P and set(r["test"]) == set(STUDY_METRICS)
+        assert all(0.0 <= r["test"][m] <= 1.0 or np.isnan(r["test"][m]) for m in STUDY_METRICS)
+        assert r["epochs"] == 1
+        assert (r["synthetic_rows"] > 0) == (r["method"] in ("smote", "cvae"))
+    oversampled = next(r for r in recs if r["method"] == "oversample" and r["seed"] == 0)
+    plain = next(r for r in recs if r["method"] == "none" and r["seed"] == 0)
+    assert oversampled["train_rows"] > plain["train_rows"]
+
+
+def test_summary_aggregates_mean_and_ci_per_metric(study):
+    summary = json.loads((study.dir / "summary.json").read_text())
+    assert summary["kind"] == "augment_study" and summary["target"] == "Male"
+    assert summary["aggregate"] == json.loads(json.dumps(study.summary["aggregate"]))  # --json printed the same
+    agg = summary["aggregate"][f"{P:g}"]
+    assert set(agg) == set(METHODS)
+    recs = results(study.dir)
+    for method, entry in agg.items():
+        assert entry["seeds"] == list(SEEDS)
+        for m in STUDY_METRICS:
+            stat = entry[m]
+            assert {"mean", "ci95"} <= set(stat) and stat["n"] == len(SEEDS)
+            vals = [r["test"][m] for r in recs if r["method"] == method]
+            assert stat["mean"] == pytest.approx(np.mean(vals), nan_ok=True)
+            assert ("vs_none" in stat) == (method != "none")
+    assert summary["splits"] == {k: int(len(v)) for k, v in study.splits.items()}
+
+
+def test_report_has_the_tables_and_embedded_images(study):
+    html = (study.dir / "report.html").read_text()
+    assert f"Results on the real test split, p = {P:g}" in html
+    for method in METHODS:
+        assert f"<td>{method}</td>" in html
+    for metric in STUDY_METRICS:
+        assert f"<th>{metric}</th>" in html
+    assert "Real vs generated minority samples" in html and "Training curves (seed 0)" in html
+    assert html.count("data:image/png;base64,") >= 4  # CI bars, real minority, synthetic grids, curves
+    assert (study.dir / "bars.png").is_file() and (study.dir / "real_minority.png").is_file()
+    assert (study.dir / f"p{P:g}" / "seed0" / "synthetic_cvae.png").is_file()
+    assert "| none |" in (study.dir / "results.md").read_text()
+
+
+def test_cell_classifiers_keep_the_study_defaults(study):
+    """-o classifier.trainer.epochs=1 overrides one key; the study's monitor and quiet progress stay."""
+    cfg = ClassifierConfig.from_yaml(study.dir / f"p{P:g}" / "seed0" / "none" / "config.yaml")
+    assert cfg.trainer.epochs == 1 and cfg.trainer.monitor == "val_mean_balanced_accuracy"
+    assert cfg.trainer.progress is False and cfg.labels == ["Male"]
+    assert cfg.model_kwargs == {"channels": [8, 16, 16]}
+
+
+# ---- no leakage ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", SEEDS)
+def test_training_rows_never_touch_validation_or_test(study, seed):
+    v = view(study, seed)
+    train, val, test = v["train"], v["val"], v["test"]
+    np.testing.assert_array_equal(val, study.splits["val"])
+    np.testing.assert_array_equal(test, study.splits["test"])
+    assert not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
+    ids = study.store.identities
+    assert not set(ids[train]) & (set(ids[val]) | set(ids[test]))  # no person in two splits
+    # only the minority of the training split was reduced, to p of it
+    full = study.splits["train"]
+    male = study.store.column("Male")
+    assert set(train) <= set(full)
+    assert set(full[male[full] == 0]) <= set(train)
+    assert (male[train] == 1).sum() == int(np.floor(P * (male[full] == 1).sum() + 0.5))
+
+
+def test_generators_train_only_on_the_reduced_training_rows(study):
+    assert len(study.calls.generator) == len(SEEDS)  # one cvae per seed
+    for call in study.calls.generator:
+        seed = call["cfg"].seed
+        v = view(study, seed)
+        np.testing.assert_array_equal(np.sort(call["rows"]), np.sort(v["train"]))
+        np.testing.assert_array_equal(call["val_rows"], v["val"])  # validation loss only, never trained on
+        assert not set(call["rows"]) & set(v["test"])
+        assert call["cfg"].conditions == ["Male"]
+        gen_summary = json.loads((Path(call["run_dir"]) / "summary.json").read_text())
+        assert gen_summary["train_rows"] == len(v["train"])
+
+
+def test_classifiers_validate_on_real_rows_and_get_synthetic_rows_for_training_only(study):
+    assert len(study.calls.classifier) == len(SEEDS) * len(METHODS)
+    by_dir = {Path(r["run_dir"]): r for r in results(study.dir)}
+    for call in study.calls.classifier:
+        rec = by_dir[Path(call["run_dir"])]
+        v = view(study, rec["seed"])
+        np.testing.assert_array_equal(call["splits"]["val"], v["val"])
+        assert "test" not in call["splits"]
+        assert set(call["splits"]["train"]) <= set(v["train"])  # oversampling repeats rows, adds none
+        extra = call["extra"]
+        if rec["method"] in ("smote", "cvae"):
+            images, labels = extra
+            assert len(images) == rec["synthetic_rows"] > 0 and (labels == 1).all()  # synthetic minority only
+        else:
+            assert extra is None
+
+
+def test_only_real_test_rows_are_evaluated(study):
+    assert len(study.calls.evaluate) == len(SEEDS) * len(METHODS)
+    for call in study.calls.evaluate:
+        assert call["store"] == study.store.path and call["target"] == "Male"
+        np.testing.assert_array_equal(call["rows"], study.splits["test"])
+
+
+# ---- bad input fails before any training --------------------------------------------------------
+@pytest.mark.parametrize("over, words", [
+    ({"--target": "yaw"}, ["yaw", "binary", "Male"]),
+    ({"--target": "Mustache"}, ["Mustache", "not a label", "Smiling"]),
+    ({"--p": "0"}, ["p must be shares in (0, 1]"]),
+    ({"--p": "0.1,1.5"}, ["p must be shares in (0, 1]", "1.5"]),
+    ({"--methods": "none,magic"}, ["magic", "smote", "cvae"]),
+    ({"--p": "0.05"}, ["p=0.05", "at least 20", "cvae"]),
+], ids=["categorical-target", "unknown-target", "p-zero", "p-above-one", "unknown-method", "too-few-minority"])
+def test_bad_study_input_is_a_config_error_before_any_training(store, tmp_path, monkeypatch, over, words):
+    def no_training(*args, **kwargs):
+        raise AssertionError("nothing may be trained before the study is validated")
+
+    monkeypatch.setattr(classifier_module, "train_classifier", no_training)
+    monkeypatch.setattr(generative_module, "train_generative", no_training)
+    out = tmp_path / "out"
+    err = cli_error(*study_args(store, out, **over))
+    assert isinstance(err, ConfigError)
+    for w in words:
+        assert w in str(err), (w, str(err))
+    assert not out.exists()
+
+
+def test_study_dry_run_prints_the_config_and_trains_nothing(store, tmp_path):
+    out = tmp_path / "out"
+    cfg = AugmentStudyConfig.from_dict(yaml.safe_load(cli(*study_args(store, out), "--dry-run").stdout))
+    assert cfg.methods == list(METHODS) and cfg.seeds == list(SEEDS) and cfg.p == [P]
+    assert cfg.classifier["trainer"]["epochs"] == 1 and cfg.generator["model_options"]["cvae"]["width"] == 8
+    assert not out.exists()
+
+
+# ---- resume -------------------------------------------------------------------------------------
+def test_resume_recomputes_only_the_missing_cell(study, monkeypatch):
+    path = study.dir / "results.jsonl"
+    lines = path.read_text().splitlines()
+    lost = json.loads(lines[-1])
+    path.write_text("\n".join(lines[:-1]) + "\n")
+    ran: list[tuple[int, str]] = []
+    spy(monkeypatch, augmentation_study, "run_cell", lambda cfg, ctx, method, *a: ran.append((ctx.seed, method)))
+    summary = cli_json("experiment", "augment", "--resume", study.dir)
+    assert ran == [(lost["seed"], lost["method"])]
+    new = path.read_text().splitlines()
+    assert new[:-1] == lines[:-1]
+    redone = json.loads(new[-1])
+    assert redone["test"] == pytest.approx(lost["test"], nan_ok=True)  # seeded: the same result again
+    agg = summary["aggregate"][f"{P:g}"]
+    assert set(agg) == set(METHODS) and all(e["seeds"] == list(SEEDS) for e in agg.values())
+    # the re-run cell started fresh logs in the folders the lost attempt had left
+    cell = Path(redone["run_dir"])
+    assert len((cell / "metrics.jsonl").read_text().splitlines()) == 1
+    if lost["method"] == "cvae":
+        assert len((cell.parent / "gen-cvae" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_runs_lists_the_study(study):
+    rows = cli_json("runs", study.dir.parent)
+    row = next(r for r in rows if Path(r["run"]) == study.dir)
+    assert row["kind"] == "augment_study" and row["metric"].startswith(f"balanced acc p={P:g}")
+    best = max(e["balanced_accuracy"]["mean"] for e in study.summary["aggregate"][f"{P:g}"].values())
+    assert row["value"] == pytest.approx(best)
+
+
+# ---- batch schedule -----------------------------------------------------------------------------
+def test_batch_schedule_compares_three_variants(store, tmp_path):
+    summary = cli_json("experiment", "batch-schedule", store, "-o", "epochs=2", "-o", "milestones=[0.5]",
+                       "-o", "batch_size=32", "-o", "model_kwargs={channels: [8, 16, 16]}", "--out", tmp_path)
+    run = Path(summary["run_dir"])
+    res = json.loads((run / "results.json").read_text())
+    assert list(res) == ["lr_decay", "batch_increase", "hybrid"]
+    train_rows = len(splits_for(Store.open(store), policy="auto", seed=0, stratify=["Male"])["train"])
+    per_epoch = {bs: train_rows // bs for bs in (32, 128)}  # drop_last
+    assert res["lr_decay"]["parameter_updates"] == 2 * per_epoch[32]
+    assert res["batch_increase"]["parameter_updates"] == per_epoch[32] + per_epoch[128]
+    assert res["batch_increase"]["parameter_updates"] < res["lr_decay"]["parameter_updates"]
+    assert {v: r["final_batch_size"] for v, r in res.items()} == {"lr_decay": 32, "batch_increase": 128, "hybrid": 128}
+    lrs = {v: [h["lr"] for h in r["history"]] for v, r in res.items()}
+    assert lrs["lr_decay"] == pytest.approx([0.05, 0.05 / 4])  # decayed at the milestone
+    assert lrs["batch_increase"] == pytest.approx([0.05, 0.05])  # batch grew instead
+    for r in res.values():
+        assert 0 <= r["test_mean_accuracy"] <= 1 and len(r["history"]) == 2
+    assert (run / "curves.png").is_file() and "| lr_decay |" in (run / "results.md").read_text()
+    html = (run / "report.html").read_text()
+    assert "parameter updates" in html and "data:image/png;base64," in html
+    assert summary["results"]["hybrid"]["parameter_updates"] == res["hybrid"]["parameter_updates"]
+    row = next(r for r in cli_json("runs", tmp_path) if Path(r["run"]) == run)
+    assert row["kind"] == "batch_schedule" and row["value"] is not None
