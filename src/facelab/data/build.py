@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
@@ -46,6 +46,7 @@ DECODED_FILE = "decoded.npy"
 LANDMARKS_FILE = "landmarks.npy"
 CHECKPOINT_SECONDS = 2.0  # fsync the pixels and append finished chunks to progress.jsonl this often
 _BLOCK_BYTES = 16 << 20  # image bytes per block when compacting or hashing
+BuildStatus = Literal["built", "resumed", "already complete"]
 
 
 # ---- report --------------------------------------------------------------------------------------
@@ -54,7 +55,7 @@ class BuildReport:
     """What ``prepare_store`` did. ``status`` is "built", "resumed" or "already complete"."""
 
     path: Path
-    status: str
+    status: BuildStatus
     count: int  # images in the store
     indexed: int  # records the source listed
     decoded: int  # records decoded by this call (0 when already complete)
@@ -531,7 +532,7 @@ def _validate_index(source: Source, index: SourceIndex) -> None:
             raise DataError(f"source {where}: record {r.key!r} has {len(r.landmarks)} landmark values, expected 10")
 
 
-def _report(out: Path, manifest: dict[str, Any], status: str, decoded: int, t0: float,
+def _report(out: Path, manifest: dict[str, Any], status: BuildStatus, decoded: int, t0: float,
             notes: list[str]) -> BuildReport:
     return BuildReport(path=out, status=status, count=int(manifest["count"]), indexed=int(manifest.get("indexed", 0)),
                        decoded=decoded, skipped=list(manifest.get("skipped", [])), seconds=time.perf_counter() - t0,
@@ -583,7 +584,8 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
 
 
 def _build(source: Source, index: SourceIndex, partial: Path, key: dict[str, Any], *, size: int, crop: CropSpec,
-           workers: int, progress: bool, chunk_size: int, t0: float) -> tuple[str, dict[str, Any], int, list[str]]:
+           workers: int, progress: bool, chunk_size: int,
+           t0: float) -> tuple[BuildStatus, dict[str, Any], int, list[str]]:
     """Fill the locked ``partial`` up to its manifest; return (status, manifest, records decoded, notes)."""
     n, notes = len(index.records), []
     params = {**key, "format_version": FORMAT_VERSION, "indexed": n, "has_landmarks": index.has_landmarks,

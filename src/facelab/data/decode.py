@@ -33,9 +33,7 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = N
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     if data[:3] == _JPEG_MAGIC:
         try:
-            kw = {}
-            if min_side:
-                kw = {"min_height": min_side, "min_width": min_side}
+            kw = _dct_scale(data, min_side) if min_side else {}
             return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True, **kw)
         except ValueError:
             pass  # fall back to Pillow (CMYK, unusual sampling) which also reports truncation
@@ -47,6 +45,17 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = N
             return np.asarray(im, dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageDecodeError(f"{name}: cannot decode image ({e.__class__.__name__}: {e})") from None
+
+
+def _dct_scale(data: bytes, min_side: int) -> dict[str, int]:
+    """Decoder size hints for the strongest power-of-two DCT reduction (1/2, 1/4, 1/8) keeping both sides
+    >= ``min_side``. Fractional scales such as 3/4 are avoided: on small JPEGs they decode slower than
+    full size and shift the crop (measured in benchmarks/bench_store.py)."""
+    h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+    for f in (8, 4, 2):
+        if min(h, w) // f >= min_side:
+            return {"min_height": -(-h // f), "min_width": -(-w // f)}
+    return {}
 
 
 def decode_file(path: str | Path, *, min_side: int | None = None) -> np.ndarray:
