@@ -11,6 +11,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from facelab.config import overlay
 from facelab.errors import FacelabError
 
 app = typer.Typer(
@@ -196,7 +197,7 @@ def _classifier_config(store, config, labels, model, epochs, batch_size, lr, opt
            "pretrained": pretrained, "freeze_backbone": freeze or None, "unfreeze_at_epoch": unfreeze_at,
            "device": device, "seed": seed, "train_limit": train_limit}
     data.update({k: v for k, v in cli.items() if v is not None})
-    tr = data.setdefault("trainer", {"epochs": 20, "monitor": "val_mean_accuracy", "monitor_mode": "max"})
+    tr = data.setdefault("trainer", {})  # merged over the classifier defaults by ClassifierConfig
     if epochs is not None:
         tr["epochs"] = epochs
     for key, val in (("lr", lr), ("name", optimizer)):
@@ -204,16 +205,8 @@ def _classifier_config(store, config, labels, model, epochs, batch_size, lr, opt
             tr.setdefault("optim", {})[key] = val
     if schedule is not None:
         tr.setdefault("schedule", {})["name"] = schedule
-    _deep_update(data, parse_options(option))
+    data = overlay(data, parse_options(option))
     return ClassifierConfig.from_dict(data, where=str(config) if config else "classifier options")
-
-
-def _deep_update(base: dict, extra: dict) -> None:
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _deep_update(base[k], v)
-        else:
-            base[k] = v
 
 
 @app.command("train")
@@ -336,7 +329,7 @@ def experiment_batch_schedule(
     data = data or {}
     if store is not None:
         data["store"] = str(store)
-    _deep_update(data, parse_options(option))
+    data = overlay(data, parse_options(option))
     cfg = BatchScheduleConfig.from_dict(data, where=str(config or "batch-schedule options"))
     if dry_run:
         sys.stdout.write(cfg.to_yaml())
@@ -381,7 +374,7 @@ def experiment_augment(
                      "methods": methods.split(",") if methods else None}.items():
             if v is not None:
                 data[k] = v
-        _deep_update(data, parse_options(option))
+        data = overlay(data, parse_options(option))
         cfg = AugmentStudyConfig.from_dict(data, where=str(config or "study options"))
         validate_study(cfg)
         if dry_run:
@@ -466,7 +459,7 @@ def train_gen(
                 data[k] = v
         if epochs is not None:
             data.setdefault("trainer", {})["epochs"] = epochs
-        _deep_update(data, parse_options(option))
+        data = overlay(data, parse_options(option))
         cfg = GenerativeRunConfig.from_dict(data, where=str(config or "generative options"))
         check_config(cfg)
         if dry_run:

@@ -14,6 +14,21 @@ from facelab.utils.io import atomic_write_text
 C = TypeVar("C", bound="StrictConfig")
 
 
+def overlay(defaults: dict[str, Any], overrides: Any) -> Any:
+    """``overrides`` merged key by key over ``defaults``: nested mappings merge, other values replace.
+
+    Lets a config field whose default is not the type's default (a classifier's trainer monitors
+    ``val_mean_accuracy``) take a partial mapping such as ``{"epochs": 2}`` without losing the rest.
+    Anything but a mapping (an already built config) is returned unchanged.
+    """
+    if not isinstance(overrides, dict):
+        return overrides
+    out = dict(defaults)
+    for k, v in overrides.items():
+        out[k] = overlay(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 class StrictConfig(BaseModel):
     """Base for every facelab config: unknown keys are errors, values are validated on assignment."""
 

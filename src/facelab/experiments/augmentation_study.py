@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from facelab.config import StrictConfig
+from facelab.config import StrictConfig, overlay
 from facelab.data.schema import LabelKind
 from facelab.data.store import Store
 from facelab.errors import ConfigError
@@ -58,14 +58,12 @@ class AugmentStudyConfig(StrictConfig):
     @field_validator("classifier", mode="before")
     @classmethod
     def _classifier_over_defaults(cls, v: Any) -> Any:
-        from facelab.train.trainer import overlay
 
         return overlay(_default_classifier(), v)  # -o classifier.trainer.epochs=2 keeps the rest
 
     @field_validator("generator", mode="before")
     @classmethod
     def _generator_over_defaults(cls, v: Any) -> Any:
-        from facelab.train.trainer import overlay
 
         return overlay(_default_generator(), v)
 

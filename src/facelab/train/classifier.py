@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from facelab.config import StrictConfig
+from facelab.config import StrictConfig, overlay
 from facelab.data.store import Store
 from facelab.errors import ConfigError
 from facelab.eval.classification import evaluate_model
@@ -22,7 +22,7 @@ from facelab.models.classifiers.heads import (
     task_loss,
 )
 from facelab.train.checkpoint import CheckpointMeta
-from facelab.train.trainer import Callback, StepOutput, Trainer, TrainerConfig, overlay
+from facelab.train.trainer import Callback, StepOutput, Trainer, TrainerConfig
 
 
 def default_trainer_config() -> TrainerConfig:

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from facelab.config import StrictConfig
+from facelab.config import StrictConfig, overlay
 from facelab.data.store import Store
 from facelab.errors import ConfigError
 from facelab.train.checkpoint import CheckpointMeta
 from facelab.train.classifier import resolve_device
-from facelab.train.trainer import Callback, StepOutput, Trainer, TrainerConfig, overlay
+from facelab.train.trainer import Callback, StepOutput, Trainer, TrainerConfig
 
 GEN_MEAN = (0.5, 0.5, 0.5)  # images reach generative models in [-1, 1]
 GEN_STD = (0.5, 0.5, 0.5)
