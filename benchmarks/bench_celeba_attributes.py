@@ -15,6 +15,8 @@ import json
 import time
 from pathlib import Path
 
+import torch
+
 from facelab.data.build import prepare_store
 from facelab.data.sources import create_source
 from facelab.eval.evaluate import evaluate_run
@@ -31,25 +33,34 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--augment", default="flip")
+    ap.add_argument("--wd", type=float, default=0.05)
+    ap.add_argument("--ema", type=float, default=None, help="EMA decay of the weights (evaluated model)")
+    ap.add_argument("--model-kwargs", type=json.loads, default={}, help='JSON, e.g. \'{"drop_rate": 0.3}\'')
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--tag", default="")
     ap.add_argument("--tta", action="store_true", help="also report flip test-time augmentation")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not (args.store / "manifest.json").is_file():
         prepare_store(create_source("celeba", args.root), args.store, size=64)
     cfg = ClassifierConfig.from_dict({
-        "store": str(args.store), "model": args.model, "batch_size": args.batch, "augment": args.augment,
+        "store": str(args.store), "model": args.model, "model_kwargs": args.model_kwargs, "batch_size": args.batch, "augment": args.augment,
         "split": "official",
         "trainer": {"epochs": args.epochs, "monitor": "val_mean_accuracy", "monitor_mode": "max",
-                    "optim": {"name": "adamw", "lr": args.lr, "weight_decay": 0.05}, "schedule": {"name": "onecycle"}},
+                    "optim": {"name": "adamw", "lr": args.lr, "weight_decay": args.wd}, "schedule": {"name": "onecycle"},
+                    "ema_decay": args.ema},
     })
-    run = args.out / f"{args.model}-e{args.epochs}-{time.strftime('%H%M%S')}"
+    run = args.out / f"{args.model}{args.tag}-e{args.epochs}-{time.strftime('%H%M%S')}"
     run.mkdir(parents=True)
     cfg.save(run / "config.yaml")
     t0 = time.monotonic()
     summary = train_classifier(cfg, run_dir=run)
     train_s = time.monotonic() - t0
     last = evaluate_run(run / "checkpoints" / "last", args.store, split="val", out_dir=run / "eval-last")
-    out = {"model": args.model, "params": summary["params"], "epochs": args.epochs, "train_rows": summary["train_rows"],
+    out = {"model": args.model, "model_kwargs": args.model_kwargs, "augment": args.augment, "ema": args.ema,
+           "threads": torch.get_num_threads(), "params": summary["params"], "epochs": args.epochs, "train_rows": summary["train_rows"],
            "val_rows": summary["val_rows"], "train_minutes": round(train_s / 60, 2),
            "val_mean_accuracy_last_epoch": last["summary"]["mean_accuracy"],
            "val_majority_baseline": last["summary"]["mean_majority_accuracy"],

@@ -220,7 +220,7 @@ def train(
     lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
     optimizer: Optional[str] = typer.Option(None, help="sgd | adam | adamw | adabound"),
     schedule: Optional[str] = typer.Option(None, help="onecycle | cosine | step | plateau | constant"),
-    augment: Optional[str] = typer.Option(None, help="Augmentation preset: none | flip | standard | strong"),
+    augment: Optional[str] = typer.Option(None, help="Augmentation preset: none | flip | geometric | standard | strong"),
     random_erasing: Optional[float] = typer.Option(None, help="Random-erasing probability."),
     balance: Optional[str] = typer.Option(None, help="none | class_weights | sampler"),
     pretrained: Optional[str] = typer.Option(None, help="torchvision-format weights file or facelab run/checkpoint."),
@@ -433,6 +433,7 @@ def train_gen(
     model: Optional[str] = typer.Option(None, help="vae | beta_vae | cvae | aae | dcgan | wgan_gp | sngan | cgan | acai"),
     cond: Optional[str] = typer.Option(None, help="Comma-separated labels to condition on (conditional models)."),
     epochs: Optional[int] = typer.Option(None, min=1),
+    minutes: Optional[float] = typer.Option(None, min=0.01, help="Training-time budget: stop when it is spent."),
     batch_size: Optional[int] = typer.Option(None, min=2),
     config: Optional[Path] = typer.Option(None, help="YAML overrides of GenerativeRunConfig."),
     option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="KEY=VALUE, e.g. -o model_options.width=64"),
@@ -459,6 +460,8 @@ def train_gen(
                 data[k] = v
         if epochs is not None:
             data.setdefault("trainer", {})["epochs"] = epochs
+        if minutes is not None:
+            data.setdefault("trainer", {})["time_budget_minutes"] = minutes
         data = overlay(data, parse_options(option))
         cfg = GenerativeRunConfig.from_dict(data, where=str(config or "generative options"))
         check_config(cfg)

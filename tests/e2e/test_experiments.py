@@ -283,3 +283,46 @@ def test_batch_schedule_compares_three_variants(store, tmp_path):
     assert summary["results"]["hybrid"]["parameter_updates"] == res["hybrid"]["parameter_updates"]
     row = next(r for r in cli_json("runs", tmp_path) if Path(r["run"]) == run)
     assert row["kind"] == "batch_schedule" and row["value"] is not None
+
+
+def test_smote_features_refits_the_head_on_training_rows_only(store, tmp_path, monkeypatch):
+    """The decoupled SMOTE method: the backbone is kept, the head is refitted on SMOTE-balanced features of
+    the reduced training rows (and nothing else), and the refitted checkpoint is the one evaluated."""
+    import torch
+
+    from facelab.data import loader as loader_module
+    from facelab.experiments.balancing import METHODS as BALANCING, StudyContext
+    from facelab.models.loading import load_model
+    from facelab.train.classifier import train_classifier
+    from facelab.train.checkpoint import read_weights
+
+    st = Store.open(store)
+    splits = splits_for(st, policy="auto", seed=0, stratify=["Male"])
+    male = st.column("Male")
+    train = splits["train"]
+    keep = np.r_[train[male[train] == 0], train[male[train] == 1][:8]]  # 8 minority (Male=1) rows left
+    ctx = StudyContext(store=st, target="Male", minority=1, train_rows=np.sort(keep), val_rows=splits["val"], seed=0,
+                       work_dir=tmp_path, synthetic_amount=None)
+    plan = BALANCING.create("smote_features", ctx)
+    assert plan.post_train is not None and plan.extra is None
+    cfg = ClassifierConfig.from_dict({"store": str(store), "labels": ["Male"], "trainer": {"epochs": 1, "progress": False},
+                                      "batch_size": 32, "model_kwargs": {"channels": [8, 16, 16]}})
+    run = tmp_path / "run"
+    train_classifier(cfg, run_dir=run, splits={"train": plan.train_rows, "val": splits["val"]})
+    before = read_weights(run / "checkpoints" / "best")
+    seen = []
+    real_loader = loader_module.BatchLoader
+
+    def spy_loader(store_, rows, **kw):
+        seen.append(np.asarray(rows))
+        return real_loader(store_, rows, **kw)
+
+    monkeypatch.setattr(loader_module, "BatchLoader", spy_loader)
+    notes = plan.post_train(run)
+    assert notes["synthetic_features"] == int((male[keep] == 0).sum()) - 8  # balanced
+    assert len(seen) == 1 and set(seen[0]) == set(keep)  # features of the reduced training rows only
+    after = read_weights(run / "checkpoints" / "best")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"fc.weight", "fc.bias"}  # backbone and its batch-norm statistics untouched
+    model, meta = load_model(run, kind="classifier")
+    assert meta.metrics["smote_features_synthetic"] == notes["synthetic_features"]

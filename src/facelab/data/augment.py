@@ -118,6 +118,12 @@ def _preset_flip() -> AugmentConfig:
     return AugmentConfig(hflip=0.5)
 
 
+@AUGMENT_PRESETS.register("geometric")
+def _preset_geometric() -> AugmentConfig:
+    """Flip and a small affine jitter, no colour change: for labels that are colours (hair, skin, lipstick)."""
+    return AugmentConfig(hflip=0.5, affine=AffineConfig())
+
+
 @AUGMENT_PRESETS.register("standard")
 def _preset_standard() -> AugmentConfig:
     return AugmentConfig(

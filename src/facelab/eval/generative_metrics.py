@@ -535,6 +535,25 @@ def _train_and_test(train_store: Store, run_dir: Path, cfg_kwargs: dict[str, Any
     return label_metrics(y[:, 0], probs[label])
 
 
+def cas_splits(splits: dict[str, np.ndarray], *, max_val: int, seed: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Train/val/test rows for CAS from a split that lacks one of them (CIFAR-10 has no val, the CelebA
+    subset no test). A missing test split is replaced by val; a missing val split is carved from train
+    (at most ``max_val`` rows, 10% at most), and those rows are removed from the real classifier's
+    training pool. Returns (splits, notes saying what was done)."""
+    out = {k: np.asarray(splits.get(k, np.array([], dtype=np.int64))) for k in ("train", "val", "test")}
+    notes: list[str] = []
+    if out["test"].size == 0 and out["val"].size:
+        out["test"], out["val"] = out["val"], np.array([], dtype=np.int64)
+        notes.append("no test split: the real val rows are the CAS test set")
+    if out["val"].size == 0 and out["train"].size >= 20:
+        k = max(1, min(max_val, out["train"].size // 10))
+        perm = np.random.default_rng(seed + 1).permutation(out["train"])
+        out["val"], out["train"] = np.sort(perm[:k]), np.sort(perm[k:])
+        notes.append(f"no val split: {k} training rows were held out for the CAS classifiers' model selection "
+                     "(the generator saw them in training)")
+    return out, notes
+
+
 def _cas_stores(gen: nn.Module, meta: CheckpointMeta, store: Store, splits: dict[str, np.ndarray], folder: Path, *,
                 n_train: int, max_val: int, seed: int) -> tuple[Store, Store]:
     """(generated training store, real training store), both with the same real validation rows.
@@ -599,9 +618,11 @@ def classification_accuracy_score(gen_run: str | Path, *, data: str | Path, labe
                            f"its conditions: {', '.join(c.name for c in conds)}")
     warns = check_same_data(f"generator {gen_run}", meta.preprocessing, store)
     splits, how, more = run_splits(meta, store)
-    for name in ("train", "val", "test"):
-        if splits[name].size == 0:
-            raise FacelabError(f"{store.path}: the {name} split is empty ({how}); CAS needs train, val and test rows")
+    splits, carved = cas_splits(splits, max_val=max_val, seed=seed)
+    if splits["train"].size < 2 or splits["test"].size == 0 or splits["val"].size == 0:
+        raise FacelabError(f"{store.path}: CAS needs train, val and test rows; {how} has "
+                           f"{', '.join(f'{k} {v.size}' for k, v in splits.items())}")
+    more += carved
     stores = run_dir / "stores"
     fake_store, real_store = _cas_stores(gen, meta, store, splits, stores, n_train=n_train, max_val=max_val, seed=seed)
     n_real = int((real_store.partitions == Partition.TRAIN).sum())

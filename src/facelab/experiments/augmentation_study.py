@@ -35,7 +35,8 @@ def _default_classifier() -> dict[str, Any]:
 
 
 def _default_generator() -> dict[str, Any]:
-    return {"epochs": 15, "batch_size": 64, "model_options": {}}
+    # minutes: optional training-time budget of each generator (stops early when spent)
+    return {"epochs": 15, "minutes": None, "batch_size": 64, "model_options": {}}
 
 
 class AugmentStudyConfig(StrictConfig):
@@ -45,7 +46,7 @@ class AugmentStudyConfig(StrictConfig):
     target: str
     p: list[float] = Field(default_factory=lambda: [0.1])
     methods: list[str] = Field(default_factory=lambda: ["none", "oversample", "class_weights", "balanced_sampler",
-                                                         "augment", "random_erasing", "smote", "cvae", "cgan", "aae"])
+                                                         "augment", "random_erasing", "smote", "smote_features", "cvae", "cgan", "aae"])
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     minority: int | str | None = None  # default: the rarer class of the target in the training split
     synthetic_amount: float | None = Field(None, gt=0)  # None: enough synthetic minority rows to balance
@@ -64,7 +65,10 @@ class AugmentStudyConfig(StrictConfig):
     @field_validator("generator", mode="before")
     @classmethod
     def _generator_over_defaults(cls, v: Any) -> Any:
-
+        unknown = sorted(set(v or {}) - set(_default_generator()))
+        if unknown:
+            raise ValueError(f"unknown generator option(s) {unknown}; known: {sorted(_default_generator())} "
+                             "(per-model options go under model_options.<model>)")
         return overlay(_default_generator(), v)
 
     @field_validator("p", mode="before")
@@ -177,6 +181,8 @@ def run_cell(cfg: AugmentStudyConfig, ctx: StudyContext, method: str, splits: di
     ccfg.save(run_dir / "config.yaml")
     summary = train_classifier(ccfg, run_dir=run_dir, splits={"train": plan.train_rows, "val": splits["val"]},
                                extra=plan.extra)
+    if plan.post_train is not None:
+        plan.notes.update(plan.post_train(run_dir))
     rec: dict[str, Any] = {
         "method": method, "seed": ctx.seed, "train_rows": int(len(plan.train_rows)),
         "synthetic_rows": 0 if plan.extra is None else int(len(plan.extra[0])),

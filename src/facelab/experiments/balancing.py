@@ -7,6 +7,7 @@ sees the reduced *training* rows of the study context: validation and test rows 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,8 @@ class MethodPlan:
     extra: tuple[np.ndarray, np.ndarray] | None = None  # (images (M,S,S,3) uint8, labels (M, 1))
     overrides: dict[str, Any] = field(default_factory=dict)  # ClassifierConfig fields
     notes: dict[str, Any] = field(default_factory=dict)
+    # after training, before evaluation: f(run_dir) -> notes (e.g. refit the head of the saved classifier)
+    post_train: Callable[[Path], dict[str, Any]] | None = None
 
 
 @METHODS.register("none")
@@ -124,6 +127,58 @@ def _smote(ctx: StudyContext) -> MethodPlan:
                       notes={"synthetic": int(len(new))})
 
 
+@METHODS.register("smote_features")
+def _smote_features(ctx: StudyContext) -> MethodPlan:
+    """SMOTE (imbalanced-learn) on learnt features, the classifier decoupled from its representation
+    (Kang et al. 2020, "classifier re-training"): train on the imbalanced rows as they are, then embed
+    the training rows with the trained backbone (pooled features, no augmentation), oversample the
+    minority there with SMOTE until the classes balance, and refit the linear head on the balanced
+    features (logistic regression); the backbone is unchanged."""
+    return MethodPlan(ctx.train_rows, post_train=lambda run_dir: refit_head_with_smote(ctx, run_dir))
+
+
+def refit_head_with_smote(ctx: StudyContext, run_dir: Path, *, which: str = "best") -> dict[str, Any]:
+    """Refit the binary head of the classifier in ``run_dir`` on SMOTE-balanced backbone features of the
+    training rows; overwrites checkpoint ``which`` (its metadata says so). Returns notes."""
+    import torch
+    from imblearn.over_sampling import SMOTE
+    from sklearn.linear_model import LogisticRegression
+
+    from facelab.data.loader import BatchLoader
+    from facelab.models.loading import load_model
+    from facelab.train.checkpoint import resolve_checkpoint, save_checkpoint
+
+    model, meta = load_model(run_dir, kind="classifier", which=which)
+    head = model.get_classifier()
+    if not isinstance(head, torch.nn.Linear) or head.out_features != 1:
+        raise ConfigError(f"smote_features refits a single-logit linear head; {meta.arch} has {head}")
+    pre = meta.preprocessing
+    loader = BatchLoader(ctx.store, np.sort(ctx.train_rows), batch_size=256, labels=[ctx.target], shuffle=False,
+                         mean=pre["mean"], std=pre["std"], prefetch=0)
+    feats, ys = [], []
+    with torch.no_grad():
+        for batch in loader:
+            feats.append(model.pooled_features(batch.x).float().numpy())
+            ys.append(batch.y[:, 0].numpy())
+    x, y = np.concatenate(feats), (np.concatenate(ys) == ctx.minority).astype(int)  # 1: minority
+    n_min = int(y.sum())
+    if n_min < 2:
+        return {"skipped": "fewer than 2 minority rows: the head was not refitted"}
+    target = max(n_min, int((y == 0).sum())) if ctx.synthetic_amount is None else n_min + ctx.n_synthetic()
+    sm = SMOTE(sampling_strategy={1: target}, k_neighbors=min(5, n_min - 1), random_state=ctx.seed)
+    xr, yr = sm.fit_resample(x, y)
+    lr = LogisticRegression(max_iter=2000, C=1.0).fit(xr, yr)
+    w, b = lr.coef_[0], lr.intercept_[0]
+    # the logit is "probability of stored value 1": flip the sign when the minority is value 0
+    sign = 1.0 if ctx.minority == 1 else -1.0
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(sign * w, dtype=head.weight.dtype)[None])
+        head.bias.copy_(torch.as_tensor([sign * b], dtype=head.bias.dtype))
+    meta.metrics = {**meta.metrics, "smote_features_synthetic": float(len(xr) - len(x))}
+    save_checkpoint(resolve_checkpoint(run_dir, which), model=model, meta=meta)
+    return {"synthetic_features": int(len(xr) - len(x)), "head_refit": "logistic regression on SMOTE-balanced features"}
+
+
 def _generative(ctx: StudyContext, model: str) -> MethodPlan:
     """Train a generator conditioned on the target on the reduced training rows; sample the minority."""
     import torch
@@ -139,7 +194,7 @@ def _generative(ctx: StudyContext, model: str) -> MethodPlan:
         "store": str(ctx.store.path), "model": model, "conditions": [ctx.target], "seed": ctx.seed,
         "batch_size": g.get("batch_size", 64), "device": ctx.device, "grid_every_epochs": 1000,
         "model_options": g.get("model_options", {}).get(model, {}),
-        "trainer": {"epochs": g.get("epochs", 10), "progress": False},
+        "trainer": {"epochs": g.get("epochs", 10), "time_budget_minutes": g.get("minutes"), "progress": False},
     }, where=f"{model} generator")
     run_dir = ctx.work_dir / f"gen-{model}"
     summary = train_generative(cfg, run_dir=run_dir, rows=ctx.train_rows, val_rows=ctx.val_rows)

@@ -81,6 +81,10 @@ class TrainerConfig(StrictConfig):
     early_stopping_patience: int | None = Field(None, ge=1)
     checkpoint_every_minutes: float = Field(5.0, gt=0)  # mid-epoch checkpoints for resume after a kill
     ema_decay: float | None = Field(None, gt=0, lt=1)
+    # stop when this much training time (summed over resumes, evaluation excluded) is spent: the epoch in
+    # progress ends early and is evaluated and saved as usual; for equal-budget comparisons of models whose
+    # steps cost differently (a WGAN-GP iteration is 5 critic steps). Schedules still run over ``epochs``.
+    time_budget_minutes: float | None = Field(None, gt=0)
     progress: bool = True
 
 
@@ -165,6 +169,7 @@ class Trainer:
         self.best: float | None = None
         self.bad_epochs = 0
         self.stop_reason: str | None = None
+        self.train_seconds = 0.0  # training time spent, summed over resumes (time_budget_minutes)
         self.history: list[dict[str, Any]] = []
         self._last_ckpt_time = time.monotonic()
         (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -232,10 +237,18 @@ class Trainer:
                 images += int(batch.x.shape[0])
                 advance(logs)
                 self._maybe_checkpoint_mid_epoch()
+                if self._budget_spent(time.monotonic() - t0):
+                    self.stop_reason = f"time budget of {self.cfg.time_budget_minutes:g} min spent"
+                    break
         secs = time.monotonic() - t0
+        self.train_seconds += secs
         out = {f"train_{k}": v / max(1, count) for k, v in sums.items()}
         out.update({"train_seconds": secs, "train_images_per_s": images / max(secs, 1e-9)})
         return out
+
+    def _budget_spent(self, epoch_seconds: float) -> bool:
+        budget = self.cfg.time_budget_minutes
+        return budget is not None and self.train_seconds + epoch_seconds >= budget * 60
 
     def train_step(self, batch: Any) -> dict[str, float]:
         """Step every group due on this batch; return the batch's logs."""
@@ -321,7 +334,7 @@ class Trainer:
         return {
             "epoch": self.epoch, "step": self.step, "batches_done": self.batches_done,
             "best": self.best, "bad_epochs": self.bad_epochs, "stop_reason": self.stop_reason,
-            "optimizers": {g: o.state_dict() for g, o in self.optimizers.items()},
+            "train_seconds": self.train_seconds, "optimizers": {g: o.state_dict() for g, o in self.optimizers.items()},
             "plateau": self.plateau.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "torch_rng": torch.get_rng_state(),
@@ -359,6 +372,7 @@ class Trainer:
         self.epoch, self.step, self.batches_done = state["epoch"], state["step"], state["batches_done"]
         self.best, self.bad_epochs, self.stop_reason = state["best"], state["bad_epochs"], state["stop_reason"]
         self.plateau.load_state_dict(state["plateau"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])

@@ -310,3 +310,18 @@ def test_write_store_arrays_round_trip(tmp_path):
     assert not (tmp_path / "s.partial").exists()
     with pytest.raises(FacelabError, match="already exists"):
         write_store_arrays(tmp_path / "s", images, labels, SPECS, parts, source="x")
+
+
+def test_cas_splits_fill_a_missing_val_or_test_without_overlap():
+    from facelab.eval.generative_metrics import cas_splits
+
+    full = {"train": np.arange(100), "val": np.arange(100, 110), "test": np.arange(110, 120)}
+    same, notes = cas_splits(full, max_val=50, seed=0)
+    assert notes == [] and all(np.array_equal(same[k], full[k]) for k in full)
+    no_val, notes = cas_splits({"train": np.arange(100), "val": np.array([], int), "test": np.arange(100, 120)},
+                               max_val=50, seed=0)
+    assert no_val["val"].size == 10 and no_val["train"].size == 90 and "held out" in notes[0]
+    assert not set(no_val["val"]) & set(no_val["train"]) and set(no_val["val"]) | set(no_val["train"]) == set(range(100))
+    no_test, notes = cas_splits({"train": np.arange(100), "val": np.arange(100, 130)}, max_val=5, seed=0)
+    assert np.array_equal(no_test["test"], np.arange(100, 130)) and no_test["val"].size == 5
+    assert not set(no_test["val"]) & set(no_test["test"]) and len(notes) == 2

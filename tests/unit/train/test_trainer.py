@@ -144,6 +144,27 @@ def test_early_stopping(tmp_path):
     assert out["epochs"] == 3 and out["stop_reason"].startswith("early stopping")
 
 
+def test_time_budget_ends_the_epoch_early_and_survives_resume(tmp_path, monkeypatch):
+    import facelab.train.trainer as trainer_mod
+
+    clock = {"t": 0.0}
+
+    def fake_monotonic():
+        clock["t"] += 1.0  # every call advances one second
+        return clock["t"]
+
+    monkeypatch.setattr(trainer_mod.time, "monotonic", fake_monotonic)
+    tr = _trainer(tmp_path, epochs=50, time_budget_minutes=0.5)
+    out = tr.fit()
+    assert out["stop_reason"].startswith("time budget") and out["epochs"] < 50
+    assert 30 <= tr.train_seconds < 40
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == out["epochs"]  # the cut epoch was evaluated and logged
+    again = _trainer(tmp_path, epochs=50, time_budget_minutes=0.5)
+    again.load_state()
+    assert again.train_seconds == tr.train_seconds and again.stop_reason == tr.stop_reason
+
+
 def test_divergence_guard_keeps_last_good_checkpoint(tmp_path):
     tr = _trainer(tmp_path, epochs=3)
     tr.fit()

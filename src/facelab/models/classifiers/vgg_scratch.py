@@ -38,7 +38,7 @@ class VggScratch(Classifier):
         image_size: the size the model is trained at (recorded in ``pretrained_cfg``).
         drop_rate: dropout before the linear head.
         channels: output channels of each stage; one 2x2 max-pool precedes every stage but the first.
-        convs_per_stage: conv-norm-act blocks per stage.
+        convs_per_stage: conv-norm-act blocks per stage, one number for all or one per stage.
         separable_from: index of the first stage that uses depthwise-separable convolutions
             (``len(channels)``: none).
         norm_layer: name in ``NORM_LAYERS`` or ``f(channels) -> nn.Module``.
@@ -53,16 +53,17 @@ class VggScratch(Classifier):
         image_size: int = 64,
         drop_rate: float = 0.2,
         channels: Sequence[int] = (32, 64, 128, 256, 384),
-        convs_per_stage: int = 2,
+        convs_per_stage: int | Sequence[int] = 2,
         separable_from: int = 3,
         norm_layer: str | NormFactory = "batchnorm",
         act_layer: str | ActFactory = "relu",
     ) -> None:
         super().__init__()
-        if not channels or convs_per_stage < 1 or not 0 <= separable_from <= len(channels):
+        convs = [convs_per_stage] * len(channels) if isinstance(convs_per_stage, int) else list(convs_per_stage)
+        if not channels or len(convs) != len(channels) or min(convs) < 1 or not 0 <= separable_from <= len(channels):
             raise ConfigError(
-                f"vgg_scratch: need channels (got {list(channels)}), convs_per_stage >= 1 (got {convs_per_stage}) "
-                f"and 0 <= separable_from <= {len(channels)} (got {separable_from})"
+                f"vgg_scratch: need channels (got {list(channels)}), convs_per_stage >= 1, one number or one per "
+                f"stage (got {convs_per_stage}) and 0 <= separable_from <= {len(channels)} (got {separable_from})"
             )
         self.in_chans, self.num_outputs, self.num_features = in_chans, num_outputs, channels[-1]
         min_size = 2 ** (len(channels) - 1)
@@ -72,7 +73,7 @@ class VggScratch(Classifier):
         for i, ch in enumerate(channels):
             block = SeparableConvNormAct if i >= separable_from and i > 0 else ConvNormAct
             layers: list[nn.Module] = [nn.MaxPool2d(2)] if i > 0 else []
-            for j in range(convs_per_stage):
+            for j in range(convs[i]):
                 layers.append(block(prev if j == 0 else ch, ch, norm_layer=norm_layer, act_layer=act_layer))
             stages.append(nn.Sequential(*layers))
             prev = ch
