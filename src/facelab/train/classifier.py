@@ -178,8 +178,16 @@ def make_splits(cfg: ClassifierConfig, store: Store, task: Task) -> dict[str, np
     """Train/val/test rows: official partitions or a seeded stratified split (identities kept apart)."""
     from facelab.data.views import splits_for
 
-    splits = splits_for(store, policy=cfg.split, fractions=cfg.split_fractions, seed=cfg.seed,
-                        stratify=list(task.names)[:1])
+    from facelab.data.views import split
+
+    stratify = list(task.names)[:1]
+    splits = splits_for(store, policy=cfg.split, fractions=cfg.split_fractions, seed=cfg.seed, stratify=stratify)
+    if splits["val"].size == 0 and splits["train"].size >= 20:
+        # official partitions without a validation set (CIFAR-10: train/test): hold out a stratified,
+        # identity-disjoint share of train for model selection, never the test rows
+        share = cfg.split_fractions[1] / (cfg.split_fractions[0] + cfg.split_fractions[1]) or 0.1
+        held = split(store, indices=splits["train"], fractions=(1 - share, share, 0.0), seed=cfg.seed, stratify=stratify)
+        splits = {**splits, "train": held["train"], "val": held["val"]}
     if cfg.train_limit:
         rows = np.random.default_rng(cfg.seed).permutation(splits["train"])[: cfg.train_limit]
         splits = {**splits, "train": np.sort(rows)}

@@ -104,8 +104,8 @@ class GridCallback(Callback):
         self.every, self.n, self.seed = every, n, seed
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
-        if epoch % self.every and epoch != trainer.cfg.epochs:
-            return
+        if epoch % self.every and epoch != trainer.cfg.epochs and trainer.stop_reason is None:
+            return  # the last epoch (planned, or cut by a time budget or early stopping) always gets its grid
         from facelab.eval.grids import save_grid
 
         model = trainer.eval_model()
