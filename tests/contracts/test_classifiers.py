@@ -250,6 +250,25 @@ def test_vgg_scratch_works_at_32_64_128_px():
             assert model.forward_features(torch.zeros(1, 3, size, size)).shape == (1, 384, fmap, fmap)
 
 
+def test_vgg_scratch_layout_options_per_stage_convs_and_spatial_head():
+    model = create_classifier("vgg_scratch", num_outputs=40, channels=[8, 16, 24], convs_per_stage=[1, 2, 2],
+                              pool_grid=2).eval()
+    assert [sum(isinstance(m, torch.nn.BatchNorm2d) for m in stage.modules()) for stage in model.stages] == [1, 2, 2]
+    x = torch.rand(3, 3, 32, 32)
+    feats = model.pooled_features(x)
+    assert feats.shape == (3, 24 * 4) and model.num_features == 96 and model.fc.in_features == 96
+    fmap = model.forward_features(x)  # (3, 24, 8, 8): the head keeps a 2x2 grid of average-pooled cells
+    expected = torch.nn.functional.adaptive_avg_pool2d(fmap, 2).flatten(1)
+    torch.testing.assert_close(feats, expected)
+    assert model(torch.rand(1, 3, 16, 16)).shape == (1, 40)  # the smallest input that still has a 2x2 grid
+    with pytest.raises(FacelabError, match=">= 8"):
+        model(torch.rand(1, 3, 7, 7))
+    with pytest.raises(ConfigError, match="one per stage"):
+        create_classifier("vgg_scratch", num_outputs=1, channels=[8, 16], convs_per_stage=[1, 2, 2])
+    with pytest.raises(ConfigError, match="pool_grid"):
+        create_classifier("vgg_scratch", num_outputs=1, pool_grid=0)
+
+
 @pytest.mark.parametrize("name", ["vgg_scratch", "resnet18"])
 def test_norm_and_act_layers_are_options(name):
     torch.manual_seed(0)

@@ -41,6 +41,9 @@ class VggScratch(Classifier):
         convs_per_stage: conv-norm-act blocks per stage, one number for all or one per stage.
         separable_from: index of the first stage that uses depthwise-separable convolutions
             (``len(channels)``: none).
+        pool_grid: the head pools the last feature map to ``pool_grid x pool_grid`` cells (adaptive average
+            pooling) and flattens them: 1 is global average pooling; 2 or 4 keep where a feature fired, which
+            matters for aligned faces (a hat is at the top, a necklace at the bottom).
         norm_layer: name in ``NORM_LAYERS`` or ``f(channels) -> nn.Module``.
         act_layer: name in ``ACT_LAYERS`` or ``f() -> nn.Module``.
     """
@@ -55,6 +58,7 @@ class VggScratch(Classifier):
         channels: Sequence[int] = (32, 64, 128, 256, 384),
         convs_per_stage: int | Sequence[int] = 2,
         separable_from: int = 3,
+        pool_grid: int = 1,
         norm_layer: str | NormFactory = "batchnorm",
         act_layer: str | ActFactory = "relu",
     ) -> None:
@@ -65,8 +69,11 @@ class VggScratch(Classifier):
                 f"vgg_scratch: need channels (got {list(channels)}), convs_per_stage >= 1, one number or one per "
                 f"stage (got {convs_per_stage}) and 0 <= separable_from <= {len(channels)} (got {separable_from})"
             )
-        self.in_chans, self.num_outputs, self.num_features = in_chans, num_outputs, channels[-1]
-        min_size = 2 ** (len(channels) - 1)
+        if pool_grid < 1:
+            raise ConfigError(f"vgg_scratch: pool_grid must be >= 1, got {pool_grid}")
+        self.pool_grid = pool_grid
+        self.in_chans, self.num_outputs, self.num_features = in_chans, num_outputs, channels[-1] * pool_grid**2
+        min_size = 2 ** (len(channels) - 1) * pool_grid
         if image_size < min_size:
             raise ConfigError(f"vgg_scratch with {len(channels)} stages needs image_size >= {min_size}, not {image_size}")
         stages, prev = [], in_chans
@@ -92,6 +99,11 @@ class VggScratch(Classifier):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return self.stages(x)  # (B, channels[-1], H / 2**(stages-1), W / 2**(stages-1))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if x.ndim == 4 and self.pool_grid > 1:
+            x = nn.functional.adaptive_avg_pool2d(x, self.pool_grid).flatten(1)  # (B, C * grid * grid)
+        return super().forward_head(x, pre_logits=pre_logits)
 
 
 CLASSIFIERS.register("vgg_scratch")(VggScratch)
