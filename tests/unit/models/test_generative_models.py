@@ -119,3 +119,38 @@ def test_acai_interpolants_critic_target_and_latent_statistics():
         model.latent_mean.fill_(3.0)
         model.latent_std.fill_(1e-6)
     assert torch.allclose(model.sample_latent(4), torch.full((4, 8), 3.0), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["dcgan", "wgan_gp", "sngan", "cgan"])
+def test_diffaug_is_applied_to_every_discriminator_input_and_passes_gradients(name):
+    from facelab.models.generative.diffaug import DiffAugment
+
+    opts = {**TINY, "diffaug": ["color", "translation", "cutout"]}
+    if name == "cgan":
+        opts["conditions"] = CONDS
+    torch.manual_seed(0)
+    model = create_generative(name, **opts)
+    assert isinstance(model.diffaug, DiffAugment) and model.diffaug.policy == ["color", "translation", "cutout"]
+    seen = []
+    model.discriminator.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    cond = model.make_cond([{"label": "bird"}] * 4) if name == "cgan" else None
+    batch = GenBatch(x, cond)
+    model.loss("discriminator", batch)
+    assert not torch.allclose(seen[0], x)  # the real images reached D augmented
+    half = 16  # cutout: a 16x16 square of each image is grey (0 in [-1, 1])
+    assert all(((img == 0).all(0)).sum() >= half * half * 0.9 for img in seen[0])
+    model.zero_grad()
+    model.loss("generator", batch).loss.backward()
+    grads = [p.grad for p in model.generator.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_diffaug_policy_is_validated_and_empty_means_identity():
+    from facelab.models.generative.diffaug import DiffAugment
+
+    with pytest.raises(ConfigError):
+        create_generative("dcgan", **TINY, diffaug=["zoom"])
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert DiffAugment([])(x) is x
+    assert create_generative("dcgan", **TINY).diffaug.policy == []

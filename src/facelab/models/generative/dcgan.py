@@ -35,6 +35,7 @@ from facelab.models.generative.blocks import (
     NormName,
     init_dcgan_weights,
 )
+from facelab.models.generative.diffaug import DiffAugment
 from facelab.models.generative.losses import bce_discriminator_loss, bce_generator_loss
 
 
@@ -49,6 +50,8 @@ class DCGANConfig(GenerativeConfig):
         n_critic: discriminator steps per generator step.
         init: ``dcgan`` (N(0, 0.02)) or ``default`` (PyTorch's initialisation).
         lr_generator, lr_discriminator, betas: recommended Adam settings.
+        diffaug: DiffAugment policy (``color``, ``translation``, ``cutout``) applied to every image the
+            discriminator sees, real and generated; for small training sets. Empty: none.
     """
 
     latent_dim: int = Field(100, ge=1)
@@ -63,6 +66,7 @@ class DCGANConfig(GenerativeConfig):
     lr_generator: float = Field(2e-4, gt=0)
     lr_discriminator: float = Field(2e-4, gt=0)
     betas: Betas = (0.5, 0.999)
+    diffaug: list[Literal["color", "translation", "cutout"]] = Field(default_factory=list)
 
 
 @register_generative("dcgan")
@@ -75,6 +79,7 @@ class DCGAN(GenerativeModel):
         super().__init__(config)
         self.generator = self.build_generator()
         self.discriminator = self.build_discriminator()
+        self.diffaug = DiffAugment(self.config.diffaug)
         self.init_weights()
 
     # ---- hooks -----------------------------------------------------------------------------------
@@ -132,15 +137,16 @@ class DCGAN(GenerativeModel):
         return self._generate(self.sample_latent(batch.x.shape[0]), batch.cond)
 
     def _loss_discriminator(self, batch: GenBatch) -> ModelOutput:
-        fake = self._fake(batch).detach()  # (B, 3, S, S); the generator is frozen here
-        real_out = self.discriminator(batch.x, batch.cond)  # (B,)
+        fake = self.diffaug(self._fake(batch).detach())  # (B, 3, S, S); the generator is frozen here
+        real = self.diffaug(batch.x)
+        real_out = self.discriminator(real, batch.cond)  # (B,)
         fake_out = self.discriminator(fake, batch.cond)  # (B,)
         adv = self.discriminator_loss(real_out, fake_out)
-        reg, reg_logs = self.discriminator_regularizer(batch.x, fake, batch.cond)
+        reg, reg_logs = self.discriminator_regularizer(real, fake, batch.cond)
         loss = adv + reg
         logs = logs_of(d_loss=loss, d_real=real_out.float().mean(), d_fake=fake_out.float().mean())
         return ModelOutput(loss, {**logs, **reg_logs})
 
     def _loss_generator(self, batch: GenBatch) -> ModelOutput:
-        loss = self.generator_loss(self.discriminator(self._fake(batch), batch.cond))
+        loss = self.generator_loss(self.discriminator(self.diffaug(self._fake(batch)), batch.cond))
         return ModelOutput(loss, logs_of(g_loss=loss))
