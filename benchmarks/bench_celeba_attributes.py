@@ -32,8 +32,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--augment", default="flip")
+    ap.add_argument("--augment", default="geometric")
     ap.add_argument("--wd", type=float, default=0.05)
+    ap.add_argument("--random-erasing", type=float, default=0.0, help="random-erasing probability")
     ap.add_argument("--ema", type=float, default=None, help="EMA decay of the weights (evaluated model)")
     ap.add_argument("--model-kwargs", type=json.loads, default={}, help='JSON, e.g. \'{"drop_rate": 0.3}\'')
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -47,6 +48,7 @@ def main() -> None:
         prepare_store(create_source("celeba", args.root), args.store, size=64)
     cfg = ClassifierConfig.from_dict({
         "store": str(args.store), "model": args.model, "model_kwargs": args.model_kwargs, "batch_size": args.batch, "augment": args.augment,
+        "random_erasing": args.random_erasing,
         "split": "official",
         "trainer": {"epochs": args.epochs, "monitor": "val_mean_accuracy", "monitor_mode": "max",
                     "optim": {"name": "adamw", "lr": args.lr, "weight_decay": args.wd}, "schedule": {"name": "onecycle"},
@@ -59,7 +61,7 @@ def main() -> None:
     summary = train_classifier(cfg, run_dir=run)
     train_s = time.monotonic() - t0
     last = evaluate_run(run / "checkpoints" / "last", args.store, split="val", out_dir=run / "eval-last")
-    out = {"model": args.model, "model_kwargs": args.model_kwargs, "augment": args.augment, "ema": args.ema,
+    out = {"model": args.model, "model_kwargs": args.model_kwargs, "augment": args.augment, "random_erasing": args.random_erasing, "ema": args.ema,
            "threads": torch.get_num_threads(), "params": summary["params"], "epochs": args.epochs, "train_rows": summary["train_rows"],
            "val_rows": summary["val_rows"], "train_minutes": round(train_s / 60, 2),
            "val_mean_accuracy_last_epoch": last["summary"]["mean_accuracy"],

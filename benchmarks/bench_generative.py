@@ -28,6 +28,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from facelab.eval.generative_metrics import classification_accuracy_score, conditional_fidelity, score_generator
@@ -78,6 +79,23 @@ def score(args: argparse.Namespace, model: str, run: Path, conditional: bool) ->
     return rec
 
 
+def markdown_table(results: dict) -> str:
+    """One row per model: budget use, FID/KID, CAS with its real-data reference, conditional fidelity."""
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    lines = ["| model | params | epochs (steps) | FID | KID x 1000 | CAS (real-data acc.) | conditional fidelity |",
+             "|---|---|---|---|---|---|---|"]
+    for m, r in results.items():
+        cas = f"{r['cas']:.3f} ({r['cas_real_accuracy']:.3f})" if "cas" in r else "n/a (unconditional)"
+        fid = r.get("fidelity")
+        fidelity = "n/a (unconditional)" if fid is None else f"{fid['mean']:.3f} (" + ", ".join(
+            f"{k} {np.mean(list(v.values())):.2f}" for k, v in fid["per_label"].items()) + ")"
+        lines.append(f"| {m} | {r['params'] / 1e6:.2f} M | {r['epochs']} ({r['steps']}) | {f(r['fid'], '.1f')} | "
+                     f"{f(r['kid_mean'] * 1000, '.1f')} ± {f(r['kid_std'] * 1000, '.1f')} | {cas} | {fidelity} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", type=Path, required=True)
@@ -98,6 +116,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path("bench-out/generative"))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--markdown", action="store_true", help="print the results as a markdown table")
     args = ap.parse_args()
     args.store, args.out = args.store.expanduser(), args.out.expanduser()
     args.cond = [c for c in args.cond.split(",") if c]
@@ -118,6 +137,9 @@ def main() -> None:
     atomic_write_json(args.out / "summary.json", out)
     if args.json:
         print(json.dumps(out, indent=2))
+        return
+    if args.markdown:
+        print(markdown_table(results))
         return
     print(f"{'model':10s} {'FID':>8s} {'KID':>8s} {'CAS':>6s} {'fidelity':>8s}  epochs")
     for m, r in results.items():

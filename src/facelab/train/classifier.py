@@ -43,7 +43,7 @@ class ClassifierConfig(StrictConfig):
     unfreeze_at_epoch: int | None = Field(None, ge=0)
     backbone_lr_scale: float = Field(0.1, gt=0, le=1)
     batch_size: int = Field(128, ge=1)
-    augment: str = "flip"  # preset of facelab.data.augment
+    augment: str = "geometric"  # preset of facelab.data.augment (flip + small affine: +1% on CelebA over flip)
     random_erasing: float = Field(0.0, ge=0, le=1)
     balance: Literal["none", "class_weights", "sampler"] = "none"
     label_smoothing: float = Field(0.0, ge=0, lt=1)

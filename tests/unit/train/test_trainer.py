@@ -193,3 +193,24 @@ def test_step_schedule_every_k(tmp_path):
     cfg = TrainerConfig(epochs=1, precision="fp32", channels_last=False, progress=False)
     Trainer(obj, _Loader(x, y, batch_size=4), None, config=cfg, run_dir=tmp_path).fit()
     assert calls.count("d") == 16 and calls.count("g") == 4
+
+
+def test_ema_warms_up_so_a_short_run_is_not_its_initialisation():
+    from facelab.train.trainer import ema_multi_avg_fn
+
+    model = torch.nn.Linear(3, 1)
+    ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(0.999), use_buffers=True)
+    ema.update_parameters(model)  # the first update copies
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for _ in range(200):
+        ema.update_parameters(model)
+    # a fixed 0.999 would still hold 0.999**200 = 82% of the initial weights; the ramp keeps under 5%
+    assert torch.allclose(ema.module.weight, torch.ones_like(model.weight), atol=0.05)
+    w = ema_multi_avg_fn(0.9)
+    avg, cur = [torch.zeros(2)], [torch.ones(2)]
+    w(avg, cur, 10_000)  # long after the warm-up the configured decay applies
+    assert torch.allclose(avg[0], torch.full((2,), 0.1))
+    counters = [torch.tensor(3)]
+    w(counters, [torch.tensor(7)], 5)
+    assert counters[0].item() == 7

@@ -1,12 +1,17 @@
 """``vgg_scratch``: a small VGG-style CNN trained from scratch (under 700k parameters).
 
-Five stages of two 3x3 conv-norm-act blocks, 2x2 max-pooling between stages, global average pooling,
-dropout and one linear layer. The first stages (high resolution, few channels) use full 3x3 convolutions;
-the later ones (low resolution, many channels) use depthwise-separable convolutions, which cost ~1/8 of
-the parameters, so the budget buys width where the features are most abstract::
+Five stages of 3x3 conv-norm-act blocks (one in the first, full-resolution stage, two in the others), 2x2
+max-pooling between stages, global average pooling, dropout and one linear layer. The first stages (high
+resolution, few channels) use full 3x3 convolutions; the later ones (low resolution, many channels) use
+depthwise-separable convolutions, which cost ~1/8 of the parameters, so the budget buys width where the
+features are most abstract::
 
-    64 px:  64x64x32 -> 32x32x64 -> 16x16x128 -> 8x8x256 (sep) -> 4x4x384 (sep) -> pool -> fc
+    64 px:  64x64x24 -> 32x32x48 -> 16x16x96 -> 8x8x192 (sep) -> 4x4x384 (sep) -> pool -> fc
             (4 poolings: works from 16 px up; 32 px ends at 2x2, 128 px at 8x8)
+
+The default layout costs 0.074 GMACs per 64-px image, 2.2x less than the earlier 32-64-128-256-384
+layout with two convolutions in every stage (0.165), and trains 2.7x faster on a 2-core CPU at the
+same CelebA accuracy per epoch (docs/results.md): on CPUs, more epochs beat more compute per image.
 """
 
 from __future__ import annotations
@@ -55,8 +60,8 @@ class VggScratch(Classifier):
         in_chans: int = 3,
         image_size: int = 64,
         drop_rate: float = 0.2,
-        channels: Sequence[int] = (32, 64, 128, 256, 384),
-        convs_per_stage: int | Sequence[int] = 2,
+        channels: Sequence[int] = (24, 48, 96, 192, 384),
+        convs_per_stage: int | Sequence[int] = (1, 2, 2, 2, 2),
         separable_from: int = 3,
         pool_grid: int = 1,
         norm_layer: str | NormFactory = "batchnorm",
