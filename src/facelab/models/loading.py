@@ -42,8 +42,14 @@ def load_model(path: str | Path, *, kind: str | None = None, which: str = "best"
     meta = read_meta(ckpt)
     if kind is not None and meta.kind != kind:
         raise FacelabError(f"{path} holds a {meta.kind} ({meta.arch}), not a {kind}; pass a {kind} run")
-    model = MODEL_KINDS.create(meta.kind, meta.arch, **meta.arch_kwargs)
-    missing, unexpected = model.load_state_dict(read_weights(ckpt), strict=False)
+    weights = read_weights(ckpt)
+    kwargs = dict(meta.arch_kwargs)
+    if meta.kind == "classifier" and meta.arch == "vgg_scratch" and "channels" not in kwargs:
+        from facelab.models.classifiers.vgg_scratch import layout_from_state
+
+        kwargs = {**layout_from_state(weights), **kwargs}  # a checkpoint from before layouts were recorded
+    model = MODEL_KINDS.create(meta.kind, meta.arch, **kwargs)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise FacelabError(f"{ckpt}: weights do not match {meta.arch} (missing {missing[:5]}, unexpected {unexpected[:5]})")
     return model.to(device).eval(), meta

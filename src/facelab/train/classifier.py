@@ -96,7 +96,8 @@ class ClassifierObjective:
         return CheckpointMeta(
             kind="classifier",
             arch=self.cfg.model,
-            arch_kwargs={**self.cfg.model_kwargs, "num_outputs": self.task.num_logits, "image_size": self.store.image_size},
+            arch_kwargs={**getattr(m, "arch_kwargs", {}), **self.cfg.model_kwargs, "num_outputs": self.task.num_logits,
+                         "image_size": self.store.image_size},
             labels=[specs[n].to_dict() for n in self.task.names],
             preprocessing=preprocessing_of(m, self.store),
             config={**self.cfg.model_dump(mode="json"), "task": self.task.to_dict()},

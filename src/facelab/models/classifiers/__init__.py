@@ -68,6 +68,15 @@ def _json_ready(options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _constructor_defaults(factory: Any) -> dict[str, Any]:
+    """Keyword defaults of a model class's constructor that are plain data (callables are left out)."""
+    import inspect
+
+    params = inspect.signature(factory).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty
+            and p.kind is not inspect.Parameter.VAR_KEYWORD and not callable(p.default)}
+
+
 def create_classifier(
     name: str,
     *,
@@ -103,7 +112,9 @@ def create_classifier(
     _check_options(name, options)
     model = CLASSIFIERS.create(name, **options)
     model.arch_name = name
-    model.arch_kwargs = _json_ready(options)
+    # every constructor option, defaults included: a checkpoint must rebuild the same network even after
+    # a default changes (vgg_scratch's layout did once)
+    model.arch_kwargs = _json_ready({**_constructor_defaults(CLASSIFIERS.get(name)), **options})
     if pretrained is not None:
         load_pretrained(model, pretrained)
     return model

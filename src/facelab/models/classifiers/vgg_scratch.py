@@ -16,6 +16,7 @@ same CelebA accuracy per epoch (docs/results.md): on CPUs, more epochs beat more
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -112,6 +113,24 @@ class VggScratch(Classifier):
 
 
 CLASSIFIERS.register("vgg_scratch")(VggScratch)
+
+
+def layout_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, object]:
+    """The layout options (channels, convs_per_stage, separable_from) that produced a state dict, for
+    checkpoints written before every option was recorded (they hold only the options given explicitly)."""
+    channels, convs, separable_from = [], [], None
+    for i in itertools.count():
+        blocks = sorted({int(k.split(".")[2]) for k in state if k.startswith(f"stages.{i}.")})
+        if not blocks:
+            break
+        last = blocks[-1]
+        out = state.get(f"stages.{i}.{last}.conv_pw.weight", state.get(f"stages.{i}.{last}.conv.weight"))
+        channels.append(int(out.shape[0]))
+        convs.append(len(blocks))
+        if separable_from is None and f"stages.{i}.{last}.conv_dw.weight" in state:
+            separable_from = i
+    return {"channels": channels, "convs_per_stage": convs,
+            "separable_from": len(channels) if separable_from is None else separable_from}
 
 
 @ARCHITECTURE_SIGNATURES.register("vgg_scratch")
