@@ -44,7 +44,8 @@ class VggScratch(Classifier):
         image_size: the size the model is trained at (recorded in ``pretrained_cfg``).
         drop_rate: dropout before the linear head.
         channels: output channels of each stage; one 2x2 max-pool precedes every stage but the first.
-        convs_per_stage: conv-norm-act blocks per stage, one number for all or one per stage.
+        convs_per_stage: conv-norm-act blocks per stage, one number for all or one per stage; default one
+            in the first (full-resolution) stage and two in every other.
         separable_from: index of the first stage that uses depthwise-separable convolutions
             (``len(channels)``: none).
         pool_grid: the head pools the last feature map to ``pool_grid x pool_grid`` cells (adaptive average
@@ -62,14 +63,17 @@ class VggScratch(Classifier):
         image_size: int = 64,
         drop_rate: float = 0.2,
         channels: Sequence[int] = (24, 48, 96, 192, 384),
-        convs_per_stage: int | Sequence[int] = (1, 2, 2, 2, 2),
+        convs_per_stage: int | Sequence[int] | None = None,
         separable_from: int = 3,
         pool_grid: int = 1,
         norm_layer: str | NormFactory = "batchnorm",
         act_layer: str | ActFactory = "relu",
     ) -> None:
         super().__init__()
-        convs = [convs_per_stage] * len(channels) if isinstance(convs_per_stage, int) else list(convs_per_stage)
+        if convs_per_stage is None:
+            convs = [1] + [2] * (len(channels) - 1)
+        else:
+            convs = [convs_per_stage] * len(channels) if isinstance(convs_per_stage, int) else list(convs_per_stage)
         if not channels or len(convs) != len(channels) or min(convs) < 1 or not 0 <= separable_from <= len(channels):
             raise ConfigError(
                 f"vgg_scratch: need channels (got {list(channels)}), convs_per_stage >= 1, one number or one per "
