@@ -120,6 +120,22 @@ def test_summary_aggregates_mean_and_ci_per_metric(study):
     assert summary["splits"] == {k: int(len(v)) for k, v in study.splits.items()}
 
 
+def test_generated_samples_are_judged_by_the_baseline_classifier_of_the_same_seed(study):
+    for r in results(study.dir):
+        notes = r["notes"]
+        if r["method"] != "cvae":
+            assert "synthetic_fidelity" not in notes
+            continue
+        assert 0.0 <= notes["synthetic_fidelity"] <= 1.0 and 0.0 <= notes["judge_minority_recall_val"] <= 1.0
+        assert Path(notes["synthetic_fidelity_judge"]) == study.dir / f"p{P:g}" / f"seed{r['seed']}" / "none"
+    entry = study.summary["aggregate"][f"{P:g}"]["cvae"]
+    vals = [r["notes"]["synthetic_fidelity"] for r in results(study.dir) if r["method"] == "cvae"]
+    assert entry["synthetic_fidelity"]["mean"] == pytest.approx(np.mean(vals))
+    assert "synthetic_fidelity" not in study.summary["aggregate"][f"{P:g}"]["none"]
+    assert "| cvae | " in (study.dir / "results.md").read_text().split("synthetic_fidelity")[1]
+    assert "How convincing the generated minority samples are" in (study.dir / "report.html").read_text()
+
+
 def test_report_has_the_tables_and_embedded_images(study):
     html = (study.dir / "report.html").read_text()
     assert f"Results on the real test split, p = {P:g}" in html

@@ -137,9 +137,14 @@ def validate_study(cfg: AugmentStudyConfig) -> tuple[Store, dict[str, np.ndarray
 
 
 # ---- one cell ------------------------------------------------------------------------------------
-@torch.no_grad()
 def evaluate_binary(run_dir: Path, store: Store, rows: np.ndarray, target: str, minority: int) -> dict[str, float]:
     """Accuracy, balanced accuracy, minority recall, macro-F1 and AUROC of a run's best model on real rows."""
+    return binary_scores(run_dir, store, rows, target, minority)
+
+
+@torch.no_grad()
+def binary_scores(run_dir: Path, store: Store, rows: np.ndarray, target: str, minority: int) -> dict[str, float]:
+    """What :func:`evaluate_binary` computes; also used on validation rows to describe a judge classifier."""
     from facelab.data.loader import BatchLoader
     from facelab.eval.classification import collect_predictions
     from facelab.eval.metrics import label_metrics

@@ -206,9 +206,40 @@ def _generative(ctx: StudyContext, model: str) -> MethodPlan:
     gcpu = torch.Generator().manual_seed(ctx.seed)
     chunks = [to_uint8(gen.sample(min(256, n - i), cond, generator=gcpu)) for i in range(0, n, 256)]
     images = np.concatenate(chunks) if chunks else np.zeros((0, ctx.store.image_size, ctx.store.image_size, 3), np.uint8)
-    return MethodPlan(ctx.train_rows, extra=(images, np.full((len(images), 1), ctx.minority, np.int64)),
-                      notes={"synthetic": int(len(images)), "generator_run": str(run_dir),
-                             "generator_seconds": summary["fit_seconds"]})
+    notes = {"synthetic": int(len(images)), "generator_run": str(run_dir), "generator_seconds": summary["fit_seconds"]}
+    notes.update(synthetic_fidelity(ctx, run_dir))
+    return MethodPlan(ctx.train_rows, extra=(images, np.full((len(images), 1), ctx.minority, np.int64)), notes=notes)
+
+
+#: The method whose classifier judges the generated minority samples (trained on real reduced rows only).
+JUDGE_METHOD = "none"
+
+
+def synthetic_fidelity(ctx: StudyContext, gen_run: Path, *, n: int = 500) -> dict[str, Any]:
+    """How convincing the generated minority images are, judged by the study's own baseline classifier.
+
+    The ``none`` cell of the same (p, seed) is a classifier trained on the same reduced real training rows
+    (no test data, no synthetic rows), so it is a fair judge: ``synthetic_fidelity`` is the share of ``n``
+    samples conditioned on the minority that it calls minority, and ``judge_minority_recall_val`` its
+    recall on the real minority images of the validation split, the figure a perfect generator would
+    reach. A generator far below that adds images that do not look like the minority class.
+    Returns {} (with a note) when the ``none`` cell has not been trained before this one.
+    """
+    from facelab.errors import FacelabError
+    from facelab.eval.generative_metrics import conditional_fidelity
+    from facelab.experiments.augmentation_study import binary_scores
+    from facelab.train.checkpoint import resolve_checkpoint
+
+    judge = ctx.work_dir / JUDGE_METHOD
+    try:
+        resolve_checkpoint(judge)
+    except FacelabError:
+        return {"synthetic_fidelity_skipped": f"put {JUDGE_METHOD!r} before the generative methods to judge samples"}
+    res = conditional_fidelity(gen_run, judge, labels=[ctx.target], n_per_value=n, seed=ctx.seed)
+    shares = list(res["per_label"][ctx.target].values())  # in stored-value order
+    val = binary_scores(judge, ctx.store, ctx.val_rows, ctx.target, ctx.minority)
+    return {"synthetic_fidelity": float(shares[ctx.minority]), "judge_minority_recall_val": val["minority_recall"],
+            "synthetic_fidelity_judge": str(judge)}
 
 
 for _name in ("cvae", "cgan", "aae"):

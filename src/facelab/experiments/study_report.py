@@ -14,14 +14,21 @@ from facelab.report.html import REPORTERS, esc, fmt, image, section, table
 
 METRICS = ("accuracy", "balanced_accuracy", "minority_recall", "f1_macro", "auroc")
 BASELINE = "none"
+#: Per-cell notes of the generative methods aggregated like metrics (see balancing.synthetic_fidelity).
+SAMPLE_QUALITY = ("synthetic_fidelity", "judge_minority_recall_val")
+SAMPLE_QUALITY_TEXT = ("Generated minority samples: the share that the study's own 'none' classifier (trained on the "
+                       "same reduced real rows) calls minority, beside its recall on the real minority images of the "
+                       "validation split (what a perfect generator would reach).")
 
 
 def aggregate(records: list[dict[str, Any]], cfg: Any = None, *, where: str = "test") -> dict[str, Any]:
     """{p: {method: {metric: mean/ci95/std/n + test vs 'none'}}} from per-cell records."""
     cells: dict[float, dict[str, dict[int, dict[str, float]]]] = defaultdict(lambda: defaultdict(dict))
+    notes: dict[tuple[float, str, int], dict[str, Any]] = {}
     for r in records:
         if where in r:
             cells[r["p"]][r["method"]][r["seed"]] = r[where]
+            notes[(r["p"], r["method"], r["seed"])] = r.get("notes") or {}
     out: dict[str, Any] = {}
     for p, methods in sorted(cells.items()):
         base = methods.get(BASELINE, {})
@@ -36,6 +43,10 @@ def aggregate(records: list[dict[str, Any]], cfg: Any = None, *, where: str = "t
                     common = [s for s in seeds if s in base]
                     entry[m]["vs_none"] = paired_test([by_seed[s][m] for s in common], [base[s][m] for s in common])
             entry["seeds"] = seeds
+            for key in SAMPLE_QUALITY:  # generative methods: how the baseline classifier judged the samples
+                vals = [notes[(p, method, s)][key] for s in seeds if key in notes.get((p, method, s), {})]
+                if vals:
+                    entry[key] = mean_ci(vals)
             pm[method] = entry
         out[f"{p:g}"] = pm
     return out
@@ -67,7 +78,17 @@ def results_markdown(agg: dict[str, Any]) -> str:
                 ci = f" ± {s['ci95']:.3f}" if np.isfinite(s["ci95"]) else ""
                 cells.append(f"{s['mean']:.3f}{ci}{star}")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        quality = _quality_rows(methods, lambda s: f"{s['mean']:.3f}" + (f" ± {s['ci95']:.3f}" if np.isfinite(s["ci95"]) else ""))
+        if quality:
+            lines += [f"\n{SAMPLE_QUALITY_TEXT}\n", "| method | " + " | ".join(SAMPLE_QUALITY) + " |",
+                      "|---" * (len(SAMPLE_QUALITY) + 1) + "|"]
+            lines += ["| " + " | ".join(row) + " |" for row in quality]
     return "\n".join(lines) + "\n"
+
+
+def _quality_rows(methods: dict[str, Any], fmt_stat: Any) -> list[list[str]]:
+    return [[method, *(fmt_stat(e[k]) if k in e else "-" for k in SAMPLE_QUALITY)]
+            for method, e in methods.items() if any(k in e for k in SAMPLE_QUALITY)]
 
 
 def plot_bars(path: Path, agg: dict[str, Any], *, metrics: tuple[str, ...] = ("balanced_accuracy", "minority_recall", "auroc")) -> Path:
@@ -126,6 +147,10 @@ def study_report(run_dir: Path, summary: dict[str, Any]) -> list[str]:
     for p, methods in agg.items():
         rows = [[esc(m), *(_cell(e[k]) for k in METRICS)] for m, e in methods.items()]
         parts.append(section(f"Results on the real test split, p = {p}", table(["method", *METRICS], rows, raw_cells=True)))
+        quality = _quality_rows(methods, lambda s: f"{s['mean']:.4f}" + (f" ± {s['ci95']:.4f}" if np.isfinite(s["ci95"]) else ""))
+        if quality:
+            parts.append(section(f"How convincing the generated minority samples are, p = {p}",
+                                 f"<p>{esc(SAMPLE_QUALITY_TEXT)}</p>" + table(["method", *SAMPLE_QUALITY], quality)))
     if bars:
         parts.append(section("Metrics with 95% confidence intervals", image(bars)))
     ext = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines() if line.strip()] \
