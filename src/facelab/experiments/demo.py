@@ -45,6 +45,19 @@ def _step(log: dict[str, float], name: str, t0: float) -> float:
     return now
 
 
+def _study_config(cfg: DemoConfig, store: str) -> Any:
+    from facelab.experiments.augmentation_study import AugmentStudyConfig
+
+    return AugmentStudyConfig.from_dict({
+        "store": store, "target": cfg.target, "p": [cfg.p], "methods": cfg.methods, "minority": cfg.minority,
+        "seeds": list(range(cfg.seeds)),
+        "classifier": {"model": "vgg_scratch", "batch_size": 64, "augment": "flip",
+                       "trainer": {"epochs": cfg.study_epochs, "monitor": "val_mean_balanced_accuracy",
+                                   "monitor_mode": "max", "progress": False}},
+        "generator": {"epochs": cfg.generator_epochs, "batch_size": 64},
+    }, where="demo study")
+
+
 def run_demo(cfg: DemoConfig, *, runs_root: str | Path = "runs") -> dict[str, Any]:
     """Run every step; returns a JSON-able summary (also written to summary.json)."""
     from facelab.data import stats as st
@@ -52,14 +65,16 @@ def run_demo(cfg: DemoConfig, *, runs_root: str | Path = "runs") -> dict[str, An
     from facelab.data.sources import create_source
     from facelab.data.store import Store
     from facelab.eval.evaluate import evaluate_run
-    from facelab.experiments.augmentation_study import AugmentStudyConfig, run_study
+    from facelab.experiments.augmentation_study import run_study
     from facelab.report import render_report
     from facelab.train.classifier import ClassifierConfig, train_classifier
 
     t_start = t0 = time.monotonic()
     timings: dict[str, float] = {}
-    run = create_run_dir("demo", root=runs_root, config=cfg)
+    # every option is checked before anything is built: the source (target), the study (methods, p)
     source = create_source("synthetic", None, n=cfg.n, seed=cfg.seed, prevalence={cfg.target: cfg.target_prevalence})
+    _study_config(cfg, "store")
+    run = create_run_dir("demo", root=runs_root, config=cfg)
     report = prepare_store(source, run / "store", size=cfg.size, progress=True)
     store = Store.open(run / "store")
     figures = st.dataset_stats(store)
@@ -79,14 +94,7 @@ def run_demo(cfg: DemoConfig, *, runs_root: str | Path = "runs") -> dict[str, An
     render_report(cdir)
     t0 = _step(timings, "classifier", t0)
 
-    scfg = AugmentStudyConfig.from_dict({
-        "store": str(store.path), "target": cfg.target, "p": [cfg.p], "methods": cfg.methods, "minority": cfg.minority,
-        "seeds": list(range(cfg.seeds)),
-        "classifier": {"model": "vgg_scratch", "batch_size": 64, "augment": "flip",
-                       "trainer": {"epochs": cfg.study_epochs, "monitor": "val_mean_balanced_accuracy",
-                                   "monitor_mode": "max", "progress": False}},
-        "generator": {"epochs": cfg.generator_epochs, "batch_size": 64},
-    }, where="demo study")
+    scfg = _study_config(cfg, str(store.path))
     sdir = run / "study"
     sdir.mkdir()
     scfg.save(sdir / "config.yaml")

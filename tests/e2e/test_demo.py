@@ -1,0 +1,46 @@
+"""``facelab demo`` (the main job) end to end, shrunk: store, classifier, study, report, JSON summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.e2e.conftest import cli, cli_error, cli_json
+
+SMALL = ("--n", "300", "--seeds", "1", "-o", "classifier_epochs=1", "-o", "study_epochs=1", "-o", "generator_epochs=1",
+         "-o", "p=0.5", "-o", "target_prevalence=0.5", "-o", "methods=[none, oversample, cvae]")
+
+
+def test_demo_runs_every_step_and_ends_with_its_report(tmp_path):
+    summary = cli_json("demo", "--out", tmp_path, *SMALL)
+    run = Path(summary["run_dir"])
+    assert run.parent == tmp_path and summary["kind"] == "demo"
+    assert summary["build"]["count"] == 300 and summary["build"]["skipped_count"] == 0
+    assert all(Path(p).is_file() for p in summary["plots"])
+    c = summary["classifier"]
+    assert 0.0 <= c["test_majority_accuracy"] <= 1.0 and 0.0 <= c["test_mean_accuracy"] <= 1.0
+    assert (Path(c["run_dir"]) / "report.html").is_file()
+    study = summary["study"]
+    assert set(study["balanced_accuracy"]) == {"none", "oversample", "cvae"} and study["p"] == 0.5
+    assert Path(study["report"]).is_file()
+    results = [json.loads(x) for x in (Path(study["run_dir"]) / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["method"] for r in results) == ["cvae", "none", "oversample"]
+    assert 0.0 <= next(r for r in results if r["method"] == "cvae")["notes"]["synthetic_fidelity"] <= 1.0
+    assert set(summary["timings_s"]) == {"store_and_stats", "classifier", "augmentation_study"}
+    assert json.loads((run / "summary.json").read_text())["study"] == study
+    html = Path(summary["report"]).read_text()
+    assert Path(summary["report"]) == run / "report.html" and "data:image/png;base64," in html
+
+    plain = ("--n", "200", "--seeds", "1", "-o", "classifier_epochs=1", "-o", "study_epochs=1", "-o", "methods=[none]")
+    printed = cli("demo", "--out", tmp_path / "plain", *plain).stdout.strip().splitlines()
+    assert printed[-1].endswith("report.html") and Path(printed[-1]).is_file()  # the last line is the report
+
+
+def test_demo_rejects_bad_options_before_building_anything(tmp_path):
+    err = cli_error("demo", "--out", tmp_path, "-o", "p=1.5")
+    assert "p: Input should be less than or equal to 1" in str(err)
+    err = cli_error("demo", "--out", tmp_path, "-o", "target=Beard")
+    assert "Beard" in str(err)
+    err = cli_error("demo", "--out", tmp_path, "-o", "methods=[none, magic]")
+    assert "magic" in str(err)
+    assert not any(tmp_path.iterdir())
