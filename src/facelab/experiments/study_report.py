@@ -52,9 +52,14 @@ def aggregate(records: list[dict[str, Any]], cfg: Any = None, *, where: str = "t
     return out
 
 
-def _cell(stat: dict[str, Any]) -> str:
+def _mean_ci_text(stat: dict[str, Any], digits: int) -> str:
+    """``mean ± ci95`` (the interval left out when it is undefined, e.g. one seed)."""
     mean, ci = stat["mean"], stat["ci95"]
-    text = f"{mean:.4f}" + (f" ± {ci:.4f}" if np.isfinite(ci) else "")
+    return f"{mean:.{digits}f}" + (f" ± {ci:.{digits}f}" if np.isfinite(ci) else "")
+
+
+def _cell(stat: dict[str, Any]) -> str:
+    text = _mean_ci_text(stat, 4)
     vs = stat.get("vs_none")
     if vs and vs.get("significant"):
         cls = "sig" if vs["diff"] > 0 else "worse"
@@ -73,12 +78,10 @@ def results_markdown(agg: dict[str, Any]) -> str:
         for method, e in methods.items():
             cells = []
             for m in METRICS:
-                s = e[m]
-                star = " *" if s.get("vs_none", {}).get("significant") else ""
-                ci = f" ± {s['ci95']:.3f}" if np.isfinite(s["ci95"]) else ""
-                cells.append(f"{s['mean']:.3f}{ci}{star}")
+                star = " *" if e[m].get("vs_none", {}).get("significant") else ""
+                cells.append(_mean_ci_text(e[m], 3) + star)
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
-        quality = _quality_rows(methods, lambda s: f"{s['mean']:.3f}" + (f" ± {s['ci95']:.3f}" if np.isfinite(s["ci95"]) else ""))
+        quality = _quality_rows(methods, digits=3)
         if quality:
             lines += [f"\n{SAMPLE_QUALITY_TEXT}\n", "| method | " + " | ".join(SAMPLE_QUALITY) + " |",
                       "|---" * (len(SAMPLE_QUALITY) + 1) + "|"]
@@ -86,8 +89,9 @@ def results_markdown(agg: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _quality_rows(methods: dict[str, Any], fmt_stat: Any) -> list[list[str]]:
-    return [[method, *(fmt_stat(e[k]) if k in e else "-" for k in SAMPLE_QUALITY)]
+def _quality_rows(methods: dict[str, Any], *, digits: int) -> list[list[str]]:
+    """One row per method that has a judgement of its generated samples (plain text cells)."""
+    return [[method, *(_mean_ci_text(e[k], digits) if k in e else "-" for k in SAMPLE_QUALITY)]
             for method, e in methods.items() if any(k in e for k in SAMPLE_QUALITY)]
 
 
@@ -147,7 +151,7 @@ def study_report(run_dir: Path, summary: dict[str, Any]) -> list[str]:
     for p, methods in agg.items():
         rows = [[esc(m), *(_cell(e[k]) for k in METRICS)] for m, e in methods.items()]
         parts.append(section(f"Results on the real test split, p = {p}", table(["method", *METRICS], rows, raw_cells=True)))
-        quality = _quality_rows(methods, lambda s: f"{s['mean']:.4f}" + (f" ± {s['ci95']:.4f}" if np.isfinite(s["ci95"]) else ""))
+        quality = _quality_rows(methods, digits=4)
         if quality:
             parts.append(section(f"How convincing the generated minority samples are, p = {p}",
                                  f"<p>{esc(SAMPLE_QUALITY_TEXT)}</p>" + table(["method", *SAMPLE_QUALITY], quality)))
