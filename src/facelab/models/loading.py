@@ -48,6 +48,10 @@ def load_model(path: str | Path, *, kind: str | None = None, which: str = "best"
         from facelab.models.classifiers.vgg_scratch import layout_from_state
 
         kwargs = {**layout_from_state(weights), **kwargs}  # a checkpoint from before layouts were recorded
+    if meta.kind == "generative":
+        from facelab.models.generative import GENERATIVE
+
+        kwargs = {**GENERATIVE.get(meta.arch).legacy_options(weights), **kwargs}  # options it did not record
     model = MODEL_KINDS.create(meta.kind, meta.arch, **kwargs)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:

@@ -200,6 +200,12 @@ class GenerativeModel(nn.Module, abc.ABC):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    @classmethod
+    def legacy_options(cls, state: Mapping[str, Tensor]) -> dict[str, Any]:
+        """Options to load a checkpoint written before an option with a weight-changing default existed
+        (read from its weights ``state``); overridden by models that gained such an option."""
+        return {}
+
     # ---- the training protocol -------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters of each player, by group name; one optimizer per group."""

@@ -133,3 +133,35 @@ def encode_label_rows(conditions: Sequence[Condition], labels: Tensor) -> Tensor
             raise FacelabError(f"condition {c.describe()}: label value {int(col[bad][0])} is out of range")
         parts.append(col[:, None].float() if c.kind == "binary" else torch.nn.functional.one_hot(col, c.width).float())
     return torch.cat(parts, dim=1)  # (B, cond_dim)
+
+
+def random_conditions(conditions: Sequence[Condition] | None, cond_dim: int, n: int, *,
+                      device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> Tensor:
+    """(n, cond_dim) condition vectors with every value equally likely: each binary attribute 0 or 1 with
+    probability 1/2, each categorical label uniform over its classes (an unnamed vector: independent 0/1
+    entries). Rare values (CelebA ``Eyeglasses=1``, 3% of faces) get as many samples as common ones."""
+    if conditions is None:
+        return torch.randint(0, 2, (n, cond_dim), device=device, generator=generator).float()
+    parts = []
+    for c in conditions:
+        idx = torch.randint(0, c.width if c.kind == "categorical" else 2, (n,), device=device, generator=generator)
+        parts.append(idx[:, None].float() if c.kind == "binary" else torch.nn.functional.one_hot(idx, c.width).float())
+    return torch.cat(parts, dim=1)  # (n, cond_dim)
+
+
+def condition_loss(logits: Tensor, cond: Tensor, conditions: Sequence[Condition] | None) -> Tensor:
+    """Classification loss of ``logits`` (B, cond_dim) predicting the condition vectors ``cond`` (B, cond_dim):
+    binary cross-entropy per binary attribute, cross-entropy per categorical block (an unnamed vector: binary
+    cross-entropy per entry); summed over conditions, averaged over the batch."""
+    logits, cond = logits.float(), cond.float()
+    if conditions is None:
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, cond, reduction="none").sum(1).mean()
+    total, start = logits.new_zeros(()), 0
+    for c in conditions:
+        s = slice(start, start + c.width)
+        if c.kind == "binary":
+            total = total + torch.nn.functional.binary_cross_entropy_with_logits(logits[:, s], cond[:, s])
+        else:
+            total = total + torch.nn.functional.cross_entropy(logits[:, s], cond[:, s].argmax(1))
+        start += c.width
+    return total

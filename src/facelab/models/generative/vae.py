@@ -3,8 +3,8 @@
 The encoder maps an image to the mean and log-variance of q(z|x); a latent drawn with the
 reparameterisation trick is decoded; the loss is the negative ELBO per image,
 ``reconstruction + kl_weight(step) * KL(q(z|x) || N(0, I))``. Variants override one hook:
-``beta_vae`` the KL weight, ``cvae`` only requires conditions (the VAE feeds a condition to both the
-encoder, as extra channels, and the decoder, concatenated to z).
+``beta_vae`` the KL weight, ``cvae`` requires conditions (the VAE feeds a condition to both the
+encoder, as extra channels, and the decoder, concatenated to z) and adds an auxiliary loss.
 """
 
 from __future__ import annotations
@@ -99,9 +99,14 @@ class VAE(GenerativeModel):
         weight = self.kl_weight(int(self.step))
         if self.training:
             self.step += 1
-        loss = recon + weight * kl
+        extra, extra_logs = self.auxiliary_loss(batch)
+        loss = recon + weight * kl + extra
         out_logs = logs_of(loss=loss, recon=recon, kl=kl, kl_weight=weight)
-        return ModelOutput(loss, out_logs, recon=raw_to_image(raw, c.recon_loss).detach())
+        return ModelOutput(loss, {**out_logs, **extra_logs}, recon=raw_to_image(raw, c.recon_loss).detach())
+
+    def auxiliary_loss(self, batch: GenBatch) -> tuple[Tensor, dict[str, float]]:
+        """A loss term added to the negative ELBO, and its logs (none for the VAE; cvae's condition consistency)."""
+        return batch.x.new_zeros(()), {}
 
     def recommended_optimizers(self) -> dict[str, dict[str, Any]]:
         return {"model": adam(self.config.lr, self.config.betas)}
