@@ -8,13 +8,10 @@ a changed condition edits that attribute.
 **Condition consistency** (``consistency_weight > 0``). A plain CVAE's latent also encodes the condition
 (CelebA: KL 124 nats per face), so the decoder can reconstruct without reading ``c``, and samples from the
 prior follow z rather than ``c``: after 12 CPU minutes an independent classifier saw glasses on 7% of the
-faces drawn with ``Eyeglasses=1`` (docs/results.md). Like the auxiliary classifier of AC-GAN (Odena et al.
-2017), the model then also trains a small classifier on the real images and their conditions and, on every
-step, decodes a batch of prior latents with conditions drawn with every value equally likely and adds
-``consistency_weight *`` the classifier's loss on those samples to the decoder's loss. The classifier's
-weights are held fixed in that term (it learns from real images only), so the decoder has to draw the
-condition, not teach the classifier its own conventions. Quality is then judged by an *independent*
-classifier (``facelab.eval.generative_metrics.conditional_fidelity``), never by this one.
+faces drawn with ``Eyeglasses=1`` (docs/results.md). The model then also trains a
+:class:`~facelab.models.generative.consistency.ConditionClassifier` on the real images and, on every step,
+decodes a batch of prior latents with conditions drawn with every value equally likely and adds
+``consistency_weight *`` that classifier's loss on those samples.
 """
 
 from __future__ import annotations
@@ -22,13 +19,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from facelab.models.generative.base import Conditioning, GenBatch, logs_of, register_generative
-from facelab.models.generative.blocks import ConvEncoder
-from facelab.models.generative.conditions import condition_loss, random_conditions
+from facelab.models.generative.conditions import random_conditions
+from facelab.models.generative.consistency import ConditionClassifier
 from facelab.models.generative.losses import raw_to_image
 from facelab.models.generative.vae import VAE, VAEConfig
 
@@ -57,11 +53,10 @@ class CVAE(VAE):
     def __init__(self, config: CVAEConfig | None = None) -> None:
         super().__init__(config)
         c = self.config
-        self.classifier: nn.Module | None = None
+        self.classifier: ConditionClassifier | None = None
         if c.consistency_weight > 0:
-            features = ConvEncoder(3, image_size=c.image_size, width=c.classifier_width, max_width=c.max_width,
-                                   norm_layer="groupnorm", act_layer="leaky_relu_0.2", pool="sum")
-            self.classifier = nn.Sequential(features, nn.Linear(features.feat_dim, self.cond_dim))
+            self.classifier = ConditionClassifier(image_size=c.image_size, width=c.classifier_width,
+                                                  max_width=c.max_width, cond_dim=self.cond_dim, conditions=c.conditions)
 
     @classmethod
     def legacy_options(cls, state: Mapping[str, Tensor]) -> dict[str, object]:
@@ -71,12 +66,9 @@ class CVAE(VAE):
     def auxiliary_loss(self, batch: GenBatch) -> tuple[Tensor, dict[str, float]]:
         if self.classifier is None or not self.training:
             return batch.x.new_zeros(()), {}
-        conditions = self.config.conditions
-        real = condition_loss(self.classifier(batch.x), batch.cond, conditions)  # trains the classifier only
+        real = self.classifier.real_loss(batch.x, batch.cond)  # trains the classifier only
         n = batch.x.shape[0]
-        cond = random_conditions(conditions, self.cond_dim, n, device=batch.x.device).to(batch.x.dtype)
+        cond = random_conditions(self.config.conditions, self.cond_dim, n, device=batch.x.device).to(batch.x.dtype)
         fake = raw_to_image(self.decoder(self.sample_latent(n), cond), self.config.recon_loss)  # (B, 3, S, S)
-        fixed = {k: p.detach() for k, p in self.classifier.named_parameters()}
-        logits = torch.func.functional_call(self.classifier, fixed, (fake,))  # (B, cond_dim); grads reach the decoder
-        consistency = condition_loss(logits, cond, conditions)
+        consistency = self.classifier.consistency_loss(fake, cond)
         return real + self.config.consistency_weight * consistency, logs_of(cls_real=real, cls_fake=consistency)
