@@ -154,3 +154,28 @@ def test_diffaug_policy_is_validated_and_empty_means_identity():
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert DiffAugment([])(x) is x
     assert create_generative("dcgan", **TINY).diffaug.policy == []
+
+
+def test_cgan_consistency_classifier_learns_in_the_discriminator_step_and_teaches_the_generator():
+    conds = [{"name": "Smiling", "kind": "binary"}, {"name": "digit", "kind": "categorical", "classes": list("012")}]
+    torch.manual_seed(0)
+    model = create_generative("cgan", image_size=32, width=8, max_width=32, latent_dim=8, conditions=conds,
+                              consistency_weight=1.0)
+    cls_params = {id(p) for p in model.classifier.parameters()}
+    groups = model.parameter_groups()
+    assert cls_params <= {id(p) for p in groups["discriminator"]}
+    assert not cls_params & {id(p) for p in groups["generator"]}
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    batch = GenBatch(x, model.make_cond([{"Smiling": 1, "digit": "1"}] * 4))
+    d = model.loss("discriminator", batch)
+    assert "cls_real" in d.logs
+    d.loss.backward()
+    assert all(p.grad is not None for p in model.classifier.parameters())
+    model.zero_grad(set_to_none=True)
+    g = model.loss("generator", batch)
+    assert "cls_fake" in g.logs
+    g.loss.backward()
+    assert all(p.grad is None for p in model.classifier.parameters())  # held fixed for the generator
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.generator.parameters())
+    plain = create_generative("cgan", image_size=32, width=8, max_width=32, latent_dim=8, conditions=conds)
+    assert type(model).legacy_options(plain.state_dict()) == {"consistency_weight": 0.0}

@@ -10,16 +10,25 @@ Adam(2e-4, (0.5, 0.999)) with one discriminator step per generator step. The pro
 Adam(2e-4, (0, 0.9)) with 5 discriminator steps (``n_critic=5, betas=[0, 0.9]``) suits long GPU runs; on
 a CPU budget it gives the generator a fifth of the updates: 5 epochs of 7,924 UTKFace rows at 32 px left
 pure noise, where one step each showed faces after 4 epochs (docs/results.md).
+
+``consistency_weight > 0`` adds AC-GAN's auxiliary classifier (Odena et al. 2017) beside the projection:
+a :class:`~facelab.models.generative.consistency.ConditionClassifier` trained with the discriminator on
+real images, and its loss on generated images, drawn with every condition value equally likely, added to
+the generator's loss (the classifier held fixed there).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar, Literal
 
-from torch import nn
+from pydantic import Field
+from torch import Tensor, nn
 
-from facelab.models.generative.base import Conditioning, register_generative
+from facelab.models.generative.base import Conditioning, GenBatch, logs_of, register_generative
 from facelab.models.generative.blocks import ConvDecoder, ConvDiscriminator, conditional_norm_layer
+from facelab.models.generative.conditions import random_conditions
+from facelab.models.generative.consistency import ConditionClassifier
 from facelab.models.generative.sngan import SNGAN, SNGANConfig
 
 
@@ -28,6 +37,8 @@ class CGANConfig(SNGANConfig):
 
     conditioning: ClassVar[Conditioning] = "required"
     g_conditioning: Literal["cbn", "concat"] = "cbn"
+    consistency_weight: float = Field(0.0, ge=0)  # weight of the auxiliary classifier's loss on fakes (0: off)
+    classifier_width: int = Field(16, ge=1)  # channels of its first stage
 
 
 @register_generative("cgan")
@@ -35,6 +46,39 @@ class CGAN(SNGAN):
     """SNGAN with a conditional generator and a projection discriminator; ``sample`` needs ``cond``."""
 
     config_class = CGANConfig
+
+    def __init__(self, config: CGANConfig | None = None) -> None:
+        super().__init__(config)
+        c = self.config
+        self.classifier: ConditionClassifier | None = None
+        if c.consistency_weight > 0:
+            self.classifier = ConditionClassifier(image_size=c.image_size, width=c.classifier_width,
+                                                  max_width=c.max_width, cond_dim=self.cond_dim, conditions=c.conditions)
+
+    @classmethod
+    def legacy_options(cls, state: Mapping[str, Tensor]) -> dict[str, object]:
+        """Checkpoints written before the consistency loss existed have no classifier weights."""
+        return {} if any(k.startswith("classifier.") for k in state) else {"consistency_weight": 0.0}
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups = super().parameter_groups()
+        if self.classifier is not None:  # the auxiliary classifier learns in the discriminator's step
+            groups["discriminator"] = groups["discriminator"] + list(self.classifier.parameters())
+        return groups
+
+    def discriminator_regularizer(self, real: Tensor, fake: Tensor, cond: Tensor | None) -> tuple[Tensor, dict[str, float]]:
+        if self.classifier is None:
+            return real.new_zeros(()), {}
+        loss = self.classifier.real_loss(real, cond)
+        return loss, logs_of(cls_real=loss)
+
+    def generator_regularizer(self, batch: GenBatch) -> tuple[Tensor, dict[str, float]]:
+        if self.classifier is None:
+            return batch.x.new_zeros(()), {}
+        n = batch.x.shape[0]
+        cond = random_conditions(self.config.conditions, self.cond_dim, n, device=batch.x.device).to(batch.x.dtype)
+        loss = self.classifier.consistency_loss(self._generate(self.sample_latent(n), cond), cond)
+        return self.config.consistency_weight * loss, logs_of(cls_fake=loss)
 
     def build_generator(self) -> nn.Module:
         c = self.config

@@ -6,7 +6,8 @@ Weights ~ N(0, 0.02); loss: BCE for D, non-saturating -log D(G(z)) for G; Adam(2
 
 Two players, ``"discriminator"`` and ``"generator"``, stepped ``[("discriminator", n_critic),
 ("generator", 1)]``. Variants override hooks, never the loss methods: ``discriminator_loss``,
-``generator_loss``, ``discriminator_regularizer`` (wgan_gp's gradient penalty), ``build_generator`` /
+``generator_loss``, ``discriminator_regularizer`` (wgan_gp's gradient penalty), ``generator_regularizer``
+(cgan's condition consistency), ``build_generator`` /
 ``build_discriminator`` (cgan's conditional networks) and ``init_weights``.
 """
 
@@ -118,6 +119,10 @@ class DCGAN(GenerativeModel):
         """An extra discriminator loss term and its logs (none for DCGAN)."""
         return real.new_zeros(()), {}
 
+    def generator_regularizer(self, batch: GenBatch) -> tuple[Tensor, dict[str, float]]:
+        """An extra generator loss term and its logs (none for DCGAN)."""
+        return batch.x.new_zeros(()), {}
+
     # ---- the protocol ----------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"generator": list(self.generator.parameters()), "discriminator": list(self.discriminator.parameters())}
@@ -148,5 +153,7 @@ class DCGAN(GenerativeModel):
         return ModelOutput(loss, {**logs, **reg_logs})
 
     def _loss_generator(self, batch: GenBatch) -> ModelOutput:
-        loss = self.generator_loss(self.discriminator(self.diffaug(self._fake(batch)), batch.cond))
-        return ModelOutput(loss, logs_of(g_loss=loss))
+        adv = self.generator_loss(self.discriminator(self.diffaug(self._fake(batch)), batch.cond))
+        reg, reg_logs = self.generator_regularizer(batch)
+        loss = adv + reg
+        return ModelOutput(loss, {**logs_of(g_loss=loss), **reg_logs})
