@@ -18,6 +18,9 @@ Each model's 8x8 grid is copied to ``OUT/grids/<model>.png``. Results are append
         --cond label --cas-label label --minutes 3 --split test --out bench-out/gen-cifar32 --json
     python benchmarks/bench_generative.py --store ~/facelab-stores/celeba64 --feature-run runs/celeba-clf \\
         --cond Male,Eyeglasses --cas-label Male --minutes 3 --split val --out bench-out/gen-celeba64 --json
+    # a named variant beside the plain model, with its options:
+    python benchmarks/bench_generative.py ... --models "" --cond-models cvae,cvae-consistency=cvae \
+        --model-options '{"cvae-consistency": {"consistency_weight": 50}}'
 """
 
 from __future__ import annotations
@@ -36,12 +39,20 @@ from facelab.train.generative import GenerativeRunConfig, train_generative
 from facelab.utils.io import atomic_write_json
 
 
+def split_entry(entry: str) -> tuple[str, str]:
+    """``name=model`` (a named variant, e.g. ``cvae-consistency=cvae``) or ``model`` -> (name, model)."""
+    name, _, model = entry.partition("=")
+    return (name, model) if model else (name, name)
+
+
 def train(args: argparse.Namespace, model: str, conditional: bool) -> Path:
-    run = args.out / "runs" / model
+    name, arch = split_entry(model)
+    run = args.out / "runs" / name
     if (run / "summary.json").is_file():
         return run
     cfg = GenerativeRunConfig.from_dict({
-        "store": str(args.store), "model": model, "batch_size": args.batch, "seed": args.seed,
+        "store": str(args.store), "model": arch, "model_options": args.model_options.get(name, {}),
+        "batch_size": args.batch, "seed": args.seed,
         "conditions": args.cond if conditional else None, "grid_every_epochs": 5,
         "trainer": {"epochs": 100_000, "time_budget_minutes": args.minutes, "progress": False,
                     "checkpoint_every_minutes": 2.0},
@@ -101,7 +112,10 @@ def main() -> None:
     ap.add_argument("--store", type=Path, required=True)
     ap.add_argument("--feature-run", type=Path, required=True, help="facelab classifier run trained on the store's training split")
     ap.add_argument("--models", default="vae,beta_vae,dcgan,wgan_gp,sngan")
-    ap.add_argument("--cond-models", default="cvae,cgan")
+    ap.add_argument("--cond-models", default="cvae,cgan",
+                    help="conditional models; NAME=MODEL runs a named variant, e.g. cvae-consistency=cvae")
+    ap.add_argument("--model-options", type=json.loads, default={},
+                    help='JSON options per entry name, e.g. \'{"cvae-consistency": {"consistency_weight": 50}}\'')
     ap.add_argument("--cond", default="label", help="labels the conditional models are conditioned on")
     ap.add_argument("--cas-label", default=None)
     ap.add_argument("--cas-n", type=int, default=5000)
@@ -126,12 +140,13 @@ def main() -> None:
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     plan = [(m, False) for m in args.models.split(",") if m] + [(m, True) for m in args.cond_models.split(",") if m]
     for model, conditional in plan:
-        if model in results:
+        name = split_entry(model)[0]
+        if name in results:
             continue
         run = train(args, model, conditional)
-        results[model] = score(args, model, run, conditional)
+        results[name] = {**score(args, name, run, conditional), "options": args.model_options.get(name, {})}
         atomic_write_json(results_path, results)
-        print(json.dumps({k: v for k, v in results[model].items() if k not in ("metrics", "cas_metrics")}), flush=True)
+        print(json.dumps({k: v for k, v in results[name].items() if k not in ("metrics", "cas_metrics")}), flush=True)
     out = {"store": str(args.store), "feature_run": str(args.feature_run), "minutes_per_model": args.minutes,
            "split": args.split, "n_fid": args.n_fid, "threads": torch.get_num_threads(), "results": results}
     atomic_write_json(args.out / "summary.json", out)
