@@ -22,23 +22,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar, Literal
 
-from pydantic import Field
 from torch import Tensor, nn
 
 from facelab.models.generative.base import Conditioning, GenBatch, logs_of, register_generative
 from facelab.models.generative.blocks import ConvDecoder, ConvDiscriminator, conditional_norm_layer
-from facelab.models.generative.conditions import random_conditions
-from facelab.models.generative.consistency import ConditionClassifier
+from facelab.models.generative.consistency import ConditionClassifier, ConsistencyOptions, legacy_consistency_options
 from facelab.models.generative.sngan import SNGAN, SNGANConfig
 
 
-class CGANConfig(SNGANConfig):
-    """SNGAN options plus how the generator sees the (required) condition."""
+class CGANConfig(SNGANConfig, ConsistencyOptions):
+    """SNGAN options plus how the generator sees the (required) condition, and the consistency options."""
 
     conditioning: ClassVar[Conditioning] = "required"
     g_conditioning: Literal["cbn", "concat"] = "cbn"
-    consistency_weight: float = Field(0.0, ge=0)  # weight of the auxiliary classifier's loss on fakes (0: off)
-    classifier_width: int = Field(16, ge=1)  # channels of its first stage
 
 
 @register_generative("cgan")
@@ -49,16 +45,11 @@ class CGAN(SNGAN):
 
     def __init__(self, config: CGANConfig | None = None) -> None:
         super().__init__(config)
-        c = self.config
-        self.classifier: ConditionClassifier | None = None
-        if c.consistency_weight > 0:
-            self.classifier = ConditionClassifier(image_size=c.image_size, width=c.classifier_width,
-                                                  max_width=c.max_width, cond_dim=self.cond_dim, conditions=c.conditions)
+        self.classifier = ConditionClassifier.for_model(self.config, self.cond_dim)
 
     @classmethod
     def legacy_options(cls, state: Mapping[str, Tensor]) -> dict[str, object]:
-        """Checkpoints written before the consistency loss existed have no classifier weights."""
-        return {} if any(k.startswith("classifier.") for k in state) else {"consistency_weight": 0.0}
+        return legacy_consistency_options(state)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = super().parameter_groups()
@@ -76,8 +67,7 @@ class CGAN(SNGAN):
         if self.classifier is None:
             return batch.x.new_zeros(()), {}
         n = batch.x.shape[0]
-        cond = random_conditions(self.config.conditions, self.cond_dim, n, device=batch.x.device).to(batch.x.dtype)
-        loss = self.classifier.consistency_loss(self._generate(self.sample_latent(n), cond), cond)
+        loss = self.classifier.prior_consistency_loss(lambda cond: self._generate(self.sample_latent(n), cond), n, batch.x)
         return self.config.consistency_weight * loss, logs_of(cls_fake=loss)
 
     def build_generator(self) -> nn.Module:

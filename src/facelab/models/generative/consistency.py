@@ -13,14 +13,35 @@ an *independent* classifier (``facelab.eval.generative_metrics.conditional_fidel
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
+from facelab.config import StrictConfig
 from facelab.models.generative.blocks import ConvEncoder
-from facelab.models.generative.conditions import Condition, condition_loss
+from facelab.models.generative.conditions import Condition, condition_loss, random_conditions
 from facelab.models.generative.diffaug import DiffAugment
+
+
+class ConsistencyOptions(StrictConfig):
+    """Config fields of a model that can train a :class:`ConditionClassifier` (cvae, cgan).
+
+    Attributes:
+        consistency_weight: weight of the classifier's loss on generated images, in the units of the
+            model's own loss (a VAE's negative ELBO is in nats per image, about 600 on CelebA at 64 px).
+            0: off, the published model.
+        classifier_width: channels of the classifier's first stage (doubles per stage).
+    """
+
+    consistency_weight: float = Field(0.0, ge=0)
+    classifier_width: int = Field(16, ge=1)
+
+
+def legacy_consistency_options(state: Mapping[str, Tensor]) -> dict[str, object]:
+    """Options to load a checkpoint from before the consistency loss existed: it has no classifier weights."""
+    return {} if any(k.startswith("classifier.") for k in state) else {"consistency_weight": 0.0}
 
 
 class ConditionClassifier(nn.Module):
@@ -39,6 +60,15 @@ class ConditionClassifier(nn.Module):
         self.conditions = list(conditions) if conditions is not None else None
         self.augment = DiffAugment(augment)  # no parameters: the state dict is the same for every policy
 
+    @classmethod
+    def for_model(cls, config: ConsistencyOptions, cond_dim: int) -> ConditionClassifier | None:
+        """The classifier a model's config (a GenerativeConfig with these options) asks for; None when
+        ``consistency_weight`` is 0."""
+        if config.consistency_weight <= 0:
+            return None
+        return cls(image_size=config.image_size, width=config.classifier_width, max_width=config.max_width,
+                   cond_dim=cond_dim, conditions=config.conditions)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))  # (B, 3, S, S) -> (B, cond_dim)
 
@@ -52,3 +82,10 @@ class ConditionClassifier(nn.Module):
         fixed = {k: p.detach() for k, p in self.named_parameters()}
         logits = torch.func.functional_call(self, fixed, (self.augment(fake),))  # (B, cond_dim)
         return condition_loss(logits, cond, self.conditions)
+
+    def prior_consistency_loss(self, generate: Callable[[Tensor], Tensor], n: int, like: Tensor) -> Tensor:
+        """:meth:`consistency_loss` of ``generate(cond)``, images for ``n`` conditions drawn with every value
+        equally likely (rare values such as CelebA ``Eyeglasses=1`` get as many samples as common ones), on
+        the device and in the dtype of ``like``."""
+        cond = random_conditions(self.conditions, self.head.out_features, n, device=like.device).to(like.dtype)
+        return self.consistency_loss(generate(cond), cond)

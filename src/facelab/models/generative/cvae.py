@@ -19,28 +19,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from pydantic import Field
 from torch import Tensor
 
 from facelab.models.generative.base import Conditioning, GenBatch, logs_of, register_generative
-from facelab.models.generative.conditions import random_conditions
-from facelab.models.generative.consistency import ConditionClassifier
+from facelab.models.generative.consistency import ConditionClassifier, ConsistencyOptions, legacy_consistency_options
 from facelab.models.generative.losses import raw_to_image
 from facelab.models.generative.vae import VAE, VAEConfig
 
 
-class CVAEConfig(VAEConfig):
-    """VAE options; ``conditions`` (or ``cond_dim``) are required.
-
-    Attributes:
-        consistency_weight: weight of the condition-consistency loss on decoded prior samples, in the units
-            of the negative ELBO (nats per image; the CelebA 64-px ELBO is about 600). 0: Sohn's CVAE.
-        classifier_width: channels of the first stage of the auxiliary classifier (doubles per stage).
-    """
+class CVAEConfig(VAEConfig, ConsistencyOptions):
+    """VAE options plus the condition-consistency ones; ``conditions`` (or ``cond_dim``) are required."""
 
     conditioning: ClassVar[Conditioning] = "required"
-    consistency_weight: float = Field(0.0, ge=0)
-    classifier_width: int = Field(16, ge=1)
 
 
 @register_generative("cvae")
@@ -52,23 +42,17 @@ class CVAE(VAE):
 
     def __init__(self, config: CVAEConfig | None = None) -> None:
         super().__init__(config)
-        c = self.config
-        self.classifier: ConditionClassifier | None = None
-        if c.consistency_weight > 0:
-            self.classifier = ConditionClassifier(image_size=c.image_size, width=c.classifier_width,
-                                                  max_width=c.max_width, cond_dim=self.cond_dim, conditions=c.conditions)
+        self.classifier = ConditionClassifier.for_model(self.config, self.cond_dim)
 
     @classmethod
     def legacy_options(cls, state: Mapping[str, Tensor]) -> dict[str, object]:
-        """Checkpoints written before the consistency loss existed have no classifier weights."""
-        return {} if any(k.startswith("classifier.") for k in state) else {"consistency_weight": 0.0}
+        return legacy_consistency_options(state)
 
     def auxiliary_loss(self, batch: GenBatch) -> tuple[Tensor, dict[str, float]]:
         if self.classifier is None or not self.training:
             return batch.x.new_zeros(()), {}
         real = self.classifier.real_loss(batch.x, batch.cond)  # trains the classifier only
         n = batch.x.shape[0]
-        cond = random_conditions(self.config.conditions, self.cond_dim, n, device=batch.x.device).to(batch.x.dtype)
-        fake = raw_to_image(self.decoder(self.sample_latent(n), cond), self.config.recon_loss)  # (B, 3, S, S)
-        consistency = self.classifier.consistency_loss(fake, cond)
+        consistency = self.classifier.prior_consistency_loss(
+            lambda cond: raw_to_image(self.decoder(self.sample_latent(n), cond), self.config.recon_loss), n, batch.x)
         return real + self.config.consistency_weight * consistency, logs_of(cls_real=real, cls_fake=consistency)
