@@ -232,3 +232,13 @@ def test_config_rejects_unknown_keys_and_round_trips(name, conditional):
     model = build(name, conditional, 32)
     data = yaml.safe_load(model.config.to_yaml())
     assert model.config_class.from_dict(data) == model.config
+
+
+@variant
+def test_legacy_options_read_from_a_current_state_rebuild_the_same_network(name, conditional):
+    """The loader fills options an old checkpoint did not record from its weights; for a current checkpoint
+    (every option recorded) they must rebuild the same network."""
+    model = build(name, conditional, 32)
+    state, recorded = model.state_dict(), model.config.model_dump(mode="json")
+    rebuilt = create_generative(name, **{**recorded, **type(model).legacy_options(state)})
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in state.items()}

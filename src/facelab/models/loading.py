@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +13,35 @@ from facelab.errors import FacelabError
 from facelab.registry import Registry
 from facelab.train.checkpoint import CheckpointMeta, read_meta, read_weights, resolve_checkpoint
 
-#: kind (as written in checkpoint metadata) -> factory(arch, **arch_kwargs) -> nn.Module
-MODEL_KINDS: Registry[torch.nn.Module] = Registry("model kind")
+@dataclass(frozen=True)
+class ModelKind:
+    """How to rebuild the models of one checkpoint kind: the registry of its architectures and the builder."""
+
+    architectures: Registry[Any]
+    create: Callable[..., torch.nn.Module]
+
+    def model_class(self, arch: str) -> Any:
+        """The class behind a registered architecture (the function of a registered ``functools.partial``)."""
+        factory = self.architectures.get(arch)
+        return getattr(factory, "func", factory)
+
+
+#: kind (as written in checkpoint metadata) -> its ModelKind (imported lazily: the model packages are heavy)
+MODEL_KINDS: Registry[ModelKind] = Registry("model kind")
 
 
 @MODEL_KINDS.register("classifier")
-def _classifier(arch: str, **kwargs: Any) -> torch.nn.Module:
-    from facelab.models.classifiers import create_classifier
+def _classifier() -> ModelKind:
+    from facelab.models.classifiers import CLASSIFIERS, create_classifier
 
-    return create_classifier(arch, **kwargs)
+    return ModelKind(CLASSIFIERS, create_classifier)
 
 
 @MODEL_KINDS.register("generative")
-def _generative(arch: str, **kwargs: Any) -> torch.nn.Module:
-    from facelab.models.generative import create_generative
+def _generative() -> ModelKind:
+    from facelab.models.generative import GENERATIVE, create_generative
 
-    return create_generative(arch, **kwargs)
+    return ModelKind(GENERATIVE, create_generative)
 
 
 def load_model(path: str | Path, *, kind: str | None = None, which: str = "best",
@@ -43,16 +58,9 @@ def load_model(path: str | Path, *, kind: str | None = None, which: str = "best"
     if kind is not None and meta.kind != kind:
         raise FacelabError(f"{path} holds a {meta.kind} ({meta.arch}), not a {kind}; pass a {kind} run")
     weights = read_weights(ckpt)
-    kwargs = dict(meta.arch_kwargs)
-    if meta.kind == "classifier" and meta.arch == "vgg_scratch" and "channels" not in kwargs:
-        from facelab.models.classifiers.vgg_scratch import layout_from_state
-
-        kwargs = {**layout_from_state(weights), **kwargs}  # a checkpoint from before layouts were recorded
-    if meta.kind == "generative":
-        from facelab.models.generative import GENERATIVE
-
-        kwargs = {**GENERATIVE.get(meta.arch).legacy_options(weights), **kwargs}  # options it did not record
-    model = MODEL_KINDS.create(meta.kind, meta.arch, **kwargs)
+    model_kind = MODEL_KINDS.create(meta.kind)
+    kwargs = {**model_kind.model_class(meta.arch).legacy_options(weights), **meta.arch_kwargs}  # unrecorded options
+    model = model_kind.create(meta.arch, **kwargs)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise FacelabError(f"{ckpt}: weights do not match {meta.arch} (missing {missing[:5]}, unexpected {unexpected[:5]})")

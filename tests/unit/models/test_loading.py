@@ -29,3 +29,16 @@ def test_new_models_record_every_constructor_option():
     assert sum(p.numel() for p in rebuilt.parameters()) == sum(
         p.numel() for p in create_classifier("vgg_scratch", num_outputs=3).parameters())
     assert "stem" in create_classifier("resnet18", num_outputs=3).arch_kwargs
+
+
+def test_every_classifier_legacy_hook_rebuilds_a_current_checkpoint():
+    """The loader asks each architecture's class for the options an old checkpoint did not record (read from
+    the weights); applied to a current checkpoint, they must rebuild the same network."""
+    from facelab.models.loading import MODEL_KINDS
+
+    kind = MODEL_KINDS.create("classifier")
+    for arch in kind.architectures:
+        model = kind.create(arch, num_outputs=2, image_size=96 if arch == "inception_v3" else 32)
+        state = model.state_dict()
+        rebuilt = kind.create(arch, **{**model.arch_kwargs, **kind.model_class(arch).legacy_options(state)})
+        assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in state.items()}, arch

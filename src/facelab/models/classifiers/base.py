@@ -100,6 +100,12 @@ class Classifier(nn.Module):
         self.arch_name = type(self).__name__.lower()  # create_classifier sets the registered name
         self.arch_kwargs: dict[str, Any] = {}  # and the factory keywords that rebuild this model
 
+    @classmethod
+    def legacy_options(cls, state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """Options to load a checkpoint written before an option with a weight-changing default was recorded
+        (read from its weights ``state``); overridden by models that gained such an option."""
+        return {}
+
     @property
     def default_cfg(self) -> PretrainedCfg:
         """Alias of ``pretrained_cfg`` (timm's older name)."""

@@ -106,6 +106,10 @@ class VggScratch(Classifier):
         )
         init_conv_norm(self)
 
+    @classmethod
+    def legacy_options(cls, state: Mapping[str, torch.Tensor]) -> dict[str, object]:
+        return layout_from_state(state)  # checkpoints from before the layout options were recorded
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         return self.stages(x)  # (B, channels[-1], H / 2**(stages-1), W / 2**(stages-1))
