@@ -47,6 +47,7 @@ class ClassifierConfig(StrictConfig):
     random_erasing: float = Field(0.0, ge=0, le=1)
     balance: Literal["none", "class_weights", "sampler"] = "none"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    mixup_alpha: float = Field(0.0, ge=0)  # mixup (Zhang et al. 2018) with lambda ~ Beta(a, a); 0: off
     tta_flip: bool = False
     train_limit: int | None = Field(None, ge=1)  # use at most this many training rows (quick runs)
     device: str = "auto"
@@ -82,10 +83,26 @@ class ClassifierObjective:
         return [("model", 1)]
 
     def loss(self, group: str, batch: Any) -> StepOutput:
+        alpha = self.cfg.mixup_alpha
+        if alpha > 0 and self.model.training:
+            return self._mixup_loss(batch, alpha)
         logits = self.model(batch.x)  # (B, num_logits)
-        loss = task_loss(logits, batch.y, self.task, pos_weight=self.pos_weight, class_weights=self.class_weights,
-                         label_smoothing=self.cfg.label_smoothing)
+        loss = self._task_loss(logits, batch.y)
         return StepOutput(loss, {"loss": float(loss.detach())})
+
+    def _task_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return task_loss(logits, y, self.task, pos_weight=self.pos_weight, class_weights=self.class_weights,
+                         label_smoothing=self.cfg.label_smoothing)
+
+    def _mixup_loss(self, batch: Any, alpha: float) -> StepOutput:
+        """Mixup: the batch mixed with a shuffled copy of itself by ``lam ~ Beta(alpha, alpha)``; the loss is
+        the same mix of the losses against both label sets, so unknown labels (-1) and class weights keep
+        working. Drawn from torch's global generator, which checkpoints save: resume stays exact."""
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        perm = torch.randperm(batch.x.shape[0]).to(batch.x.device)
+        logits = self.model(lam * batch.x + (1 - lam) * batch.x[perm])  # (B, num_logits)
+        loss = lam * self._task_loss(logits, batch.y) + (1 - lam) * self._task_loss(logits, batch.y[perm])
+        return StepOutput(loss, {"loss": float(loss.detach()), "mixup_lambda": lam})
 
     def evaluate(self, loader: Any, *, model: torch.nn.Module | None = None) -> dict[str, float]:
         return evaluate_model(model or self.model, loader, self.task, tta_flip=self.cfg.tta_flip)

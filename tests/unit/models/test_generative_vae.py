@@ -178,3 +178,43 @@ def test_random_conditions_give_every_value_an_equal_share():
     assert abs(float(c[:, 0].mean()) - 0.5) < 0.03  # binary: half yes
     assert torch.equal(c[:, 1:].sum(1), torch.ones(6000))  # one-hot
     assert (c[:, 1:].mean(0) - 1 / 3).abs().max() < 0.03
+
+
+def test_condition_loss_plain_is_the_batch_mean_and_balanced_weighs_every_value_equally():
+    from facelab.models.generative.conditions import Condition, condition_loss
+
+    conds = [Condition(**c) for c in COND]  # Smiling (binary), digit (3 classes)
+    torch.manual_seed(0)
+    logits = torch.randn(5, 4)
+    cond = torch.tensor([[1, 1, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 1, 0, 0]], dtype=torch.float)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, :1], cond[:, :1], reduction="none")[:, 0]
+    ce = torch.nn.functional.cross_entropy(logits[:, 1:], cond[:, 1:].argmax(1), reduction="none")
+    torch.testing.assert_close(condition_loss(logits, cond, conds), bce.mean() + ce.mean())
+    # Smiling: one "yes" (row 0) against four "no"; digit: classes 0 (rows 0-2, 4) and 1 (row 3), 2 absent
+    expected = (bce[0] + bce[1:].mean()) / 2 + (ce[[0, 1, 2, 4]].mean() + ce[3]) / 2
+    torch.testing.assert_close(condition_loss(logits, cond, conds, balanced=True), expected)
+    unnamed = condition_loss(logits[:, :2], cond[:, :2], None)
+    torch.testing.assert_close(unnamed, torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[:, :2], cond[:, :2], reduction="none").sum(1).mean())
+
+
+def test_a_balanced_classifier_is_calibrated_for_balanced_conditions():
+    """Trained on 10% positives, the plain loss grants ambiguous inputs the common value; the balanced one
+    puts the decision half-way (the prior the consistency term draws its conditions from)."""
+    from facelab.models.generative.conditions import Condition, condition_loss
+
+    g = torch.Generator().manual_seed(0)
+    y = (torch.rand(2000, 1, generator=g) < 0.1).float()
+    x = y * 2 - 1 + torch.randn(2000, 1, generator=g)  # one noisy feature, class means -1 and +1
+    conds = [Condition(name="rare", kind="binary")]
+    boundary = {}
+    for balanced in (False, True):
+        w, b = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=True)
+        opt = torch.optim.Adam([w, b], lr=0.05)
+        for _ in range(400):
+            opt.zero_grad()
+            condition_loss(x * w + b, y, conds, balanced=balanced).backward()
+            opt.step()
+        boundary[balanced] = float(-b.detach() / w.detach())  # the input at which the classifier says 50%
+    assert abs(boundary[True]) < 0.15, boundary  # half-way between the class means
+    assert boundary[False] > 0.8, boundary  # pushed towards the rare class: ambiguous inputs go to "no"

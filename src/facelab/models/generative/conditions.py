@@ -149,19 +149,35 @@ def random_conditions(conditions: Sequence[Condition] | None, cond_dim: int, n: 
     return torch.cat(parts, dim=1)  # (n, cond_dim)
 
 
-def condition_loss(logits: Tensor, cond: Tensor, conditions: Sequence[Condition] | None) -> Tensor:
+def condition_loss(logits: Tensor, cond: Tensor, conditions: Sequence[Condition] | None, *,
+                   balanced: bool = False) -> Tensor:
     """Classification loss of ``logits`` (B, cond_dim) predicting the condition vectors ``cond`` (B, cond_dim):
     binary cross-entropy per binary attribute, cross-entropy per categorical block (an unnamed vector: binary
-    cross-entropy per entry); summed over conditions, averaged over the batch."""
+    cross-entropy per entry); summed over conditions, averaged over the batch.
+
+    With ``balanced``, each condition's loss is instead the mean over the values present in the batch of that
+    value's mean loss (every value weighs the same, as under a uniform prior over values): a classifier trained
+    so is calibrated for images drawn with balanced conditions instead of for the data's prevalence.
+    """
     logits, cond = logits.float(), cond.float()
     if conditions is None:
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, cond, reduction="none").sum(1).mean()
+        conditions = [Condition(name=str(i), kind="binary") for i in range(cond.shape[1])]
     total, start = logits.new_zeros(()), 0
     for c in conditions:
         s = slice(start, start + c.width)
         if c.kind == "binary":
-            total = total + torch.nn.functional.binary_cross_entropy_with_logits(logits[:, s], cond[:, s])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, s], cond[:, s], reduction="none")
+            values = torch.cat([cond[:, s], 1 - cond[:, s]], 1)  # (B, 2): membership of value 1 and value 0
+            loss = loss.expand(-1, 2)
         else:
-            total = total + torch.nn.functional.cross_entropy(logits[:, s], cond[:, s].argmax(1))
+            loss = torch.nn.functional.cross_entropy(logits[:, s], cond[:, s].argmax(1), reduction="none")[:, None]
+            values = cond[:, s]  # (B, K) one-hot
+            loss = loss.expand(-1, c.width)
+        if balanced:
+            count = values.sum(0)  # (V,) images per value
+            per_value = (loss * values).sum(0) / count.clamp_min(1)
+            total = total + per_value.sum() / (count > 0).sum().clamp_min(1)
+        else:
+            total = total + loss[:, 0].mean()
         start += c.width
     return total

@@ -33,10 +33,15 @@ class ConsistencyOptions(StrictConfig):
             model's own loss (a VAE's negative ELBO is in nats per image, about 600 on CelebA at 64 px).
             0: off, the published model.
         classifier_width: channels of the classifier's first stage (doubles per stage).
+        classifier_balanced: train the classifier on real images with every value of a condition weighted
+            equally (``condition_loss(balanced=True)``), so that it is calibrated for the balanced conditions
+            the generated images are drawn with; False: the data's prevalence (CelebA: 30% Male), under which
+            a rare value needs stronger evidence and the common one is granted to ambiguous images.
     """
 
     consistency_weight: float = Field(0.0, ge=0)
     classifier_width: int = Field(16, ge=1)
+    classifier_balanced: bool = True
 
 
 def legacy_consistency_options(state: Mapping[str, Tensor]) -> dict[str, object]:
@@ -52,13 +57,15 @@ class ConditionClassifier(nn.Module):
     """
 
     def __init__(self, *, image_size: int, width: int, max_width: int, cond_dim: int,
-                 conditions: Sequence[Condition] | None, augment: Sequence[str] = ("translation",)) -> None:
+                 conditions: Sequence[Condition] | None, augment: Sequence[str] = ("translation",),
+                 balanced: bool = True) -> None:
         super().__init__()
         self.features = ConvEncoder(3, image_size=image_size, width=width, max_width=max_width,
                                     norm_layer="groupnorm", act_layer="leaky_relu_0.2", pool="sum")
         self.head = nn.Linear(self.features.feat_dim, cond_dim)
         self.conditions = list(conditions) if conditions is not None else None
         self.augment = DiffAugment(augment)  # no parameters: the state dict is the same for every policy
+        self.balanced = balanced
 
     @classmethod
     def for_model(cls, config: ConsistencyOptions, cond_dim: int) -> ConditionClassifier | None:
@@ -67,14 +74,15 @@ class ConditionClassifier(nn.Module):
         if config.consistency_weight <= 0:
             return None
         return cls(image_size=config.image_size, width=config.classifier_width, max_width=config.max_width,
-                   cond_dim=cond_dim, conditions=config.conditions)
+                   cond_dim=cond_dim, conditions=config.conditions, balanced=config.classifier_balanced)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))  # (B, 3, S, S) -> (B, cond_dim)
 
     def real_loss(self, x: Tensor, cond: Tensor) -> Tensor:
-        """Classification loss on real images ``x`` with their conditions (trains this classifier)."""
-        return condition_loss(self(self.augment(x)), cond, self.conditions)
+        """Classification loss on real images ``x`` with their conditions (trains this classifier); balanced
+        over each condition's values unless built with ``balanced=False``."""
+        return condition_loss(self(self.augment(x)), cond, self.conditions, balanced=self.balanced)
 
     def consistency_loss(self, fake: Tensor, cond: Tensor) -> Tensor:
         """Classification loss on generated images with the conditions they were drawn with; gradients reach
