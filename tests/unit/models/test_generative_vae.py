@@ -218,3 +218,17 @@ def test_a_balanced_classifier_is_calibrated_for_balanced_conditions():
         boundary[balanced] = float(-b.detach() / w.detach())  # the input at which the classifier says 50%
     assert abs(boundary[True]) < 0.15, boundary  # half-way between the class means
     assert boundary[False] > 0.8, boundary  # pushed towards the rare class: ambiguous inputs go to "no"
+
+
+def test_consistency_classifier_follows_its_config_and_blur_is_a_differentiable_policy():
+    model = create_generative("cvae", **TINY, conditions=COND, consistency_weight=1.0,
+                              classifier_augment=["translation", "blur"], classifier_balanced=False)
+    assert model.classifier.augment.policy == ["translation", "blur"] and model.classifier.balanced is False
+    default = create_generative("cvae", **TINY, conditions=COND, consistency_weight=1.0)
+    assert default.classifier.augment.policy == ["translation"] and default.classifier.balanced is True
+    x = torch.zeros(2, 3, 32, 32)
+    x[:, :, ::2, ::2] = 1.0  # a fine checkerboard-like texture
+    x.requires_grad_(True)
+    blurred = model.classifier.augment.ops[1]((x + 1) / 2) * 2 - 1
+    blurred.sum().backward()
+    assert x.grad is not None and blurred.detach().std() < x.detach().std()  # the texture is damped

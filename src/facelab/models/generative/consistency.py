@@ -37,11 +37,14 @@ class ConsistencyOptions(StrictConfig):
             equally (``condition_loss(balanced=True)``), so that it is calibrated for the balanced conditions
             the generated images are drawn with; False: the data's prevalence (CelebA: 30% Male), under which
             a rare value needs stronger evidence and the common one is granted to ambiguous images.
+        classifier_augment: DiffAugment policy (``color``, ``translation``, ``cutout``) applied to real and
+            generated images before the classifier sees them, so that a texture does not satisfy it.
     """
 
     consistency_weight: float = Field(0.0, ge=0)
     classifier_width: int = Field(16, ge=1)
     classifier_balanced: bool = True
+    classifier_augment: list[str] = Field(default_factory=lambda: ["translation"])
 
 
 def legacy_consistency_options(state: Mapping[str, Tensor]) -> dict[str, object]:
@@ -74,7 +77,8 @@ class ConditionClassifier(nn.Module):
         if config.consistency_weight <= 0:
             return None
         return cls(image_size=config.image_size, width=config.classifier_width, max_width=config.max_width,
-                   cond_dim=cond_dim, conditions=config.conditions, balanced=config.classifier_balanced)
+                   cond_dim=cond_dim, conditions=config.conditions, balanced=config.classifier_balanced,
+                   augment=config.classifier_augment)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))  # (B, 3, S, S) -> (B, cond_dim)

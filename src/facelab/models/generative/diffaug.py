@@ -7,7 +7,9 @@ memorising a small training set without leaking the augmentation into the genera
 
 Policies (``DIFFAUG_OPS``), as in the paper: ``color`` (brightness, saturation and contrast jitter),
 ``translation`` (shift by up to 1/8 of the side, zero padding), ``cutout`` (a square of half the side set
-to grey). Images are in [-1, 1].
+to grey); and ``blur`` (Gaussian blur, sigma 0.1-1.5; not in the paper: for the auxiliary classifier of
+:mod:`facelab.models.generative.consistency`, so that a fine texture carries little signal). Images are in
+[-1, 1].
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ def _translation() -> nn.Module:
 @DIFFAUG_OPS.register("cutout")
 def _cutout() -> nn.Module:
     return K.RandomErasing(scale=(0.25, 0.25), ratio=(1.0, 1.0), value=0.5, p=1.0)
+
+
+@DIFFAUG_OPS.register("blur")
+def _blur() -> nn.Module:
+    # not in DiffAugment's paper: for auxiliary classifiers, so that a fine texture carries little signal
+    return K.RandomGaussianBlur((5, 5), sigma=(0.1, 1.5), p=1.0)
 
 
 class DiffAugment(nn.Module):
