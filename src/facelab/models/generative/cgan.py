@@ -19,14 +19,13 @@ the generator's loss (the classifier held fixed there).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 from torch import Tensor, nn
 
 from facelab.models.generative.base import Conditioning, GenBatch, logs_of, register_generative
 from facelab.models.generative.blocks import ConvDecoder, ConvDiscriminator, conditional_norm_layer
-from facelab.models.generative.consistency import ConditionClassifier, ConsistencyOptions, legacy_consistency_options
+from facelab.models.generative.consistency import ConsistencyOptions, WithConditionClassifier
 from facelab.models.generative.sngan import SNGAN, SNGANConfig
 
 
@@ -38,18 +37,10 @@ class CGANConfig(SNGANConfig, ConsistencyOptions):
 
 
 @register_generative("cgan")
-class CGAN(SNGAN):
+class CGAN(WithConditionClassifier, SNGAN):
     """SNGAN with a conditional generator and a projection discriminator; ``sample`` needs ``cond``."""
 
     config_class = CGANConfig
-
-    def __init__(self, config: CGANConfig | None = None) -> None:
-        super().__init__(config)
-        self.classifier = ConditionClassifier.for_model(self.config, self.cond_dim)
-
-    @classmethod
-    def legacy_options(cls, state: Mapping[str, Tensor]) -> dict[str, object]:
-        return legacy_consistency_options(state)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         groups = super().parameter_groups()

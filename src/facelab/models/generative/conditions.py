@@ -7,6 +7,7 @@ concatenation of its conditions in order: ``[Smiling, Male, label=airplane, ...,
 
 from __future__ import annotations
 
+import itertools
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -161,23 +162,22 @@ def condition_loss(logits: Tensor, cond: Tensor, conditions: Sequence[Condition]
     """
     logits, cond = logits.float(), cond.float()
     if conditions is None:
-        conditions = [Condition(name=str(i), kind="binary") for i in range(cond.shape[1])]
-    total, start = logits.new_zeros(()), 0
-    for c in conditions:
-        s = slice(start, start + c.width)
-        if c.kind == "binary":
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, s], cond[:, s], reduction="none")
+        blocks = [(slice(i, i + 1), True) for i in range(cond.shape[1])]
+    else:
+        starts = [0, *itertools.accumulate(c.width for c in conditions)]
+        blocks = [(slice(a, a + c.width), c.kind == "binary") for a, c in zip(starts, conditions)]
+    total = logits.new_zeros(())
+    for s, binary in blocks:
+        if binary:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, s], cond[:, s], reduction="none")[:, 0]  # (B,)
             values = torch.cat([cond[:, s], 1 - cond[:, s]], 1)  # (B, 2): membership of value 1 and value 0
-            loss = loss.expand(-1, 2)
         else:
-            loss = torch.nn.functional.cross_entropy(logits[:, s], cond[:, s].argmax(1), reduction="none")[:, None]
+            loss = torch.nn.functional.cross_entropy(logits[:, s], cond[:, s].argmax(1), reduction="none")  # (B,)
             values = cond[:, s]  # (B, K) one-hot
-            loss = loss.expand(-1, c.width)
         if balanced:
             count = values.sum(0)  # (V,) images per value
-            per_value = (loss * values).sum(0) / count.clamp_min(1)
+            per_value = (loss[:, None] * values).sum(0) / count.clamp_min(1)
             total = total + per_value.sum() / (count > 0).sum().clamp_min(1)
         else:
-            total = total + loss[:, 0].mean()
-        start += c.width
+            total = total + loss.mean()
     return total

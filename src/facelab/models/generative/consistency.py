@@ -37,8 +37,8 @@ class ConsistencyOptions(StrictConfig):
             equally (``condition_loss(balanced=True)``), so that it is calibrated for the balanced conditions
             the generated images are drawn with; False: the data's prevalence (CelebA: 30% Male), under which
             a rare value needs stronger evidence and the common one is granted to ambiguous images.
-        classifier_augment: DiffAugment policy (``color``, ``translation``, ``cutout``) applied to real and
-            generated images before the classifier sees them, so that a texture does not satisfy it.
+        classifier_augment: DiffAugment policy (``color``, ``translation``, ``cutout``, ``blur``) applied to real
+            and generated images before the classifier sees them, so that a texture does not satisfy it.
     """
 
     consistency_weight: float = Field(0.0, ge=0)
@@ -50,6 +50,22 @@ class ConsistencyOptions(StrictConfig):
 def legacy_consistency_options(state: Mapping[str, Tensor]) -> dict[str, object]:
     """Options to load a checkpoint from before the consistency loss existed: it has no classifier weights."""
     return {} if any(k.startswith("classifier.") for k in state) else {"consistency_weight": 0.0}
+
+
+class WithConditionClassifier:
+    """Mixin of a conditional generative model whose config has the :class:`ConsistencyOptions`: builds its
+    ``classifier`` (None when the weight is 0) after the model, and loads checkpoints written before the
+    consistency loss existed. Put it before the model class: ``class CVAE(WithConditionClassifier, VAE)``."""
+
+    classifier: ConditionClassifier | None
+
+    def __init__(self, config: ConsistencyOptions | None = None) -> None:
+        super().__init__(config)  # type: ignore[call-arg]
+        self.classifier = ConditionClassifier.for_model(self.config, self.cond_dim)  # type: ignore[attr-defined]
+
+    @classmethod
+    def legacy_options(cls, state: Mapping[str, Tensor]) -> dict[str, object]:
+        return {**super().legacy_options(state), **legacy_consistency_options(state)}  # type: ignore[misc]
 
 
 class ConditionClassifier(nn.Module):

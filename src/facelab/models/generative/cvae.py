@@ -16,13 +16,12 @@ decodes a batch of prior latents with conditions drawn with every value equally 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import ClassVar
 
 from torch import Tensor
 
 from facelab.models.generative.base import Conditioning, GenBatch, logs_of, register_generative
-from facelab.models.generative.consistency import ConditionClassifier, ConsistencyOptions, legacy_consistency_options
+from facelab.models.generative.consistency import ConsistencyOptions, WithConditionClassifier
 from facelab.models.generative.losses import raw_to_image
 from facelab.models.generative.vae import VAE, VAEConfig
 
@@ -34,19 +33,11 @@ class CVAEConfig(VAEConfig, ConsistencyOptions):
 
 
 @register_generative("cvae")
-class CVAE(VAE):
+class CVAE(WithConditionClassifier, VAE):
     """A :class:`VAE` with a required condition ``c`` (B, cond_dim) on encoder and decoder, and optionally
     an auxiliary classifier that makes prior samples show their condition."""
 
     config_class = CVAEConfig
-
-    def __init__(self, config: CVAEConfig | None = None) -> None:
-        super().__init__(config)
-        self.classifier = ConditionClassifier.for_model(self.config, self.cond_dim)
-
-    @classmethod
-    def legacy_options(cls, state: Mapping[str, Tensor]) -> dict[str, object]:
-        return legacy_consistency_options(state)
 
     def auxiliary_loss(self, batch: GenBatch) -> tuple[Tensor, dict[str, float]]:
         if self.classifier is None or not self.training:
