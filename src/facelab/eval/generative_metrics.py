@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facelab.data.schema import LabelSpec, Partition
+from facelab.data.schema import LabelKind, LabelSpec, Partition
 from facelab.data.store import Store
 from facelab.errors import FacelabError
 from facelab.eval.features import (
@@ -374,9 +374,25 @@ def _predicted(classifier: nn.Module, cmeta: CheckpointMeta, images: torch.Tenso
     return (p >= 0.5).long().cpu().numpy() if p.ndim == 1 else p.argmax(1).cpu().numpy()
 
 
+def _judged_values(cond: Any, spec: LabelSpec, classifier_run: str | Path) -> list[int]:
+    """For each value of the generator's condition, the classifier's index of that value.
+
+    The values must be the classifier's, or (categorical labels) a subset of its classes: a generator of
+    CIFAR-10 birds and horses is judged among all ten classes, a stricter test than bird against horse.
+    """
+    values, classes = list(cond.value_names), list(spec.classes or ())
+    subset = cond.kind == "categorical" and spec.kind is LabelKind.CATEGORICAL and set(values) <= set(classes)
+    if values != classes and not subset:
+        raise FacelabError(f"classifier {classifier_run} predicts {cond.name!r} with values {spec.classes}, the "
+                           f"generator conditions on {values}; use a classifier of the same labels (or, for "
+                           "a categorical label, of a superset of its classes)")
+    return [classes.index(v) for v in values]
+
+
 def _fidelity_labels(conds: list[Any], labels: list[str] | None, gen: tuple[Any, CheckpointMeta, int],
-                     clf: tuple[Any, CheckpointMeta]) -> tuple[list[str], list[str]]:
-    """The labels to test, checked against the generator's conditions and the classifier; and warnings."""
+                     clf: tuple[Any, CheckpointMeta]) -> tuple[dict[str, list[int]], list[str]]:
+    """{label to test: the classifier's index of each of its values}, checked against the generator's
+    conditions and the classifier; and warnings."""
     (gen_run, gmeta, size), (classifier_run, cmeta) = gen, clf
     by_name = {c.name: c for c in conds}
     labels = list(by_name) if labels is None else list(labels)
@@ -384,18 +400,14 @@ def _fidelity_labels(conds: list[Any], labels: list[str] | None, gen: tuple[Any,
     if unknown or not labels:
         raise FacelabError(f"generator {gen_run} is not conditioned on {unknown or 'any label'}; "
                            f"its conditions: {', '.join(by_name)}")
-    for name in labels:
-        spec = _classifier_spec(cmeta, name, classifier_run)
-        if list(spec.classes or ()) != list(by_name[name].value_names):
-            raise FacelabError(f"classifier {classifier_run} predicts {name!r} with values {spec.classes}, the "
-                               "generator "
-                               f"conditions on {list(by_name[name].value_names)}; use a classifier of the same labels")
+    judged = {name: _judged_values(by_name[name], _classifier_spec(cmeta, name, classifier_run), classifier_run)
+              for name in labels}
     csize = cmeta.preprocessing.get("image_size")
     if csize is not None and int(csize) != size:
         raise FacelabError(f"classifier {classifier_run} works at {csize}px but the generator makes {size}px images; "
                            f"use a classifier trained at {size}px")
     csource, gsource = cmeta.preprocessing.get("source"), gmeta.preprocessing.get("source")
-    return labels, ([] if csource == gsource else [f"classifier trained on {csource!r} data, generator on {gsource!r}"])
+    return judged, ([] if csource == gsource else [f"classifier trained on {csource!r} data, generator on {gsource!r}"])
 
 
 def conditional_fidelity(gen_run: str | Path, classifier_run: str | Path, *, labels: list[str] | None = None,
@@ -431,20 +443,20 @@ def conditional_fidelity(gen_run: str | Path, classifier_run: str | Path, *, lab
     model, gmeta = load_generator(gen_run, device=device)
     conds = named_conditions(model, f"generator {gen_run}")
     classifier, cmeta = load_model(classifier_run, kind="classifier", device=device)
-    labels, warns = _fidelity_labels(conds, labels, (gen_run, gmeta, model.image_size), (classifier_run, cmeta))
+    judged, warns = _fidelity_labels(conds, labels, (gen_run, gmeta, model.image_size), (classifier_run, cmeta))
     store = Store.open(data) if data is not None else None
     if store is not None:
         condition_labels(model, store, np.zeros(0, np.int64))  # checks the store has the conditions
     rng = np.random.default_rng(seed)
     per_label: dict[str, dict[str, float]] = {}
-    for name in labels:
+    for name, judged_as in judged.items():
         j = [c.name for c in conds].index(name)
         per_label[name] = {}
         for v, value_name in enumerate(conds[j].value_names):
             rows = _base_labels(conds, n_per_value, store, rng)
             rows[:, j] = v  # (n, n_conds): the tested label set to v
             batches = generate(model, n_per_value, rows, batch_size=batch_size, seed=int(rng.integers(2**31)))
-            hits = sum(int((_predicted(classifier, cmeta, quantize(x), name) == v).sum()) for x in batches)
+            hits = sum(int((_predicted(classifier, cmeta, quantize(x), name) == judged_as[v]).sum()) for x in batches)
             per_label[name][value_name] = hits / n_per_value
     means = {k: float(np.mean(list(d.values()))) for k, d in per_label.items()}
     cname = checkpoint_name(cmeta.arch, cmeta.preprocessing) if cmeta.preprocessing.get("store_hash") else cmeta.arch

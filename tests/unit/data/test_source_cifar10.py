@@ -11,7 +11,7 @@ import pytest
 
 from facelab.data.schema import LabelKind, Partition
 from facelab.data.sources import cifar10, create_source
-from facelab.errors import DataError
+from facelab.errors import ConfigError, DataError
 from tests.fixtures.layouts import CIFAR10_CLASSES, make_cifar_batches, make_class_folders, real_dataset
 
 
@@ -156,3 +156,30 @@ def test_real_cifar10_class_folders():
             expected[(part, k)] = len(os.listdir(root / split / cls))
     assert Counter((r.partition, r.labels[0]) for r in idx.records) == expected
     assert len(idx.records) == 32_000 and not idx.skipped
+
+
+# ---- a subset of the classes --------------------------------------------------------------------
+def test_classes_option_keeps_a_subset_relabelled_in_the_given_order(tmp_path, batches):
+    full = create_source("cifar10", tmp_path).index()
+    idx = create_source("cifar10", tmp_path, classes="horse, bird").index()  # how `-o classes=horse,bird` arrives
+    assert idx.labels[0].classes == ("horse", "bird")
+    expected = {r.key: (0 if r.labels[0] == 7 else 1) for r in full.records if r.labels[0] in (2, 7)}
+    assert {r.key: r.labels[0] for r in idx.records} == expected
+    assert any(f"kept the classes horse, bird (labels 0-1): {len(expected)} of 24 images" in n for n in idx.notes)
+
+
+def test_classes_option_on_class_folders(tmp_path):
+    make_class_folders(tmp_path / "cifar10" / "train", {"bird": 2, "cat": 1, "horse": 1}, size=(32, 32))
+    idx = create_source("cifar10", tmp_path, classes=["bird", "horse"]).index()
+    assert {r.key: r.labels[0] for r in idx.records} == {
+        "train/bird/0000.jpg": 0, "train/bird/0001.jpg": 0, "train/horse/0000.jpg": 1}
+
+
+@pytest.mark.parametrize("classes, message", [
+    ("bird,pegasus", "unknown class\\(es\\) pegasus; classes must be some of airplane"),
+    ("bird,bird", "bird listed more than once"),
+    ("", "no class listed"),
+])
+def test_bad_classes_option_is_a_clear_error(tmp_path, classes, message):
+    with pytest.raises(ConfigError, match=message):
+        create_source("cifar10", tmp_path, classes=classes)

@@ -73,9 +73,13 @@ def save_classifier(path, store: Store, labels: list[str], *, preprocessing: dic
     return save_checkpoint(path, model=model, meta=meta)
 
 
-def save_generator(path, store: Store, conditions: list[str] | None, *, arch: str = "cvae"):
+def save_generator(path, store: Store, conditions: list[str] | None, *, arch: str = "cvae",
+                   classes: dict[str, list[str]] | None = None):
+    """A tiny untrained generator; ``classes`` replaces a categorical condition's values (a subset store)."""
     torch.manual_seed(0)
     conds = [Condition.from_label_spec(store.spec(n)).model_dump() for n in conditions or []]
+    for c in conds:
+        c["classes"] = (classes or {}).get(c["name"], c["classes"])
     model = create_generative(arch, image_size=store.image_size, **TINY_GEN, **({"conditions": conds} if conds else {}))
     meta = CheckpointMeta(
         kind="generative", arch=arch, arch_kwargs=model.config.model_dump(mode="json"),
@@ -270,6 +274,18 @@ def test_conditional_fidelity_shares(world):
     with_data = conditional_fidelity(world["cgen"], world["clf"], labels=["Smiling"], n_per_value=4,
                                      data=world["store"].path)
     assert list(with_data["per_label"]) == ["Smiling"] and "random rows" in with_data["other_conditions"]
+
+
+def test_fidelity_of_a_class_subset_is_judged_among_all_the_classifier_classes(world, monkeypatch):
+    import facelab.eval.generative_metrics as gm
+
+    sub = save_generator(world["root"] / "cgen_sub", world["store"], ["hair_color"], classes={"hair_color": ["gray", "blond"]})
+    monkeypatch.setattr(gm, "_predicted", lambda clf, meta, x, label: np.full(x.shape[0], 3))  # always "gray" (3)
+    out = conditional_fidelity(sub, world["clf"], n_per_value=4, batch_size=4)
+    assert out["per_label"]["hair_color"] == {"gray": 1.0, "blond": 0.0}
+    bad = save_generator(world["root"] / "cgen_bad", world["store"], ["hair_color"], classes={"hair_color": ["gray", "red"]})
+    with pytest.raises(FacelabError, match=r"conditions on \['gray', 'red'\]; .*superset of its classes"):
+        conditional_fidelity(bad, world["clf"], n_per_value=2)
 
 
 def test_conditional_fidelity_errors(world):

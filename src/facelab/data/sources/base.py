@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -17,6 +17,11 @@ from facelab.registry import Registry
 
 class SourceOptions(StrictConfig):
     """Options of a source; each source subclasses this with its own typed fields."""
+
+
+def comma_list(value: Any) -> Any:
+    """``"bird, horse"`` -> ``["bird", "horse"]`` (how ``-o classes=bird,horse`` arrives); others unchanged."""
+    return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
 class Source(ABC):

@@ -16,12 +16,14 @@ from __future__ import annotations
 import importlib
 import pickle
 from pathlib import Path
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import field_validator
 
 from facelab.data.schema import CropSpec, LabelKind, LabelSpec, Partition, Record, SourceIndex
-from facelab.data.sources.base import SOURCES, Source, SourceOptions
+from facelab.data.sources.base import SOURCES, Source, SourceOptions, comma_list
 from facelab.data.sources.folder import scan_class_tree
 from facelab.errors import DataError
 
@@ -136,6 +138,23 @@ class Cifar10Options(SourceOptions):
     """Options of the ``cifar10`` source."""
 
     layout: Literal["auto", "batches", "folders"] = "auto"  # auto: batches when both are present
+    # Keep only these classes, in this label order (e.g. ``bird,horse`` for a pegasus); default: all ten.
+    classes: list[str] | None = None
+
+    _split_classes = field_validator("classes", mode="before")(comma_list)
+
+    @field_validator("classes")
+    @classmethod
+    def _known_classes(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        unknown = [c for c in v if c not in CLASSES]
+        dup = sorted({c for c in v if v.count(c) > 1})
+        if unknown or dup or not v:
+            why = (f"unknown class(es) {', '.join(unknown)}" if unknown else
+                   f"{', '.join(dup)} listed more than once" if dup else "no class listed")
+            raise ValueError(f"{why}; classes must be some of {', '.join(CLASSES)}")
+        return v
 
 
 @SOURCES.register("cifar10")
@@ -162,15 +181,27 @@ class Cifar10Source(Source):
             records, skipped, notes = scan.records, scan.skipped, scan.notes
         else:
             raise DataError(self._missing_message(layout))
+        classes = tuple(self.options.classes or CLASSES)  # type: ignore[attr-defined]
+        if classes != CLASSES:
+            kept = self._keep_classes(records, classes)
+            notes = [*notes, f"kept the classes {', '.join(classes)} (labels 0-{len(classes) - 1}): "
+                             f"{len(kept):,} of {len(records):,} images"]
+            records = kept
         return SourceIndex(
             source=self.name,
             root=str(self.root),
-            labels=[LabelSpec("label", LabelKind.CATEGORICAL, CLASSES)],
+            labels=[LabelSpec("label", LabelKind.CATEGORICAL, classes)],
             records=records,
             skipped=skipped,
             notes=notes,
             has_partitions=True,
         )
+
+    @staticmethod
+    def _keep_classes(records: list[Record], classes: tuple[str, ...]) -> list[Record]:
+        """The records of ``classes``, relabelled to their index in ``classes``."""
+        new_label = {CLASSES.index(c): i for i, c in enumerate(classes)}
+        return [replace(r, labels=(new_label[r.labels[0]],)) for r in records if r.labels[0] in new_label]
 
     @staticmethod
     def _batch_records(folder: Path) -> list[Record]:

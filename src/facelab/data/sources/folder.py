@@ -16,7 +16,7 @@ from pydantic import field_validator
 
 from facelab.data.decode import IMAGE_SUFFIXES
 from facelab.data.schema import CropSpec, LabelKind, LabelSpec, Partition, Record, Skip, SourceIndex
-from facelab.data.sources.base import SOURCES, Source, SourceOptions
+from facelab.data.sources.base import SOURCES, Source, SourceOptions, comma_list
 from facelab.errors import DataError
 
 # Folder names recognised as official splits (case-insensitive).
@@ -177,6 +177,8 @@ class FolderOptions(SourceOptions):
     label_name: str = "label"  # name of the single categorical label column
     classes: list[str] | None = None  # label order; default: the folder names sorted alphabetically
     layout: Layout = "auto"  # auto: split folders (train/val/test) are detected
+
+    _split_classes = field_validator("classes", mode="before")(comma_list)
 
     @field_validator("label_name")
     @classmethod
