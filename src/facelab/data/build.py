@@ -34,17 +34,27 @@ from facelab.data.decode import crop_box, crop_resize, decode_min_side
 from facelab.data.schema import NO_PARTITION, CropSpec, Partition, Record, SourceIndex
 from facelab.data.store import FORMAT_VERSION, MANIFEST
 from facelab.errors import ConfigError, DataError, ImageDecodeError, StoreError
+from facelab.data.partial import (
+    BUILD_FILE,
+    DECODED_FILE,
+    LANDMARKS_FILE,
+    PROGRESS_FILE,
+    Journal,
+    allocate,
+    arrays_ok,
+    clear_folder,
+    differences,
+    fsync_path,
+    locked,
+    open_partial,
+    pending_spans,
+)
 from facelab.utils.io import atomic_write_json
 
 if TYPE_CHECKING:
     from facelab.data.sources.base import Source
 
 PARTIAL_SUFFIX = ".partial"
-BUILD_FILE = "build.json"
-PROGRESS_FILE = "progress.jsonl"
-DECODED_FILE = "decoded.npy"
-LANDMARKS_FILE = "landmarks.npy"
-CHECKPOINT_SECONDS = 2.0  # fsync the pixels and append finished chunks to progress.jsonl this often
 _BLOCK_BYTES = 16 << 20  # image bytes per block when compacting or hashing
 BuildStatus = Literal["built", "resumed", "already complete"]
 
@@ -97,14 +107,6 @@ def build_key(source: Source, *, size: int, crop: CropSpec) -> dict[str, Any]:
     return json.loads(json.dumps(key))
 
 
-def _differences(wanted: dict[str, Any], found: dict[str, Any]) -> list[str]:
-    def short(v: Any) -> str:
-        r = repr(v)
-        return r if len(r) <= 60 else r[:57] + "..."
-
-    return [f"{k}: {short(found.get(k))} there, {short(v)} asked" for k, v in wanted.items() if found.get(k) != v]
-
-
 def _check_out(out: Path, key: dict[str, Any], *, overwrite: bool) -> dict[str, Any] | None:
     """The manifest of the store already at ``out`` (None when there is none); StoreError when in the way."""
     if not out.exists():
@@ -121,7 +123,7 @@ def _check_out(out: Path, key: dict[str, Any], *, overwrite: bool) -> dict[str, 
         manifest = json.loads(mpath.read_text())
     except (OSError, ValueError) as e:
         raise StoreError(f"{mpath}: unreadable manifest ({e}); delete {out} or choose another --out") from None
-    diffs = _differences({**key, "format_version": FORMAT_VERSION}, manifest)
+    diffs = differences({**key, "format_version": FORMAT_VERSION}, manifest)
     if diffs and not overwrite:
         raise StoreError(f"{out} already holds a different store ({'; '.join(diffs)}); "
                          "pass --overwrite (overwrite=True) to replace it or choose another --out")
@@ -215,147 +217,6 @@ def _chunk_runner(spans: list[tuple[int, int]], state_args: tuple, workers: int)
         yield pool.imap_unordered(_decode_range, spans)
 
 
-# ---- the .partial folder -------------------------------------------------------------------------
-class _Journal:
-    """progress.jsonl: finished chunks, appended after the pixels they name were fsynced."""
-
-    def __init__(self, partial: Path, data_files: list[Path]) -> None:
-        self.path = partial / PROGRESS_FILE
-        self.data_files = data_files
-        self.pending: list[str] = []
-        self.last = time.monotonic()
-
-    def read(self, n: int) -> tuple[np.ndarray, dict[int, str]]:
-        """(n,) bool done mask and {position: reason} of failed decodes, from the complete lines."""
-        done, failed = np.zeros(n, dtype=bool), {}
-        if not self.path.exists():
-            return done, failed
-        data = self.path.read_bytes()
-        if not data.endswith(b"\n"):  # a line torn by a kill: drop it (that chunk is decoded again)
-            data = data[:data.rfind(b"\n") + 1]
-            os.truncate(self.path, len(data))
-        for line in data.decode("utf-8", errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if not 0 <= entry["start"] <= entry["stop"] <= n:
-                continue
-            done[entry["start"]:entry["stop"]] = True
-            failed.update({int(i): str(r) for i, r in entry["failed"]})
-        return done, failed
-
-    def add(self, start: int, stop: int, failed: list[tuple[int, str]]) -> None:
-        self.pending.append(json.dumps({"start": start, "stop": stop, "failed": failed}) + "\n")
-        if time.monotonic() - self.last >= CHECKPOINT_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        """fsync the pixel files (all processes' writes), then append and fsync the finished chunks."""
-        self.last = time.monotonic()
-        if not self.pending:
-            return
-        for path in self.data_files:
-            if path.exists():  # decoded.npy is gone once compacted (nothing is pending then)
-                _fsync_path(path)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write("".join(self.pending))
-            f.flush()
-            os.fsync(f.fileno())
-        self.pending.clear()
-
-
-def _fsync_path(path: Path, *, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY if directory else os.O_RDWR)
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not directory:  # some platforms/filesystems cannot fsync a directory; files must succeed
-            raise
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _locked(partial: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the .partial folder so two builds never write the same one."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no locking
-        yield
-        return
-    fd = os.open(partial, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise StoreError(f"{partial} is being written by another `facelab data prepare`; wait for it "
-                         "to finish (or stop it) and re-run") from None
-    try:
-        yield
-    finally:
-        os.close(fd)
-
-
-def _clear(folder: Path) -> None:
-    for child in folder.iterdir():
-        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-
-
-def _open_partial(partial: Path, params: dict[str, Any], notes: list[str]) -> str:
-    """Prepare ``partial`` for ``params``; return "fresh", "resume" or "finished" (manifest written)."""
-    bpath = partial / BUILD_FILE
-    if not bpath.is_file():
-        if any(partial.iterdir()):
-            raise StoreError(f"{partial} exists, is not empty and was not made by facelab ({BUILD_FILE} "
-                             "missing); move it away or choose another --out")
-        atomic_write_json(bpath, params)
-        return "fresh"
-    try:
-        old = json.loads(bpath.read_text())
-    except ValueError:
-        old = {}
-    diffs = _differences(params, old)
-    if not diffs:
-        return "finished" if (partial / MANIFEST).is_file() else "resume"
-    notes.append(f"discarded the interrupted build in {partial} (it was made with other parameters: "
-                 f"{'; '.join(diffs)}) and started over")
-    _clear(partial)
-    atomic_write_json(bpath, params)
-    return "fresh"
-
-
-def _allocate(partial: Path, n: int, size: int, with_landmarks: bool) -> None:
-    """Create the working arrays (sparse files: nothing is written until the workers fill rows)."""
-    np.lib.format.open_memmap(partial / DECODED_FILE, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
-    if with_landmarks:
-        np.lib.format.open_memmap(partial / LANDMARKS_FILE, mode="w+", dtype=np.float32, shape=(n, 10))
-
-
-def _pending_spans(done: np.ndarray, chunk_size: int) -> list[tuple[int, int]]:
-    """Split the not-done positions into (start, stop) chunks of at most ``chunk_size``."""
-    todo = np.flatnonzero(~done)
-    if todo.size == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(todo) != 1) + 1
-    spans = []
-    for run in np.split(todo, breaks):
-        lo, hi = int(run[0]), int(run[-1]) + 1
-        spans.extend((s, min(s + chunk_size, hi)) for s in range(lo, hi, chunk_size))
-    return spans
-
-
-def _arrays_ok(partial: Path, n: int, size: int, with_landmarks: bool) -> bool:
-    """Whether the working arrays of a resumed build exist with the expected shapes."""
-    try:
-        ok = np.load(partial / DECODED_FILE, mmap_mode="r").shape == (n, size, size, 3)
-        if with_landmarks:
-            ok = ok and np.load(partial / LANDMARKS_FILE, mmap_mode="r").shape == (n, 10)
-        return ok
-    except (OSError, ValueError):
-        return False
-
-
 # ---- decoding ------------------------------------------------------------------------------------
 class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
@@ -370,12 +231,12 @@ def _progress(enabled: bool, total: int, done: int) -> tuple[Progress, TaskID]:
     return bar, bar.add_task("decoding", total=total, completed=done)
 
 
-def _decode(source: Source, index: SourceIndex, partial: Path, journal: _Journal, *, size: int, crop: CropSpec,
+def _decode(source: Source, index: SourceIndex, partial: Path, journal: Journal, *, size: int, crop: CropSpec,
             workers: int, chunk_size: int, progress: bool) -> tuple[int, dict[int, str]]:
     """Decode every record not yet done; return (records decoded now, {position: reason} of all failures)."""
     n = len(index.records)
     done, failed = journal.read(n)
-    spans = _pending_spans(done, chunk_size)
+    spans = pending_spans(done, chunk_size)
     state_args = (source, index.records, crop, size, str(partial), index.has_landmarks)
     decoded = 0
     if not spans:
@@ -392,7 +253,7 @@ def _decode(source: Source, index: SourceIndex, partial: Path, journal: _Journal
         journal.flush()  # keep what finished, whatever stopped the loop (error, Ctrl-C)
         raise
     # On success the last chunks are not journaled: _finish fsyncs the pixels while it hashes them, and a
-    # kill before the manifest costs at most CHECKPOINT_SECONDS of decoding.
+    # kill before the manifest costs at most partial.CHECKPOINT_SECONDS of decoding.
     return decoded, failed
 
 
@@ -432,7 +293,7 @@ def _compact(partial: Path, kept: np.ndarray, n: int) -> None:
         dst[block] = src[kept[block]]
     dst.flush()
     del dst, src
-    _fsync_path(tmp)
+    fsync_path(tmp)
     os.replace(tmp, dst_path)
     src_path.unlink()
 
@@ -460,7 +321,7 @@ def _columns(partial: Path, index: SourceIndex, kept: np.ndarray) -> dict[str, n
     return cols
 
 
-def _finish(partial: Path, index: SourceIndex, failed: dict[int, str], journal: _Journal, key: dict[str, Any],
+def _finish(partial: Path, index: SourceIndex, failed: dict[int, str], journal: Journal, key: dict[str, Any],
             t0: float) -> dict[str, Any]:
     """Hash while fsyncing the pixels, compact, write labels and index, then manifest.json last."""
     n = len(index.records)
@@ -469,7 +330,7 @@ def _finish(partial: Path, index: SourceIndex, failed: dict[int, str], journal: 
     uncompacted = (partial / DECODED_FILE).exists()
     pixels = partial / (DECODED_FILE if uncompacted else "images.npy")
     with ThreadPoolExecutor(1) as pool:  # the disk flush overlaps the hash (read from the page cache)
-        synced = pool.submit(_fsync_path, pixels)
+        synced = pool.submit(fsync_path, pixels)
         rows = kept if uncompacted and kept.size < n else None
         digest = content_hash(np.load(pixels, mmap_mode="r"), cols["labels"], cols["key"], rows=rows)
         synced.result()
@@ -498,7 +359,7 @@ def _move_into_place(partial: Path, out: Path) -> None:
     """Drop the working files, fsync, and rename ``partial`` to ``out`` (replacing an old store or empty folder)."""
     for name in (PROGRESS_FILE, LANDMARKS_FILE, DECODED_FILE, "images.tmp.npy"):
         (partial / name).unlink(missing_ok=True)  # build.json goes last: it marks the folder as ours
-    _fsync_path(partial, directory=True)
+    fsync_path(partial, directory=True)
     old = None
     if out.exists():
         if (out / MANIFEST).is_file():  # _check_out let it through: overwrite was asked
@@ -507,7 +368,7 @@ def _move_into_place(partial: Path, out: Path) -> None:
         else:
             out.rmdir()  # empty (checked by _check_out)
     os.replace(partial, out)
-    _fsync_path(out.parent, directory=True)
+    fsync_path(out.parent, directory=True)
     (out / BUILD_FILE).unlink(missing_ok=True)
     if old is not None:
         shutil.rmtree(old)
@@ -575,7 +436,7 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
     if partial.exists() and not partial.is_dir():
         raise StoreError(f"{partial} is a file in the way of the build; move it away")
     partial.mkdir(parents=True, exist_ok=True)
-    with _locked(partial):
+    with locked(partial):
         status, manifest, decoded, notes = _build(source, index, partial, key, size=size, crop=crop,
                                                   workers=workers or os.cpu_count() or 1, progress=progress,
                                                   chunk_size=chunk_size, t0=t0)
@@ -590,19 +451,19 @@ def _build(source: Source, index: SourceIndex, partial: Path, key: dict[str, Any
     n, notes = len(index.records), []
     params = {**key, "format_version": FORMAT_VERSION, "indexed": n, "has_landmarks": index.has_landmarks,
               "keys_sha256": hashlib.sha256("\n".join(r.key for r in index.records).encode()).hexdigest()}
-    state = _open_partial(partial, params, notes)
+    state = open_partial(partial, params, notes)
     if state == "finished":  # killed between the manifest and the rename
         return "resumed", json.loads((partial / MANIFEST).read_text()), 0, notes
-    if not (partial / "images.npy").exists() and not _arrays_ok(partial, n, size, index.has_landmarks):
+    if not (partial / "images.npy").exists() and not arrays_ok(partial, n, size, index.has_landmarks):
         state = "fresh"  # killed before the arrays were allocated (or they are damaged)
         (partial / PROGRESS_FILE).unlink(missing_ok=True)
-        _allocate(partial, n, size, index.has_landmarks)
+        allocate(partial, n, size, index.has_landmarks)
     if state == "resume":
         notes.append(f"resumed the interrupted build in {partial}")
     for note in notes if progress else []:
         Console(stderr=True).print(f"[yellow]note[/]: {note}")
     data_files = [partial / DECODED_FILE] + ([partial / LANDMARKS_FILE] if index.has_landmarks else [])
-    journal = _Journal(partial, data_files)
+    journal = Journal(partial, data_files)
     decoded, failed = _decode(source, index, partial, journal, size=size, crop=crop, workers=workers,
                               chunk_size=chunk_size, progress=progress)
     if len(failed) == n:
@@ -613,7 +474,7 @@ def _build(source: Source, index: SourceIndex, partial: Path, key: dict[str, Any
 
 def _give_up(partial: Path, index: SourceIndex, failed: dict[int, str]) -> None:
     examples = " | ".join(f"{index.records[i].key}: {r}" for i, r in sorted(failed.items())[:5])
-    _clear(partial)
+    clear_folder(partial)
     partial.rmdir()
     raise StoreError(f"none of the {len(failed)} images of source {index.source!r} could be decoded "
                      f"(e.g. {examples}); check the files (or the source's options) and re-run")

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 import facelab.data.build as build
+import facelab.data.partial as partial
 from facelab.data.build import BuildReport, content_hash, landmarks_to_store, prepare_store
 from facelab.data.decode import crop_resize, decode_file, decode_min_side
 from facelab.data.schema import CropSpec, LabelKind, LabelSpec, Record, Skip, SourceIndex
@@ -228,7 +229,7 @@ def test_all_images_broken(tmp_path: Path) -> None:
 
 
 def test_resume_after_crash_decodes_only_the_rest(root: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(build, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(partial, "CHECKPOINT_SECONDS", 0.0)
     out = tmp_path / "store"
     with pytest.raises(Boom):
         _prepare(CrashingSource(root), out)  # dies on the 9th load: chunks [0, 4) and [4, 8) are done
@@ -250,8 +251,8 @@ def test_resume_after_sigkill(root: Path, tmp_path: Path) -> None:
         import importlib.util, sys
         spec = importlib.util.spec_from_file_location("build_test_module", {str(Path(__file__))!r})
         mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-        import facelab.data.build as b
-        b.CHECKPOINT_SECONDS = 0.0
+        import facelab.data.build as b, facelab.data.partial as p
+        p.CHECKPOINT_SECONDS = 0.0
         b.prepare_store(mod.SlowSource({str(root)!r}), {str(out)!r}, size={SIZE}, workers=1, chunk_size=2,
                         progress=False)
     """)
@@ -308,7 +309,7 @@ def test_folder_that_is_not_a_store_is_never_touched(root: Path, tmp_path: Path)
 
 
 def test_partial_with_other_parameters_starts_over(root: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(build, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(partial, "CHECKPOINT_SECONDS", 0.0)
     out = tmp_path / "store"
     with pytest.raises(Boom):
         _prepare(CrashingSource(root), out, size=24)
@@ -370,7 +371,7 @@ def test_bad_arguments_and_bad_sources(root: Path, tmp_path: Path) -> None:
 
 
 def test_progress_output_does_not_break_non_tty(root: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(build, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(partial, "CHECKPOINT_SECONDS", 0.0)
     with pytest.raises(Boom):
         _prepare(CrashingSource(root), tmp_path / "store")
     report = _prepare(TinySource(root), tmp_path / "store", progress=True, workers=2)
@@ -401,7 +402,7 @@ def test_kill_while_finishing_resumes_without_decoding(root: Path, tmp_path: Pat
 def test_journal_drops_a_torn_line_and_keeps_appending(tmp_path: Path) -> None:
     data = tmp_path / "decoded.npy"
     np.save(data, np.zeros(4, dtype=np.uint8))
-    journal = build._Journal(tmp_path, [data])
+    journal = partial.Journal(tmp_path, [data])
     journal.add(0, 4, [(2, "empty file")])
     journal.flush()
     with open(journal.path, "a") as f:
@@ -410,5 +411,5 @@ def test_journal_drops_a_torn_line_and_keeps_appending(tmp_path: Path) -> None:
     assert done.tolist() == [True] * 4 + [False] * 6 and failed == {2: "empty file"}
     journal.add(4, 6, [])
     journal.flush()
-    done, _ = build._Journal(tmp_path, [data]).read(10)
+    done, _ = partial.Journal(tmp_path, [data]).read(10)
     assert done.sum() == 6
