@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facelab.data.render_face import FaceLabels, render_face, sample_face_params
+from facelab.data.face_params import FaceLabels, sample_face_params
+from facelab.data.render_face import render_face
 from facelab.data.schema import LabelKind, Partition
 from facelab.data.sources import SOURCES, create_source
 from facelab.data.sources import synthetic as syn

@@ -12,15 +12,15 @@ import math
 import numpy as np
 from pydantic import Field, field_validator
 
-from facelab.data.render_face import (
+from facelab.data.face_params import (
     DIRECTIONS,
     HAIR_COLORS,
     FaceLabels,
     FaceParams,
-    render_face,
     sample_identity,
     sample_shot,
 )
+from facelab.data.render_face import render_face
 from facelab.data.schema import LabelKind, LabelSpec, Partition, Record, SourceIndex
 from facelab.data.sources.base import SOURCES, Source, SourceOptions
 from facelab.errors import DataError
