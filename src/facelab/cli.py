@@ -28,6 +28,7 @@ app.add_typer(metrics_app, name="metrics")
 
 console = Console(stderr=True)
 JSON_OPT = typer.Option(False, "--json", help="Print the figures as JSON on stdout.")
+UNLIMITED_EPOCHS = 1_000_000  # train-gen --minutes without --epochs
 
 
 def emit_json(obj: Any) -> None:
@@ -209,6 +210,32 @@ def _classifier_config(store, config, labels, model, epochs, batch_size, lr, opt
     return ClassifierConfig.from_dict(data, where=str(config) if config else "classifier options")
 
 
+def _resume_config(config_cls: Any, run_dir: Path, *, epochs: int | None = None, minutes: float | None = None,
+                   others: dict[str, Any]) -> Any:
+    """The saved config of the run to resume, its budgets raised by ``--epochs`` / ``--minutes``.
+
+    A resumed run keeps its config.yaml (what trained the checkpoint). Only the training budgets can grow,
+    e.g. a finished GAN trained for another hour; the new budgets are written back to config.yaml (time
+    budgets count training time over every resume). Any other option is an error, never silently ignored.
+    """
+    given = [f"--{k.replace('_', '-')}" for k, v in others.items() if v not in (None, False, [])]
+    if given:
+        raise typer.BadParameter(f"--resume continues {run_dir} with its saved config.yaml; only --epochs and "
+                                 f"--minutes can change (to extend training); drop {', '.join(given)}")
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise FacelabError(f"{run_dir}: no config.yaml, so not a facelab run folder to resume")
+    cfg = config_cls.from_yaml(path)
+    changes = {k: v for k, v in (("epochs", epochs), ("time_budget_minutes", minutes)) if v is not None}
+    if changes:
+        cfg = config_cls.from_dict(overlay(cfg.model_dump(mode="json"), {"trainer": changes}), where="--resume budgets")
+        if epochs is not None and cfg.trainer.schedule.name != "constant":
+            console.print(f"[yellow]note[/]: the {cfg.trainer.schedule.name} learning-rate schedule is stretched to "
+                          f"{epochs} epochs from the resumed step on")
+        path.write_text(cfg.to_yaml())
+    return cfg
+
+
 @app.command("train")
 def train(
     store: Optional[Path] = typer.Argument(None, help="Store to train on (or set `store:` in --config)."),
@@ -232,7 +259,7 @@ def train(
     option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="Any config key, dotted: -o trainer.optim.weight_decay=0.01"),
     out: Path = typer.Option(Path("runs"), help="Folder under which the run folder is created."),
     name: Optional[str] = typer.Option(None, help="Run folder name (default: train-<timestamp>)."),
-    resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill."),
+    resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill (or extend it: with --epochs)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -241,7 +268,11 @@ def train(
     from facelab.train.classifier import ClassifierConfig, check_config, train_classifier
 
     if resume is not None:
-        cfg = ClassifierConfig.from_yaml(resume / "config.yaml")
+        cfg = _resume_config(ClassifierConfig, resume, epochs=epochs, others=dict(
+            store=store, config=config, labels=labels, model=model, batch_size=batch_size, lr=lr, optimizer=optimizer,
+            schedule=schedule, augment=augment, random_erasing=random_erasing, balance=balance, pretrained=pretrained,
+            freeze=freeze, unfreeze_at=unfreeze_at, device=device, seed=seed, train_limit=train_limit, option=option,
+            name=name))
         run_dir = resume
     else:
         cfg = _classifier_config(store, config, labels, model, epochs, batch_size, lr, optimizer, schedule, augment,
@@ -433,14 +464,16 @@ def train_gen(
     model: Optional[str] = typer.Option(None, help="vae | beta_vae | cvae | aae | dcgan | wgan_gp | sngan | cgan | acai"),
     cond: Optional[str] = typer.Option(None, help="Comma-separated labels to condition on (conditional models)."),
     epochs: Optional[int] = typer.Option(None, min=1),
-    minutes: Optional[float] = typer.Option(None, min=0.01, help="Training-time budget: stop when it is spent."),
+    minutes: Optional[float] = typer.Option(None, min=0.01, help="Training-time budget: stop when it is spent "
+                                            "(alone, it is the only limit; with --resume, the new total)."),
     batch_size: Optional[int] = typer.Option(None, min=2),
     config: Optional[Path] = typer.Option(None, help="YAML overrides of GenerativeRunConfig."),
     option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="KEY=VALUE, e.g. -o model_options.width=64"),
     device: Optional[str] = typer.Option(None),
     out: Path = typer.Option(Path("runs"), help="Folder under which the run folder is created."),
     name: Optional[str] = typer.Option(None, help="Run folder name."),
-    resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill."),
+    resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill (or extend it: "
+                                          "with --epochs / --minutes)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -449,7 +482,9 @@ def train_gen(
     from facelab.train.generative import GenerativeRunConfig, check_config, train_generative
 
     if resume is not None:
-        cfg = GenerativeRunConfig.from_yaml(resume / "config.yaml")
+        cfg = _resume_config(GenerativeRunConfig, resume, epochs=epochs, minutes=minutes, others=dict(
+            store=store, model=model, cond=cond, batch_size=batch_size, config=config, option=option, device=device,
+            name=name))
         run_dir = resume
     else:
         data = yaml.safe_load(config.read_text()) if config else {}
@@ -463,6 +498,8 @@ def train_gen(
         if minutes is not None:
             data.setdefault("trainer", {})["time_budget_minutes"] = minutes
         data = overlay(data, parse_options(option))
+        if minutes is not None and "epochs" not in data.get("trainer", {}):
+            data["trainer"]["epochs"] = UNLIMITED_EPOCHS  # --minutes alone: the time budget ends training
         cfg = GenerativeRunConfig.from_dict(data, where=str(config or "generative options"))
         check_config(cfg)
         if dry_run:

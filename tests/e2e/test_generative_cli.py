@@ -211,3 +211,42 @@ def test_gan_resumes_mid_epoch_to_the_same_weights(dcgan_run, tmp_path):
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
     np.testing.assert_array_equal(png(run / "samples" / "latest.png"), png(dcgan_run / "samples" / "latest.png"))
+
+
+# ---- extend a finished run -----------------------------------------------------------------------
+def test_resume_with_more_epochs_extends_a_finished_run_to_the_uninterrupted_weights(store, dcgan_run, tmp_path):
+    one = cli_json("train-gen", store, "--model", "dcgan", "--epochs", 1, *TINY_GEN, "-o",
+                   "trainer.checkpoint_every_minutes=0.000001", "--out", tmp_path, "--name", "short")
+    run = Path(one["run_dir"])
+    assert one["epochs"] == 1 and one["stop_reason"] == "completed"
+    summary = cli_json("train-gen", "--resume", run, "--epochs", 2)
+    assert summary["epochs"] == 2 and GenerativeRunConfig.from_yaml(run / "config.yaml").trainer.epochs == 2
+    a, b = read_weights(run / "checkpoints" / "last"), read_weights(dcgan_run / "checkpoints" / "last")
+    for k in a:  # 1 epoch + 1 more = the 2-epoch run (same seed, data order and optimizer state)
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_resume_with_more_minutes_trains_on_after_a_time_budget_stop(store, tmp_path):
+    first = cli_json("train-gen", store, "--model", "dcgan", "--epochs", 3, *TINY_GEN, "-o",
+                     "trainer.time_budget_minutes=0.00001", "-o", "trainer.checkpoint_every_minutes=0.000001",
+                     "--out", tmp_path, "--name", "budget")
+    run = Path(first["run_dir"])
+    assert first["stop_reason"].startswith("time budget") and first["steps"] == 1
+    again = cli_json("train-gen", "--resume", run, "--minutes", 60)
+    assert again["stop_reason"] == "completed" and again["epochs"] == 3 and again["steps"] > first["steps"]
+    unchanged = cli_json("train-gen", "--resume", run)  # nothing raised: nothing to do
+    assert unchanged["steps"] == again["steps"]
+
+
+def test_minutes_alone_is_the_only_limit(store, tmp_path):
+    result = cli("train-gen", store, "--model", "dcgan", "--minutes", 5, "--dry-run", "--out", tmp_path)
+    trainer = GenerativeRunConfig.from_dict(yaml.safe_load(result.stdout)).trainer
+    assert trainer.time_budget_minutes == 5 and trainer.epochs == 1_000_000  # not the default 20 epochs
+    result = cli("train-gen", store, "--model", "dcgan", "--minutes", 5, "--epochs", 3, "--dry-run", "--out", tmp_path)
+    assert GenerativeRunConfig.from_dict(yaml.safe_load(result.stdout)).trainer.epochs == 3
+
+
+def test_resume_refuses_options_it_would_ignore(dcgan_run):
+    result = cli("train-gen", "--resume", dcgan_run, "--model", "vae", "-o", "model_options.width=64", ok=False)
+    assert result.exit_code == 2
+    assert "only --epochs and --minutes can change" in result.output and "--model, --option" in result.output

@@ -27,6 +27,8 @@ from facelab.train.checkpoint import CheckpointMeta, read_training_state, save_c
 from facelab.train.optim import create_optimizer
 from facelab.train.schedules import PlateauTracker, ScheduleConfig, lr_factor_fn
 
+BUDGET_STOP = "time budget"  # how stop_reason starts when time_budget_minutes stopped training
+
 
 class DivergenceError(FacelabError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
@@ -258,7 +260,7 @@ class Trainer:
                 advance(logs)
                 self._maybe_checkpoint_mid_epoch()
                 if self._budget_spent(time.monotonic() - t0):
-                    self.stop_reason = f"time budget of {self.cfg.time_budget_minutes:g} min spent"
+                    self.stop_reason = f"{BUDGET_STOP} of {self.cfg.time_budget_minutes:g} min spent"
                     break
         secs = time.monotonic() - t0
         self.train_seconds += secs
@@ -393,6 +395,8 @@ class Trainer:
         self.best, self.bad_epochs, self.stop_reason = state["best"], state["bad_epochs"], state["stop_reason"]
         self.plateau.load_state_dict(state["plateau"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        if (self.stop_reason or "").startswith(BUDGET_STOP) and not self._budget_spent(0.0):
+            self.stop_reason = None  # the time budget was raised (``--resume RUN --minutes M``): train on
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
