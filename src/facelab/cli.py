@@ -564,7 +564,9 @@ def blend(
     run: Path = typer.Argument(..., help="A generative run (conditional on a class label, or an autoencoder)."),
     classes: str = typer.Option(..., help="Two classes, e.g. bird,horse"),
     weight: float = typer.Option(0.5, help="0 = first class, 1 = second class."),
-    n: int = typer.Option(64, min=1),
+    sweep: Optional[int] = typer.Option(None, help="K weights from 0 to 1 as columns, one latent per row "
+                                        "(bird -> pegasus -> horse); replaces --weight."),
+    n: Optional[int] = typer.Option(None, min=1, help="Images (default 64); with --sweep, rows (default 8)."),
     out: Path = typer.Option(Path("blend.png"), "--out"),
     data: Optional[Path] = typer.Option(None, "--data", help="Store for class latent means (unconditional autoencoders)."),
     seed: int = typer.Option(0),
@@ -577,7 +579,9 @@ def blend(
     parts = [c.strip() for c in classes.split(",") if c.strip()]
     if len(parts) != 2:
         raise FacelabError(f"--classes {classes!r}: give exactly two classes, e.g. bird,horse")
-    res = blend_run(run, classes=(parts[0], parts[1]), weight=weight, n=n, out=out, store=data, seed=seed, device=device)
+    rows = n if n is not None else (8 if sweep else 64)
+    res = blend_run(run, classes=(parts[0], parts[1]), weight=weight, n=rows, out=out, store=data, seed=seed,
+                    device=device, sweep=sweep)
     emit_json(res) if as_json else console.print(f"blend: {res['grid']}")
 
 

@@ -174,6 +174,42 @@ def test_blend_two_classes_of_a_categorical_condition(hair_cvae_run, tmp_path):
     assert not np.array_equal(png(tmp_path / "e.png"), blend)
 
 
+def tile(grid: np.ndarray, row: int, col: int) -> np.ndarray:
+    """The 32-px image at (row, col) of a grid."""
+    y, x = 2 + row * TILE, 2 + col * TILE
+    return grid[y:y + TILE - 2, x:x + TILE - 2]
+
+
+def test_blend_sweep_keeps_one_latent_per_row_from_one_class_to_the_other(hair_cvae_run, tmp_path):
+    res = cli_json("blend", hair_cvae_run, "--classes", "black,blond", "--sweep", 3, "--n", 4,
+                   "--out", tmp_path / "s.png")
+    assert res["weights"] == [0.0, 0.5, 1.0] and res["rows"] == 4 and res["weight"] is None
+    sweep = png(tmp_path / "s.png")
+    assert sweep.shape == (4 * TILE + 2, 3 * TILE + 2, 3)
+    for col, cls in ((0, "black"), (2, "blond")):  # the end columns: the classes themselves, the same latents
+        cli("sample", hair_cvae_run, "--n", 4, "--cond", f"hair_color={cls}", "--grid", tmp_path / "c.png")
+        same = png(tmp_path / "c.png")
+        for row in range(4):
+            np.testing.assert_array_equal(tile(sweep, row, col), tile(same, 0, row))
+    assert not np.array_equal(tile(sweep, 0, 1), tile(sweep, 0, 0))
+    assert cli_json("blend", hair_cvae_run, "--classes", "black,blond", "--sweep", 5,
+                    "--out", tmp_path / "d.png")["rows"] == 8  # default rows with --sweep
+    err = cli_error("blend", hair_cvae_run, "--classes", "black,blond", "--sweep", 1, "--out", tmp_path / "x.png")
+    assert "at least 2 weights" in str(err)
+
+
+def test_unconditional_autoencoder_blends_class_latent_means(store, tmp_path):
+    vae = cli_json("train-gen", store, "--model", "vae", "--epochs", 1, *TINY_GEN, "--out", tmp_path, "--name", "vae")
+    run = Path(vae["run_dir"])
+    res = cli_json("blend", run, "--classes", "black,blond", "--data", store, "--sweep", 3, "--n", 2,
+                   "--out", tmp_path / "m.png")
+    assert res["method"] == "class latent-mean blend" and png(tmp_path / "m.png").shape == (2 * TILE + 2, 3 * TILE + 2, 3)
+    grid = png(tmp_path / "m.png")
+    assert not np.array_equal(tile(grid, 0, 0), tile(grid, 0, 2)) and not np.array_equal(tile(grid, 0, 0), tile(grid, 1, 0))
+    err = cli_error("blend", run, "--classes", "black,blond", "--out", tmp_path / "x.png")
+    assert "needs --data STORE" in str(err)
+
+
 def test_blend_errors(hair_cvae_run, cvae_run, tmp_path):
     err = cli_error("blend", hair_cvae_run, "--classes", "black,purple", "--out", tmp_path / "b.png")
     assert "purple" in str(err) and "blond" in str(err)

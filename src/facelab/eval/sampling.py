@@ -105,35 +105,55 @@ def _real_pair_images(store_path, pair, model) -> torch.Tensor:
 
 
 def blend_run(run: str | Path, *, classes: tuple[str, str], weight: float = 0.5, n: int = 64, out: str | Path,
-              store: str | Path | None = None, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+              store: str | Path | None = None, seed: int = 0, device: str = "cpu",
+              sweep: int | None = None) -> dict[str, Any]:
     """Blend two classes (the pegasus: bird + horse).
 
     Conditional models sample with the interpolated condition ``(1-w)*a + w*b``; unconditional
     autoencoders decode latents around the interpolated class latent means (needs ``store``).
-    """
-    from facelab.models.generative import blend_conditions
 
-    if not 0.0 <= weight <= 1.0:
+    Args:
+        weight: the blend weight (0: the first class, 1: the second); ignored with ``sweep``.
+        n: images (with ``sweep``: rows, one latent each).
+        sweep: K >= 2 gives a grid of ``n`` rows by K columns, the weights 0..1 from left to right with one
+            latent per row: each row turns the first class into the second through the blends between.
+    """
+    if sweep is not None and sweep < 2:
+        raise FacelabError(f"--sweep {sweep}: a sweep needs at least 2 weights (0 and 1)")
+    if sweep is None and not 0.0 <= weight <= 1.0:
         raise FacelabError(f"--weight {weight}: the blend weight must be in [0, 1]")
+    weights = np.linspace(0.0, 1.0, sweep).tolist() if sweep else [weight]
     model, meta = load_model(run, kind="generative", device=device)
     g = torch.Generator().manual_seed(seed)
     if model.is_conditional:
-        cats = [c for c in model.config.conditions if c.kind == "categorical"]
-        if len(cats) != 1:
-            raise FacelabError("blending classes needs a model conditioned on one categorical label (e.g. CIFAR-10 label)")
-        ca = model.make_cond({cats[0].name: classes[0]})
-        cb = model.make_cond({cats[0].name: classes[1]})
-        cond = blend_conditions(ca, cb, weight).expand(n, -1)
-        images = model.sample(n, cond, generator=g)
+        images = _condition_blend(model, classes, weights, n, g)
         how = "condition blend"
     else:
-        images = _latent_mean_blend(model, meta, store, classes, weight, n, g)
+        images = _latent_mean_blend(model, meta, store, classes, weights, n, g)
         how = "class latent-mean blend"
-    path = save_grid(images, out)
-    return {"run": str(run), "model": meta.arch, "classes": list(classes), "weight": weight, "method": how, "grid": str(path)}
+    path = save_grid(images, out, nrow=len(weights) if sweep else 8)
+    return {"run": str(run), "model": meta.arch, "classes": list(classes), "weight": None if sweep else weight,
+            "weights": weights, "rows": n, "method": how, "grid": str(path)}
 
 
-def _latent_mean_blend(model, meta, store_path, classes, weight, n, g) -> torch.Tensor:
+def _condition_blend(model, classes, weights: list[float], n: int, g) -> torch.Tensor:
+    """(n * len(weights), 3, S, S): latent i with every weight, row by row."""
+    from facelab.models.generative import blend_conditions
+
+    cats = [c for c in model.config.conditions if c.kind == "categorical"]
+    if len(cats) != 1:
+        raise FacelabError("blending classes needs a model conditioned on one categorical label (e.g. CIFAR-10 label)")
+    ca, cb = (model.make_cond({cats[0].name: c}) for c in classes)
+    cond = blend_conditions(ca, cb, weights).repeat(n, 1)  # (n * K, cond_dim)
+    if len(weights) == 1:  # one blend: n fresh latents, as sample() draws them
+        return model.sample(n, cond, generator=g)
+    z = model.sample_latent(n, generator=g).repeat_interleave(len(weights), dim=0)  # (n * K, latent_dim)
+    model.eval()
+    with torch.no_grad():
+        return model.generate(z, cond)
+
+
+def _latent_mean_blend(model, meta, store_path, classes, weights: list[float], n, g) -> torch.Tensor:
     from facelab.data.store import Store
     from facelab.models.generative import class_latent_means
 
@@ -156,7 +176,8 @@ def _latent_mean_blend(model, meta, store_path, classes, weight, n, g) -> torch.
             yield x.to(model.device), torch.full((len(rows),), ids.index(cls_id), dtype=torch.long)
 
     means = class_latent_means(model, batches(), num_classes=2)  # (2, D)
-    center = torch.lerp(means[0], means[1], weight)
-    z = center + 0.5 * torch.randn(n, model.latent_dim, generator=g).to(center)
+    centers = torch.stack([torch.lerp(means[0], means[1], w) for w in weights])  # (K, D)
+    offsets = 0.5 * torch.randn(n, model.latent_dim, generator=g).to(centers)  # (n, D): one per row
+    z = (offsets[:, None, :] + centers[None, :, :]).reshape(-1, model.latent_dim)  # (n * K, D), row by row
     with torch.no_grad():
         return model.decode(z)
