@@ -139,18 +139,16 @@ def blend_run(run: str | Path, *, classes: tuple[str, str], weight: float = 0.5,
 def _condition_blend(model, classes, weights: list[float], n: int, g) -> torch.Tensor:
     """(n * len(weights), 3, S, S): latent i with every weight, row by row."""
     from facelab.models.generative import blend_conditions
+    from facelab.models.generative.base import eval_mode
 
     cats = [c for c in model.config.conditions if c.kind == "categorical"]
     if len(cats) != 1:
         raise FacelabError("blending classes needs a model conditioned on one categorical label (e.g. CIFAR-10 label)")
     ca, cb = (model.make_cond({cats[0].name: c}) for c in classes)
     cond = blend_conditions(ca, cb, weights).repeat(n, 1)  # (n * K, cond_dim)
-    if len(weights) == 1:  # one blend: n fresh latents, as sample() draws them
-        return model.sample(n, cond, generator=g)
     z = model.sample_latent(n, generator=g).repeat_interleave(len(weights), dim=0)  # (n * K, latent_dim)
-    model.eval()
-    with torch.no_grad():
-        return model.generate(z, cond)
+    with torch.no_grad(), eval_mode(model):  # the draws of model.sample(n, ...): the end columns are the classes
+        return model.generate(z, cond).clamp(-1, 1)
 
 
 def _latent_mean_blend(model, meta, store_path, classes, weights: list[float], n, g) -> torch.Tensor:

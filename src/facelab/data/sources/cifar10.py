@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import importlib
 import pickle
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
