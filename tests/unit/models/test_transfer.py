@@ -65,7 +65,7 @@ def test_same_head_size_loads_the_head_too(torchvision_file):
     assert not report.skipped_head and torch.equal(model.fc.weight, state["fc.weight"])
 
 
-@pytest.mark.parametrize("wrap", ["safetensors", "model_prefix", "module_prefix", "state_dict_key", "folder"])
+@pytest.mark.parametrize("wrap", ["safetensors", "model_prefix", "module_prefix", "state_dict_key", "folder", "run_folder"])
 def test_other_containers_and_prefixes(torchvision_file, tmp_path, wrap):
     _, state = torchvision_file
     meta = {"facelab": json.dumps({"kind": "classifier", "arch": "resnet18", "arch_kwargs": {"num_outputs": 1000}})}
@@ -81,15 +81,20 @@ def test_other_containers_and_prefixes(torchvision_file, tmp_path, wrap):
     elif wrap == "state_dict_key":  # training-script checkpoint
         path = tmp_path / "ckpt.pth"
         torch.save({"epoch": 3, "state_dict": state, "optimizer": {"lr": 0.1}}, path)
-    else:  # a facelab checkpoint folder
+    elif wrap == "folder":  # a facelab checkpoint folder
         path = tmp_path / "best"
         path.mkdir()
         save_file(state, str(path / "model.safetensors"), metadata=meta)
+    else:  # a facelab run folder: its best checkpoint, not the last
+        path = tmp_path / "run"
+        for name, weights in (("best", state), ("last", {k: torch.zeros_like(v) for k, v in state.items()})):
+            (path / "checkpoints" / name).mkdir(parents=True)
+            save_file(weights, str(path / "checkpoints" / name / "model.safetensors"), metadata=meta)
     model = resnet18(num_outputs=3, seed=2)
     report = load_pretrained(model, path)
     assert report.loaded == len(state) - 2
     assert_backbone_equal(model, state)
-    if wrap in ("model_prefix", "folder"):
+    if wrap in ("model_prefix", "folder", "run_folder"):
         assert report.source.startswith("facelab checkpoint of resnet18")
     else:
         assert report.source.startswith("resnet18 (basic blocks 2-2-2-2")
@@ -136,7 +141,7 @@ def test_unreadable_files_are_clear_errors(tmp_path, torchvision_file):
     torch.save({"epoch": 1}, tmp_path / "empty.pth")
     with pytest.raises(FacelabError, match="holds no tensors"):
         load_pretrained(model, tmp_path / "empty.pth")
-    with pytest.raises(FacelabError, match="without model.safetensors"):
+    with pytest.raises(FacelabError, match="without model.safetensors .nor checkpoints/best"):
         load_pretrained(model, tmp_path)
 
 

@@ -83,11 +83,12 @@ def _first(items: list[str], n: int = _SHOW) -> str:
 
 def _weights_path(path: Path) -> Path:
     if path.is_dir():
-        if (path / WEIGHTS_IN_FOLDER).is_file():
-            return path / WEIGHTS_IN_FOLDER
+        for folder in (path, path / "checkpoints" / "best", path / "checkpoints" / "last"):  # checkpoint or run folder
+            if (folder / WEIGHTS_IN_FOLDER).is_file():
+                return folder / WEIGHTS_IN_FOLDER
         raise FacelabError(
-            f"{path} is a folder without {WEIGHTS_IN_FOLDER}; pass a weights file (.pth/.pt/.safetensors) or a "
-            f"facelab checkpoint folder (e.g. <run>/checkpoints/best)"
+            f"{path} is a folder without {WEIGHTS_IN_FOLDER} (nor checkpoints/best or checkpoints/last of a run); pass "
+            f"a weights file (.pth/.pt/.safetensors), a facelab checkpoint folder or a run folder"
         )
     if not path.is_file():
         raise FacelabError(f"pretrained weights {path} not found; check the path")
