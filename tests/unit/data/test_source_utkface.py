@@ -7,7 +7,7 @@ import pytest
 from facelab.data.schema import LabelKind
 from facelab.data.sources import create_source
 from facelab.data.sources.utkface import parse_name
-from facelab.errors import DataError
+from facelab.errors import ConfigError, DataError
 from tests.fixtures.layouts import UTKFACE_MALFORMED, make_utkface, real_dataset, utkface_name
 
 
@@ -112,3 +112,21 @@ def test_real_utkface():
     assert len(idx.records) + len(idx.skipped) == n_files == 19_935
     assert {s.key for s in idx.skipped} == set(UTKFACE_MALFORMED)
     assert all(0 <= r.labels[0] <= 120 and r.labels[1] in (0, 1) and 0 <= r.labels[2] <= 4 for r in idx.records)
+
+
+def test_age_bins_add_a_categorical_age_group(tmp_path):
+    names = [utkface_name(age, 0, 0, 20170101 + i) for i, age in enumerate((0, 19, 20, 39, 40, 59, 60, 116))]
+    make_utkface(tmp_path, names)
+    idx = create_source("utkface", tmp_path, age_bins="20, 40, 60").index()  # as -o age_bins=20,40,60 arrives
+    assert [s.name for s in idx.labels] == ["age", "gender", "race", "age_group"]
+    assert idx.labels[3].kind == LabelKind.CATEGORICAL
+    assert idx.labels[3].classes == ("0-19", "20-39", "40-59", "60+")
+    groups = {r.labels[0]: r.labels[3] for r in idx.records}
+    assert groups == {0: 0, 19: 0, 20: 1, 39: 1, 40: 2, 59: 2, 60: 3, 116: 3}
+
+
+@pytest.mark.parametrize("bins", ["40,20", "20,20", "0,20", "20,200", "x"])
+def test_bad_age_bins_are_a_clear_error(tmp_path, bins):
+    make_utkface(tmp_path, [utkface_name(25, 1, 3)])
+    with pytest.raises(ConfigError, match="age_bins"):
+        create_source("utkface", tmp_path, age_bins=bins)

@@ -8,12 +8,15 @@ outside its range) is skipped with the reason, never repaired by guessing.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 from pathlib import Path
 
+from pydantic import field_validator
+
 from facelab.data.schema import CropSpec, LabelKind, LabelSpec, Record, Skip, SourceIndex
-from facelab.data.sources.base import SOURCES, Source
+from facelab.data.sources.base import SOURCES, Source, SourceOptions, comma_list
 from facelab.data.sources.folder import file_skip_reason
 from facelab.errors import DataError
 
@@ -104,18 +107,44 @@ def image_folders(root: Path) -> list[Path]:
     )
 
 
+def age_classes(edges: list[int]) -> tuple[str, ...]:
+    """Class names of the age groups cut at ``edges``: ``[20, 40]`` -> ``("0-19", "20-39", "40+")``."""
+    lows = [0, *edges]
+    return tuple(f"{lo}-{hi - 1}" for lo, hi in zip(lows, edges)) + (f"{edges[-1]}+",)
+
+
+class UTKFaceOptions(SourceOptions):
+    """Options of the ``utkface`` source."""
+
+    # Also label an ``age_group`` (categorical) cut at these ages, e.g. ``-o age_bins=20,40,60`` gives
+    # 0-19, 20-39, 40-59 and 60+: classifiers and conditional generators take categories, not years.
+    age_bins: list[int] | None = None
+
+    _split_bins = field_validator("age_bins", mode="before")(comma_list)
+
+    @field_validator("age_bins")
+    @classmethod
+    def _ascending_ages(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(b <= a for a, b in zip(v, v[1:])) or v[0] < 1 or v[-1] > MAX_AGE):
+            raise ValueError(f"age_bins must be strictly ascending ages between 1 and {MAX_AGE}, e.g. 20,40,60; got {v}")
+        return v
+
+
 @SOURCES.register("utkface")
 class UTKFaceSource(Source):
     """UTKFace faces labelled by file name: ``age`` (numeric, years), ``gender`` (binary: 0 male,
-    1 female) and ``race`` (categorical, 5 classes). No identities, no official partitions.
+    1 female) and ``race`` (categorical, 5 classes), plus ``age_group`` (categorical) with the
+    ``age_bins`` option. No identities, no official partitions.
     """
 
     name = "utkface"
+    Options = UTKFaceOptions
     default_crop = CropSpec(mode="center")
 
     def index(self) -> SourceIndex:
         assert self.root is not None
         records, skipped = [], []
+        edges = self.options.age_bins  # type: ignore[attr-defined]
         folders = image_folders(self.root)
         base = folders[0] if len(folders) == 1 else folders[0].parent  # keys: "name" or "part1/name"
         for folder in folders:
@@ -129,6 +158,8 @@ class UTKFaceSource(Source):
                 if labels is None:
                     skipped.append(Skip(prefix + name, why))  # type: ignore[arg-type]
                 else:
+                    if edges:
+                        labels = (*labels, bisect.bisect_right(edges, labels[0]))
                     records.append(Record(key=prefix + name, ref=ref_prefix + name, labels=labels))
         if not records:
             raise DataError(f"{self.root}: no file follows the UTKFace naming scheme {SCHEME}")
@@ -140,6 +171,7 @@ class UTKFaceSource(Source):
                 LabelSpec("age", LabelKind.NUMERIC),
                 LabelSpec("gender", LabelKind.BINARY, GENDERS),
                 LabelSpec("race", LabelKind.CATEGORICAL, RACES),
+                *([LabelSpec("age_group", LabelKind.CATEGORICAL, age_classes(edges))] if edges else []),
             ],
             records=records,
             skipped=skipped,
