@@ -258,7 +258,7 @@ def train(
     train_limit: Optional[int] = typer.Option(None, help="Use at most N training images."),
     option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="Any config key, dotted: -o trainer.optim.weight_decay=0.01"),
     out: Path = typer.Option(Path("runs"), help="Folder under which the run folder is created."),
-    name: Optional[str] = typer.Option(None, help="Run folder name (default: train-<timestamp>)."),
+    name: Optional[str] = typer.Option(None, help="Run folder train-NAME under --out (default: train-<timestamp>); an existing one is an error."),
     resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill (or extend it: with --epochs)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     as_json: bool = JSON_OPT,
@@ -471,7 +471,7 @@ def train_gen(
     option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="KEY=VALUE, e.g. -o model_options.width=64"),
     device: Optional[str] = typer.Option(None),
     out: Path = typer.Option(Path("runs"), help="Folder under which the run folder is created."),
-    name: Optional[str] = typer.Option(None, help="Run folder name."),
+    name: Optional[str] = typer.Option(None, help="Run folder gen-<model>-NAME under --out (default: a timestamp); an existing one is an error."),
     resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill (or extend it: "
                                           "with --epochs / --minutes)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),

@@ -13,6 +13,7 @@ from typing import Any
 
 import facelab
 from facelab.config import StrictConfig
+from facelab.errors import FacelabError
 from facelab.utils.io import atomic_write_json
 
 DEFAULT_RUNS_ROOT = Path(os.environ.get("FACELAB_RUNS", "runs"))
@@ -47,6 +48,10 @@ def create_run_dir(kind: str, *, name: str | None = None, root: str | Path | Non
     path = root / f"{kind}-{name}" if name else root / f"{kind}-{stamp}"
     n = 1
     base = path
+    if name is not None and path.exists() and any(path.iterdir()):
+        raise FacelabError(
+            f"{path} already holds a run; continue it with --resume {path}, or pick another --name"
+        )  # never mix a new run's config and metrics into an old one
     while path.exists() and name is None:
         n += 1
         path = base.with_name(f"{base.name}-{n}")

@@ -374,3 +374,12 @@ def test_pretrained_file_that_does_not_exist_is_a_clear_error(store, tmp_path):
     err = cli_error("train", store, "--pretrained", tmp_path / "nope.safetensors", "--epochs", 1, *TINY_CLASSIFIER,
                     "--out", tmp_path)
     assert isinstance(err, FacelabError) and "nope.safetensors" in str(err)
+
+
+def test_a_new_run_never_reuses_an_existing_run_folder(clf_run, store):
+    run, _ = clf_run
+    metrics = (run / "metrics.jsonl").read_bytes()
+    config = (run / "config.yaml").read_bytes()
+    err = cli_error("train", store, "--epochs", 1, *TINY_CLASSIFIER, "--out", run.parent, "--name", "clf")
+    assert "already holds a run" in str(err) and "--resume" in str(err)
+    assert (run / "metrics.jsonl").read_bytes() == metrics and (run / "config.yaml").read_bytes() == config
