@@ -42,3 +42,10 @@ def test_every_classifier_legacy_hook_rebuilds_a_current_checkpoint():
         state = model.state_dict()
         rebuilt = kind.create(arch, **{**model.arch_kwargs, **kind.model_class(arch).legacy_options(state)})
         assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in state.items()}, arch
+
+
+def test_an_unrecorded_pool_grid_is_read_from_the_head():
+    """Session-2 checkpoints recorded the layout but not pool_grid; the head's width gives it back."""
+    for grid in (1, 2, 4):
+        old = create_classifier("vgg_scratch", num_outputs=5, image_size=64, channels=[24, 48, 96, 192, 384], pool_grid=grid)
+        assert old.legacy_options(old.state_dict())["pool_grid"] == grid

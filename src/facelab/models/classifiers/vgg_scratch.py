@@ -124,7 +124,7 @@ CLASSIFIERS.register("vgg_scratch")(VggScratch)
 
 
 def layout_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, object]:
-    """The layout options (channels, convs_per_stage, separable_from) that produced a state dict, for
+    """The layout options (channels, convs_per_stage, separable_from, pool_grid) that produced a state dict, for
     checkpoints written before every option was recorded (they hold only the options given explicitly)."""
     channels, convs, separable_from = [], [], None
     for i in itertools.count():
@@ -137,8 +137,12 @@ def layout_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, object]:
         convs.append(len(blocks))
         if separable_from is None and f"stages.{i}.{last}.conv_dw.weight" in state:
             separable_from = i
-    return {"channels": channels, "convs_per_stage": convs,
-            "separable_from": len(channels) if separable_from is None else separable_from}
+    options: dict[str, object] = {"channels": channels, "convs_per_stage": convs,
+                                  "separable_from": len(channels) if separable_from is None else separable_from}
+    fc = state.get("fc.weight")
+    if fc is not None and channels:
+        options["pool_grid"] = round((fc.shape[1] / channels[-1]) ** 0.5)  # the head flattens C x grid x grid
+    return options
 
 
 @ARCHITECTURE_SIGNATURES.register("vgg_scratch")
