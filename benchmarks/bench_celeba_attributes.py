@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--ema", type=float, default=None, help="EMA decay of the weights (evaluated model)")
     ap.add_argument("--model-kwargs", type=json.loads, default={}, help='JSON, e.g. \'{"drop_rate": 0.3}\'')
     ap.add_argument("--pretrained", default=None, help="facelab run/checkpoint or torchvision-format file to start from")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--tag", default="")
     ap.add_argument("--tta", action="store_true", help="also report flip test-time augmentation")
@@ -51,7 +52,7 @@ def main() -> None:
     cfg = ClassifierConfig.from_dict({
         "store": str(args.store), "model": args.model, "model_kwargs": args.model_kwargs, "batch_size": args.batch, "augment": args.augment,
         "random_erasing": args.random_erasing, "mixup_alpha": args.mixup,
-        "split": "official", "pretrained": args.pretrained,
+        "split": "official", "pretrained": args.pretrained, "seed": args.seed,
         "trainer": {"epochs": args.epochs, "monitor": "val_mean_accuracy", "monitor_mode": "max",
                     "optim": {"name": "adamw", "lr": args.lr, "weight_decay": args.wd}, "schedule": {"name": "onecycle"},
                     "ema_decay": args.ema},
@@ -64,7 +65,7 @@ def main() -> None:
     train_s = time.monotonic() - t0
     last = evaluate_run(run / "checkpoints" / "last", args.store, split="val", out_dir=run / "eval-last")
     out = {"model": args.model, "model_kwargs": args.model_kwargs, "augment": args.augment, "random_erasing": args.random_erasing, "ema": args.ema,
-           "mixup_alpha": args.mixup, "pretrained": args.pretrained,
+           "mixup_alpha": args.mixup, "pretrained": args.pretrained, "seed": args.seed,
            "threads": torch.get_num_threads(), "params": summary["params"], "epochs": args.epochs, "train_rows": summary["train_rows"],
            "val_rows": summary["val_rows"], "train_minutes": round(train_s / 60, 2),
            "val_mean_accuracy_last_epoch": last["summary"]["mean_accuracy"],

@@ -60,7 +60,8 @@ def test_forward_shapes_and_feature_head_consistency(name, built):
     with torch.no_grad():
         feats = model.forward_features(x)
         logits = model(x)
-    assert feats.ndim == 4 and feats.shape[:2] == (2, model.num_features)
+    assert feats.ndim == 4 and feats.shape[:2] == (2, model.embedding_dim)
+    assert model.embedding(x).shape == (2, model.embedding_dim)  # FID/KID features
     assert logits.shape == (2, NUM_OUTPUTS) and torch.isfinite(logits).all()
     torch.testing.assert_close(model.forward_head(feats), logits)
     pooled = model.forward_head(feats, pre_logits=True)
@@ -264,6 +265,9 @@ def test_vgg_scratch_layout_options_per_stage_convs_and_spatial_head():
     fmap = model.forward_features(x)  # (3, 24, 8, 8): the head keeps a 2x2 grid of average-pooled cells
     expected = torch.nn.functional.adaptive_avg_pool2d(fmap, 2).flatten(1)
     torch.testing.assert_close(feats, expected)
+    # the FID/KID embedding is the global average, not the head's grid: 24-d, as a 1x1 grid would give
+    assert model.embedding_dim == 24
+    torch.testing.assert_close(model.embedding(x), fmap.mean(dim=(2, 3)))
     assert model(torch.rand(1, 3, 16, 16)).shape == (1, 40)  # the smallest input that still has a 2x2 grid
     with pytest.raises(FacelabError, match=">= 8"):
         model(torch.rand(1, 3, 7, 7))

@@ -101,7 +101,7 @@ class FeatureExtractor(nn.Module):
         self.name, self.input_size, self.weights_hash = name, int(input_size), weights_hash
         self.trained_on = trained_on
         self.preprocessing = dict(preprocessing or {})
-        self.num_features = int(network.num_features)
+        self.num_features = int(network.embedding_dim)
         self.register_buffer("mean", torch.tensor([float(v) for v in mean]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([float(v) for v in std]).view(1, 3, 1, 1), persistent=False)
 
@@ -116,7 +116,7 @@ class FeatureExtractor(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) images in [-1, 1] -> (B, num_features) float32 features."""
         x = network_input(x.to(self.device), size=self.input_size, mean=self.mean, std=self.std)
-        return self.network.pooled_features(x).float()  # (B, D)
+        return self.network.embedding(x).float()  # (B, D)
 
     @torch.no_grad()
     def extract(self, images: torch.Tensor | np.ndarray, *, batch_size: int = 256) -> np.ndarray:

@@ -131,8 +131,18 @@ class Classifier(nn.Module):
         return self(x), None
 
     def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_chans, H, W) -> (B, num_features) pooled embedding (e.g. for FID/KID features)."""
+        """(B, in_chans, H, W) -> (B, num_features): what the linear head sees (``pre_logits``)."""
         return self.forward_head(self.forward_features(x), pre_logits=True)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of ``embedding``."""
+        return self.num_features
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_chans, H, W) -> (B, embedding_dim) image embedding for FID/KID: the pooled features, as
+        Inception's 2048-d pool3; a model whose head keeps a spatial grid gives its global average instead."""
+        return self.pooled_features(x)
 
     def get_classifier(self) -> nn.Module:
         return self.fc

@@ -114,6 +114,13 @@ class VggScratch(Classifier):
         self.check_input(x)
         return self.stages(x)  # (B, channels[-1], H / 2**(stages-1), W / 2**(stages-1))
 
+    @property
+    def embedding_dim(self) -> int:
+        return self.num_features // self.pool_grid**2
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x).mean(dim=(2, 3))  # (B, channels[-1]) whatever the head's grid
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if x.ndim == 4 and self.pool_grid > 1:
             x = nn.functional.adaptive_avg_pool2d(x, self.pool_grid).flatten(1)  # (B, C * grid * grid)
