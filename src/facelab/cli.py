@@ -667,8 +667,21 @@ def demo(
     print(summary["report"])
 
 
+def _show_library_log() -> None:
+    """Library notices (e.g. what a --pretrained file loaded and left out) go to stderr, not nowhere."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("facelab")
+    if not logger.handlers:
+        logger.addHandler(RichHandler(console=console, show_time=False, show_path=False))
+        logger.setLevel(logging.INFO)
+
+
 def main() -> None:
     """Entry point with friendly errors: user mistakes print one clear line and exit 2."""
+    _show_library_log()
     try:
         app()
     except FacelabError as e:

@@ -324,9 +324,11 @@ def transfer_run(clf_run, yaw_folder_store, tmp_path_factory) -> tuple[Path, lis
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(classifier_module, "UnfreezeCallback", RecordingUnfreeze)
         summary = cli_json("train", yaw_folder_store, "--labels", "yaw", "--epochs", 2,
-                           "--pretrained", clf_run[0] / "checkpoints" / "best", "--freeze", "--unfreeze-at", 1,
+                           "--pretrained", clf_run[0], "--freeze", "--unfreeze-at", 1,  # a run folder: its best
                            *TINY_CLASSIFIER, "-o", EVERY_BATCH, "--out", out, "--name", "transfer")
     assert summary["epochs"] == 2 and summary["labels"] == ["yaw"]
+    # the run says what it loaded: every backbone tensor, the other task's head left out
+    assert "checkpoints/best" in summary["pretrained"] and "skipped head (2): fc.bias, fc.weight" in summary["pretrained"]
     return Path(summary["run_dir"]), RecordingUnfreeze.records
 
 

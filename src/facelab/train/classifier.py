@@ -236,19 +236,25 @@ def make_loaders(cfg: ClassifierConfig, store: Store, task: Task, splits: dict[s
     return train, val
 
 
-def build_classifier(cfg: ClassifierConfig, store: Store, task: Task, train_y: torch.Tensor) -> torch.nn.Module:
-    """Create the model, load pretrained weights, freeze, initialise the head bias with label priors."""
-    from facelab.models.classifiers import create_classifier
-    from facelab.models.classifiers.transfer import freeze_backbone
+def build_classifier(cfg: ClassifierConfig, store: Store, task: Task,
+                     train_y: torch.Tensor) -> tuple[torch.nn.Module, str | None]:
+    """Create the model, load pretrained weights, freeze, initialise the head bias with label priors.
 
-    model = create_classifier(cfg.model, num_outputs=task.num_logits, image_size=store.image_size,
-                              pretrained=cfg.pretrained, **cfg.model_kwargs)
-    if cfg.pretrained is None:
+    Returns: (model, what the pretrained loading did, or None without ``cfg.pretrained``).
+    """
+    from facelab.models.classifiers import create_classifier
+    from facelab.models.classifiers.transfer import freeze_backbone, load_pretrained
+
+    model = create_classifier(cfg.model, num_outputs=task.num_logits, image_size=store.image_size, **cfg.model_kwargs)
+    loaded = None
+    if cfg.pretrained is not None:
+        loaded = load_pretrained(model, cfg.pretrained).summary()
+    else:
         with torch.no_grad():
             model.fc.bias.copy_(head_bias_from_labels(train_y, task))
     if cfg.freeze_backbone:
         freeze_backbone(model)
-    return model
+    return model, loaded
 
 
 def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool = False,
@@ -273,7 +279,7 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
     train_y = _training_labels(store, splits["train"], task)
     if extra is not None:
         train_y = torch.cat([train_y, torch.from_numpy(np.asarray(extra[1], dtype=np.int64))])
-    model = build_classifier(cfg, store, task, train_y)
+    model, loaded = build_classifier(cfg, store, task, train_y)
     pc = model.pretrained_cfg
     train_loader, val_loader = make_loaders(cfg, store, task, splits, device, pc.mean, pc.std, extra=extra)
     pos_w = class_w = None
@@ -294,6 +300,7 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
         "train_rows": int(len(splits["train"])), "synthetic_rows": 0 if extra is None else int(len(extra[0])),
         "val_rows": int(len(splits["val"])),
         "test_rows": int(len(splits.get("test", []))), "device": str(device),
+        **({"pretrained": loaded} if loaded else {}),
         **result, "fit_seconds": round(time.monotonic() - t0, 2),
         "final": trainer.history[-1] if trainer.history else {},
     }
