@@ -251,8 +251,12 @@ def test_inception_tf_pooling_ignores_the_padding():
 def test_vgg_scratch_works_at_32_64_128_px():
     with torch.device("meta"):
         model = create_classifier("vgg_scratch", num_outputs=40).eval()
-        for size, fmap in ((16, 1), (32, 2), (64, 4), (128, 8)):
-            assert model.forward_features(torch.zeros(1, 3, size, size)).shape == (1, 384, fmap, fmap)
+        for size, fmap in ((32, 4), (64, 8), (128, 16)):
+            assert model.forward_features(torch.zeros(1, 3, size, size)).shape == (1, 256, fmap, fmap)
+            assert model(torch.zeros(1, 3, size, size)).shape == (1, 40)  # any size: the head pools to 4x4
+    with pytest.raises(ConfigError, match="image_size >= 32"):
+        create_classifier("vgg_scratch", num_outputs=40, image_size=16)  # 2x2 maps: pass a smaller pool_grid
+    assert create_classifier("vgg_scratch", num_outputs=40, image_size=16, pool_grid=2).num_features == 256 * 4
 
 
 def test_vgg_scratch_layout_options_per_stage_convs_and_spatial_head():

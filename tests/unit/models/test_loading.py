@@ -8,7 +8,7 @@ from facelab.models.classifiers import create_classifier
 from facelab.models.loading import load_model
 from facelab.train.checkpoint import CheckpointMeta, save_checkpoint
 
-OLD_LAYOUT = {"channels": [32, 64, 128, 256, 384], "convs_per_stage": 2, "separable_from": 3}
+OLD_LAYOUT = {"channels": [32, 64, 128, 256, 384], "convs_per_stage": 2, "separable_from": 3, "pool_grid": 1}
 
 
 def test_a_checkpoint_that_recorded_only_explicit_options_loads_with_its_layout(tmp_path):
