@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -283,7 +286,8 @@ def train(
             return
         run_dir = create_run_dir("train", name=name, root=out, config=cfg)
     console.print(f"run folder: {run_dir}")
-    summary = train_classifier(cfg, run_dir=run_dir, resume=resume is not None)
+    with _drop_if_nothing_ran(run_dir, resume is not None):
+        summary = train_classifier(cfg, run_dir=run_dir, resume=resume is not None)
     if as_json:
         emit_json(summary)
     else:
@@ -507,7 +511,8 @@ def train_gen(
             return
         run_dir = create_run_dir(f"gen-{cfg.model}", name=name, root=out, config=cfg)
     console.print(f"run folder: {run_dir}")
-    summary = train_generative(cfg, run_dir=run_dir, resume=resume is not None)
+    with _drop_if_nothing_ran(run_dir, resume is not None):
+        summary = train_generative(cfg, run_dir=run_dir, resume=resume is not None)
     emit_json(summary) if as_json else console.print(f"[bold green]done[/]: grid {summary['grid']}")
 
 
@@ -665,6 +670,19 @@ def demo(
                   ", ".join(f"{m} {v:.3f}" for m, v in st["balanced_accuracy"].items()))
     console.print(f"done in {summary['seconds']:.0f}s")
     print(summary["report"])
+
+
+@contextlib.contextmanager
+def _drop_if_nothing_ran(run_dir: Path, resumed: bool) -> Iterator[None]:
+    """Remove a new run folder when its run fails before writing any metric or checkpoint (e.g. a wrong
+    --pretrained file), so failed starts do not litter --out; a run that trained keeps everything."""
+    try:
+        yield
+    except FacelabError:
+        started = (run_dir / "metrics.jsonl").exists() or any((run_dir / "checkpoints").glob("*/*"))
+        if not resumed and not started:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def _show_library_log() -> None:

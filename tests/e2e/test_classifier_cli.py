@@ -374,8 +374,9 @@ def test_resume_mid_epoch_after_unfreezing_matches_the_uninterrupted_run(transfe
 
 def test_pretrained_file_that_does_not_exist_is_a_clear_error(store, tmp_path):
     err = cli_error("train", store, "--pretrained", tmp_path / "nope.safetensors", "--epochs", 1, *TINY_CLASSIFIER,
-                    "--out", tmp_path)
+                    "--out", tmp_path / "runs")
     assert isinstance(err, FacelabError) and "nope.safetensors" in str(err)
+    assert not list((tmp_path / "runs").iterdir())  # the run that never started leaves no folder behind
 
 
 def test_a_new_run_never_reuses_an_existing_run_folder(clf_run, store):
