@@ -46,12 +46,12 @@ def create_run_dir(kind: str, *, name: str | None = None, root: str | Path | Non
     root = Path(root) if root is not None else DEFAULT_RUNS_ROOT
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = root / f"{kind}-{name}" if name else root / f"{kind}-{stamp}"
-    n = 1
-    base = path
     if name is not None and path.exists() and any(path.iterdir()):
         raise FacelabError(
             f"{path} already holds a run; continue it with --resume {path}, or pick another --name"
         )  # never mix a new run's config and metrics into an old one
+    n = 1
+    base = path
     while path.exists() and name is None:
         n += 1
         path = base.with_name(f"{base.name}-{n}")

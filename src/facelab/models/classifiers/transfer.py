@@ -28,11 +28,11 @@ from torch import nn
 
 from facelab.errors import FacelabError
 from facelab.models.classifiers.base import FROZEN_STATS_ATTR, Classifier, identify_architecture
+from facelab.train.checkpoint import WEIGHTS, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
-WEIGHTS_IN_FOLDER = "model.safetensors"  # facelab checkpoint folder layout (train/checkpoint.py)
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _SHOW = 8  # keys listed per kind of mismatch in error messages
 
@@ -83,13 +83,13 @@ def _first(items: list[str], n: int = _SHOW) -> str:
 
 def _weights_path(path: Path) -> Path:
     if path.is_dir():
-        for folder in (path, path / "checkpoints" / "best", path / "checkpoints" / "last"):  # checkpoint or run folder
-            if (folder / WEIGHTS_IN_FOLDER).is_file():
-                return folder / WEIGHTS_IN_FOLDER
-        raise FacelabError(
-            f"{path} is a folder without {WEIGHTS_IN_FOLDER} (nor checkpoints/best or checkpoints/last of a run); pass "
-            f"a weights file (.pth/.pt/.safetensors), a facelab checkpoint folder or a run folder"
-        )
+        try:  # a checkpoint folder, or a run folder: its best checkpoint, else its last
+            return resolve_checkpoint(path) / WEIGHTS
+        except FacelabError:
+            raise FacelabError(
+                f"{path} is a folder without {WEIGHTS} (nor checkpoints/best or checkpoints/last of a run); pass "
+                f"a weights file (.pth/.pt/.safetensors), a facelab checkpoint folder or a run folder"
+            ) from None
     if not path.is_file():
         raise FacelabError(f"pretrained weights {path} not found; check the path")
     if path.suffix not in (".safetensors", *TORCH_SUFFIXES):
