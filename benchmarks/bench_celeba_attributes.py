@@ -1,7 +1,8 @@
 """CelebA attribute accuracy from scratch at 64 px on the official validation partition.
 
 Prepares the store from the CelebA folder if needed, trains the given model with facelab's default
-recipe (or overrides) and reports the mean accuracy over the 40 attributes next to the majority-class
+recipe (``facelab train STORE --split official --epochs N``: every option below defaults to the
+library's default) or overrides and reports the mean accuracy over the 40 attributes next to the majority-class
 baseline, with the per-attribute table and the training wall time.
 
     python benchmarks/bench_celeba_attributes.py --root ~/facelab-data/celeba --store ~/facelab-stores/celeba64 \
@@ -21,6 +22,7 @@ from facelab.data.build import prepare_store
 from facelab.data.sources import create_source
 from facelab.eval.evaluate import evaluate_run
 from facelab.train.classifier import ClassifierConfig, train_classifier
+from facelab.train.trainer import OptimConfig
 
 
 def main() -> None:
@@ -30,10 +32,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-out/celeba-attributes"))
     ap.add_argument("--model", default="vgg_scratch")
     ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--augment", default="geometric")
-    ap.add_argument("--wd", type=float, default=0.05)
+    defaults, optim = ClassifierConfig.model_fields, OptimConfig()
+    ap.add_argument("--batch", type=int, default=defaults["batch_size"].default)
+    ap.add_argument("--lr", type=float, default=optim.lr)
+    ap.add_argument("--augment", default=defaults["augment"].default)
+    ap.add_argument("--wd", type=float, default=optim.weight_decay)
     ap.add_argument("--random-erasing", type=float, default=0.0, help="random-erasing probability")
     ap.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
     ap.add_argument("--ema", type=float, default=None, help="EMA decay of the weights (evaluated model)")
