@@ -56,9 +56,7 @@ def main() -> None:
         "store": str(args.store), "model": args.model, "model_kwargs": args.model_kwargs, "batch_size": args.batch, "augment": args.augment,
         "random_erasing": args.random_erasing, "mixup_alpha": args.mixup,
         "split": "official", "pretrained": args.pretrained, "seed": args.seed,
-        "trainer": {"epochs": args.epochs, "monitor": "val_mean_accuracy", "monitor_mode": "max",
-                    "optim": {"name": "adamw", "lr": args.lr, "weight_decay": args.wd}, "schedule": {"name": "onecycle"},
-                    "ema_decay": args.ema},
+        "trainer": {"epochs": args.epochs, "optim": {"lr": args.lr, "weight_decay": args.wd}, "ema_decay": args.ema},
     })
     run = args.out / f"{args.model}{args.tag}-e{args.epochs}-{time.strftime('%H%M%S')}"
     run.mkdir(parents=True)

@@ -73,7 +73,8 @@ class IdentityAux(classifier.ClassifierObjective):
             return super().loss(group, batch)
         feats = self.model.forward_features(batch.x)  # (B, C, h, w)
         task = self._task_loss(self.model.forward_head(feats), batch.y)
-        ce = F.cross_entropy(self.id_head(feats.mean(dim=(2, 3))), self.row_to_id[batch.index])
+        ids = self.row_to_id[batch.index].to(feats.device)  # batch.index stays on the CPU
+        ce = F.cross_entropy(self.id_head.to(feats.device)(feats.mean(dim=(2, 3))), ids)
         return StepOutput(task + self.weight * ce, {"loss": float(task.detach()), "id_ce": float(ce.detach())})
 
 
@@ -94,7 +95,7 @@ class IdentitySoft(classifier.ClassifierObjective):
     def loss(self, group, batch):
         if not self.model.training:
             return super().loss(group, batch)
-        soft = (1 - self.weight) * batch.y.float() + self.weight * self.id_mean[batch.index]
+        soft = (1 - self.weight) * batch.y.float() + self.weight * self.id_mean[batch.index].to(batch.y.device)
         loss = F.binary_cross_entropy_with_logits(self.model(batch.x).float(), soft)
         return StepOutput(loss, {"loss": float(loss.detach())})
 
