@@ -1,8 +1,8 @@
 """CelebA attribute accuracy from scratch at 64 px on the official validation partition.
 
 Prepares the store from the CelebA folder if needed, trains the given model with facelab's default
-recipe (``facelab train STORE --split official --epochs N``: every option below defaults to the
-library's default) or overrides and reports the mean accuracy over the 40 attributes next to the majority-class
+recipe (``facelab train STORE --epochs N``, which trains on the store's official partitions when it has
+them; every option below defaults to the library's default) or overrides and reports the mean accuracy over the 40 attributes next to the majority-class
 baseline, with the per-attribute table and the training wall time.
 
     python benchmarks/bench_celeba_attributes.py --root ~/facelab-data/celeba --store ~/facelab-stores/celeba64 \

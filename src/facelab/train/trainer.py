@@ -334,6 +334,7 @@ class Trainer:
         self.history.append(rec)
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
+        self._print_epoch(rec)
         value = metrics.get(self.cfg.monitor)
         if value is None:
             self.save("best", metrics)  # nothing to monitor (e.g. GANs): the latest (EMA) model is the one to use
@@ -406,25 +407,66 @@ class Trainer:
         self.history = json.loads(state["history"])
 
     # ---- progress ---------------------------------------------------------------------------
+    # On a terminal: a live bar per epoch and one line per finished epoch. Elsewhere (a log file, nohup,
+    # a batch scheduler) a bar cannot redraw, so mid-epoch lines are printed at most once a minute.
+    LOG_EVERY_SECONDS = 60.0
+
+    @staticmethod
+    def _console():
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False)  # stdout is for --json
+
     @contextlib.contextmanager
     def _progress(self, total: int):
         if not self.cfg.progress:
             yield lambda logs: None
             return
+        console = self._console()
+        if not console.is_terminal:
+            yield self._log_lines(console, total)
+            return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         cols = [TextColumn(f"epoch {self.epoch + 1}/{self.cfg.epochs}"), BarColumn(), MofNCompleteColumn(),
                 TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[logs]}")]
-        from rich.console import Console
-
-        with Progress(*cols, transient=True, console=Console(stderr=True)) as prog:  # stdout is for --json
+        with Progress(*cols, transient=True, console=console) as prog:
             task = prog.add_task("train", total=total, completed=self.batches_done, logs="")
 
             def advance(logs: dict[str, float]) -> None:
-                text = " ".join(f"{k}={v:.3g}" for k, v in list(logs.items())[:3])
-                prog.update(task, advance=1, logs=text)
+                prog.update(task, advance=1, logs=_format_logs(logs, 3))
 
             yield advance
+
+    def _log_lines(self, console: Any, total: int) -> Callable[[dict[str, float]], None]:
+        start, last, done = time.monotonic(), time.monotonic(), self.batches_done
+
+        def advance(logs: dict[str, float]) -> None:
+            nonlocal last, done
+            done += 1
+            now = time.monotonic()
+            if now - last >= self.LOG_EVERY_SECONDS and done < total:
+                last = now
+                console.print(f"epoch {self.epoch + 1}/{self.cfg.epochs}: {done}/{total} batches, "
+                              f"{now - start:.0f} s, {_format_logs(logs, 3)}", soft_wrap=True)
+
+        return advance
+
+    def _print_epoch(self, rec: dict[str, Any]) -> None:
+        if not self.cfg.progress:
+            return
+        losses = {k: v for k, v in rec.items() if k.startswith("train_") and k not in ("train_seconds", "train_images_per_s")}
+        vals = {k: v for k, v in rec.items() if k.startswith("val_")}
+        shown = {**dict(list(losses.items())[:3]), **dict(list(vals.items())[:3])}
+        if self.cfg.monitor in rec:
+            shown[self.cfg.monitor] = rec[self.cfg.monitor]
+        speed = f", {rec['train_images_per_s']:.0f} img/s" if "train_images_per_s" in rec else ""
+        self._console().print(f"epoch {rec['epoch']}/{self.cfg.epochs} ({rec.get('train_seconds', 0.0):.0f} s{speed}): "
+                              f"{_format_logs(shown, len(shown))}", soft_wrap=True)
+
+
+def _format_logs(logs: dict[str, float], most: int) -> str:
+    return " ".join(f"{k}={v:.4g}" for k, v in list(logs.items())[:most] if isinstance(v, (int, float)))
 
 
 def _trainable(params: list) -> list:

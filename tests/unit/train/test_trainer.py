@@ -214,3 +214,20 @@ def test_ema_warms_up_so_a_short_run_is_not_its_initialisation():
     counters = [torch.tensor(3)]
     w(counters, [torch.tensor(7)], 5)
     assert counters[0].item() == 7
+
+
+def test_progress_off_a_terminal_is_plain_lines(tmp_path, capfd, monkeypatch):
+    """Redirected to a log (nohup, a scheduler) a bar cannot redraw: one line per epoch with its figures,
+    mid-epoch lines at most every LOG_EVERY_SECONDS, never the blank lines a transient bar leaves."""
+    tr = _trainer(tmp_path, epochs=2)
+    tr.cfg.progress = True
+    monkeypatch.setattr(Trainer, "LOG_EVERY_SECONDS", 0.0)
+    tr.fit()
+    out, err = capfd.readouterr()
+    assert out == ""  # stdout stays free for --json
+    lines = err.splitlines()
+    assert lines and all(line.strip() for line in lines)
+    epoch_lines = [line for line in lines if line.startswith(("epoch 1/2 (", "epoch 2/2 ("))]
+    assert len(epoch_lines) == 2
+    assert "img/s" in epoch_lines[0] and "train_loss=" in epoch_lines[0] and "val_loss=" in epoch_lines[0]
+    assert any(line.startswith("epoch 1/2: 3/8 batches") for line in lines)  # 64 rows / batch 8
