@@ -1,0 +1,137 @@
+"""How far trained CelebA attribute models are from the 0.915 target (issue 3), and what kind of gap it is.
+
+Scores finished classifier runs on the official validation partition of their store and asks three
+questions of their probabilities:
+
+* **Ensembles.** Mean accuracy of every ensemble (probabilities averaged) of up to ``--max-ensemble``
+  of the runs: what training more models would buy.
+* **Label shift.** The validation partition holds 26 people whose attribute priors differ from the 152
+  training people (Big_Lips 15% against 34%). Each model's probabilities are re-weighted from the
+  training priors to (a) the priors estimated from the unlabelled validation images by EM
+  (Saerens et al. 2002, a legitimate transductive correction) and (b) the *true* validation priors
+  (an oracle: it reads the validation labels), which bounds what any prior correction could give.
+* **Thresholds.** Each attribute's threshold chosen on the validation labels themselves (an oracle
+  again): the best any calibration or threshold rule could reach with this model's ranking of the
+  images. Above it, only a model that ranks the images better helps.
+
+The oracle figures read the validation labels and are diagnostics, never results.
+
+    python benchmarks/celeba_ceiling.py bench-out/celeba-attributes/RUN1 bench-out/s8/RUN2 ... --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facelab.data.loader import BatchLoader
+from facelab.data.store import Store
+from facelab.data.views import splits_for
+from facelab.eval.classification import collect_predictions
+from facelab.eval.evaluate import check_labels
+from facelab.models.classifiers.heads import Task
+from facelab.models.loading import load_model
+
+EPS = 1e-6
+
+
+def val_probabilities(run: Path, store: Store, which: str = "last") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(N, L) P(attribute) on the official val partition, (N, L) labels, label names."""
+    model, meta = load_model(run, kind="classifier", device="cpu", which=which)
+    check_labels(meta, store)
+    task = Task.from_dict(meta.config["task"])
+    pre = meta.preprocessing
+    loader = BatchLoader(store, splits_for(store, policy="official")["val"], batch_size=256, labels=list(task.names),
+                         shuffle=False, mean=tuple(pre["mean"]), std=tuple(pre["std"]), device=torch.device("cpu"))
+    probs, y, _, _ = collect_predictions(model, loader, task)
+    return np.stack([probs[n] for n in task.names], 1), y, list(task.names)
+
+
+def accuracy(p: np.ndarray, y: np.ndarray, threshold: float | np.ndarray = 0.5) -> float:
+    return float(((p > threshold) == y).mean())
+
+
+def shift_prior(p: np.ndarray, train_prior: np.ndarray, new_prior: np.ndarray) -> np.ndarray:
+    """Posterior under new class priors (Bayes' rule with the likelihood ratio kept), per attribute."""
+    a = new_prior / train_prior * p
+    b = (1 - new_prior) / (1 - train_prior) * (1 - p)
+    return a / (a + b)
+
+
+def em_prior(p: np.ndarray, train_prior: np.ndarray, iters: int = 200) -> np.ndarray:
+    """Saerens-Latinne-Decaestecker EM estimate of the priors of unlabelled data."""
+    prior = train_prior.copy()
+    for _ in range(iters):
+        prior = np.clip(shift_prior(p, train_prior, prior).mean(0), EPS, 1 - EPS)
+    return prior
+
+
+def oracle_thresholds(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-attribute accuracy at the best threshold on (p, y) itself."""
+    grid = np.linspace(0.02, 0.98, 97)
+    return np.array([max(((p[:, j] > t) == y[:, j]).mean() for t in grid) for j in range(y.shape[1])])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path, help="classifier run folders trained on the same store")
+    ap.add_argument("--store", type=Path, default=Path("~/facelab-stores/celeba64").expanduser())
+    ap.add_argument("--max-ensemble", type=int, default=3)
+    ap.add_argument("--which", choices=["last", "best"], default="last",
+                    help="checkpoint of each run: last epoch (the figures of docs/results.md) or best val loss")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    store = Store.open(args.store)
+    probs, y, names = {}, None, None
+    for run in args.runs:
+        p, y_run, names_run = val_probabilities(run, store, args.which)
+        if y is not None and (names_run != names or not np.array_equal(y_run, y)):
+            raise SystemExit(f"{run}: not scored on the same labels and images as {args.runs[0]}")
+        probs[run.name], y, names = np.clip(p, EPS, 1 - EPS), y_run, names_run
+    assert y is not None and names is not None
+    train_rows = splits_for(store, policy="official")["train"]
+    train_prior = np.array([store.column(n)[train_rows].mean() for n in names])
+    val_prior = y.mean(0)
+    majority = float(np.maximum(val_prior, 1 - val_prior).mean())
+
+    models = {}
+    for name, p in probs.items():
+        models[name] = {
+            "accuracy": accuracy(p, y),
+            "em_prior": accuracy(shift_prior(p, train_prior, em_prior(p, train_prior)), y),
+            "oracle_prior": accuracy(shift_prior(p, train_prior, val_prior), y),
+            "oracle_thresholds": float(oracle_thresholds(p, y).mean()),
+        }
+    ensembles = []
+    for k in range(2, min(args.max_ensemble, len(probs)) + 1):
+        for combo in itertools.combinations(probs, k):
+            p = np.mean([probs[c] for c in combo], 0)
+            ensembles.append({"runs": list(combo), "accuracy": accuracy(p, y),
+                              "oracle_thresholds": float(oracle_thresholds(p, y).mean())})
+    shift = sorted(zip(names, train_prior, val_prior), key=lambda t: -abs(t[1] - t[2]))[:8]
+    out = {"store": str(store.path), "checkpoint": args.which, "val_images": int(len(y)), "majority_baseline": majority, "target": 0.915,
+           "models": models, "ensembles": ensembles,
+           "largest_prior_shifts": [{"label": n, "train": float(a), "val": float(b)} for n, a, b in shift]}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"{len(y)} val images, majority baseline {majority:.4f}, target 0.915")
+    print(f"{'run':48s} {'acc':>7s} {'EM prior':>9s} {'true prior*':>11s} {'thresholds*':>11s}")
+    for name, m in models.items():
+        print(f"{name[:48]:48s} {m['accuracy']:7.4f} {m['em_prior']:9.4f} {m['oracle_prior']:11.4f} {m['oracle_thresholds']:11.4f}")
+    for e in sorted(ensembles, key=lambda e: -e["accuracy"])[:10]:
+        print(f"ensemble of {len(e['runs'])}: {e['accuracy']:.4f} (thresholds* {e['oracle_thresholds']:.4f})  "
+              + " + ".join(r[:28] for r in e["runs"]))
+    print("* oracle: reads the validation labels; a bound, not a result")
+    print("largest prior shifts (train -> val): "
+          + ", ".join(f"{d['label']} {d['train']:.2f}->{d['val']:.2f}" for d in out["largest_prior_shifts"]))
+
+
+if __name__ == "__main__":
+    main()
