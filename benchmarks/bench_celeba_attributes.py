@@ -2,8 +2,9 @@
 
 Prepares the store from the CelebA folder if needed, trains the given model with facelab's default
 recipe (``facelab train STORE --epochs N``, which trains on the store's official partitions when it has
-them; every option below defaults to the library's default) or overrides and reports the mean accuracy over the 40 attributes next to the majority-class
-baseline, with the per-attribute table and the training wall time.
+them; every option below defaults to the library's default) or overrides and reports the mean accuracy
+over the 40 attributes next to the majority-class baseline, with the per-attribute table and the
+training wall time.
 
     python benchmarks/bench_celeba_attributes.py --root ~/facelab-data/celeba --store ~/facelab-stores/celeba64 \
         --model vgg_scratch --epochs 15 --json

@@ -27,14 +27,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from facelab.data.loader import BatchLoader
 from facelab.data.store import Store
 from facelab.data.views import splits_for
-from facelab.eval.classification import collect_predictions
+from facelab.eval.classification import predict_rows
 from facelab.eval.evaluate import check_labels
-from facelab.models.classifiers.heads import Task
 from facelab.models.loading import load_model
 
 EPS = 1e-6
@@ -44,12 +41,9 @@ def val_probabilities(run: Path, store: Store, which: str = "last") -> tuple[np.
     """(N, L) P(attribute) on the official val partition, (N, L) labels, label names."""
     model, meta = load_model(run, kind="classifier", device="cpu", which=which)
     check_labels(meta, store)
-    task = Task.from_dict(meta.config["task"])
-    pre = meta.preprocessing
-    loader = BatchLoader(store, splits_for(store, policy="official")["val"], batch_size=256, labels=list(task.names),
-                         shuffle=False, mean=tuple(pre["mean"]), std=tuple(pre["std"]), device=torch.device("cpu"))
-    probs, y, _, _ = collect_predictions(model, loader, task)
-    return np.stack([probs[n] for n in task.names], 1), y, list(task.names)
+    probs, y, _ = predict_rows(model, meta, store, splits_for(store, policy="official")["val"])
+    names = list(probs)  # task order
+    return np.stack([probs[n] for n in names], 1), y, names
 
 
 def accuracy(p: np.ndarray, y: np.ndarray, threshold: float | np.ndarray = 0.5) -> float:

@@ -43,6 +43,28 @@ def collect_predictions(
             float(sum(losses) / max(1, n)))
 
 
+def predict_rows(model: torch.nn.Module, meta: Any, store: Any, rows: np.ndarray, *, batch_size: int = 256,
+                 device: str | torch.device = "cpu", tta_flip: bool = False,
+                 **loader_kwargs: Any) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+    """A loaded classifier's probabilities on store ``rows``, with the preprocessing its checkpoint carries.
+
+    Args:
+        model, meta: what :func:`facelab.models.loading.load_model` returns.
+        loader_kwargs: passed to :class:`facelab.data.loader.BatchLoader` (e.g. ``prefetch``).
+
+    Returns:
+        probs: {label: (N,) or (N, K)} as in :func:`collect_predictions`; y: (N, L) true values; loss.
+    """
+    from facelab.data.loader import BatchLoader
+
+    task = Task.from_dict(meta.config["task"])
+    pre = meta.preprocessing
+    loader = BatchLoader(store, rows, batch_size=batch_size, labels=list(task.names), shuffle=False,
+                         mean=tuple(pre["mean"]), std=tuple(pre["std"]), device=torch.device(device), **loader_kwargs)
+    probs, y, _, loss = collect_predictions(model, loader, task, tta_flip=tta_flip)
+    return probs, y, loss
+
+
 def score(task: Task, y: np.ndarray, probs: dict[str, np.ndarray]) -> dict[str, Any]:
     """Per-label metrics (with majority baseline), their means, and confusion matrices of categorical labels."""
     per_label = {o.name: label_metrics(y[:, i], probs[o.name]) for i, o in enumerate(task.outputs)}

@@ -11,7 +11,7 @@ import torch
 from facelab.data.schema import LabelSpec
 from facelab.data.store import Store
 from facelab.errors import FacelabError
-from facelab.eval.classification import collect_predictions, score
+from facelab.eval.classification import predict_rows, score
 from facelab.models.classifiers.heads import Task
 from facelab.train.checkpoint import CheckpointMeta
 from facelab.utils.io import atomic_write_json
@@ -70,7 +70,6 @@ def eval_rows(meta: CheckpointMeta, store: Store, split: SplitName) -> tuple[np.
 def evaluate_run(run: str | Path, store_path: str | Path, *, split: SplitName = "test", out_dir: str | Path | None = None,
                  batch_size: int = 256, device: str = "cpu", tta_flip: bool = False) -> dict[str, Any]:
     """Evaluate a classifier run on ``store_path``; write JSON and plots; return the report."""
-    from facelab.data.loader import BatchLoader
     from facelab.eval.plots import plot_confusion, plot_label_bars
     from facelab.models.loading import load_model
 
@@ -82,10 +81,7 @@ def evaluate_run(run: str | Path, store_path: str | Path, *, split: SplitName = 
     rows, how = eval_rows(meta, store, split)
     if len(rows) == 0:
         raise FacelabError(f"{store.path}: the {split} split is empty; choose --split val/all")
-    pre = meta.preprocessing
-    loader = BatchLoader(store, rows, batch_size=batch_size, labels=list(task.names), shuffle=False,
-                         mean=tuple(pre["mean"]), std=tuple(pre["std"]), device=torch.device(device))
-    probs, y, _, loss = collect_predictions(model, loader, task, tta_flip=tta_flip)
+    probs, y, loss = predict_rows(model, meta, store, rows, batch_size=batch_size, device=device, tta_flip=tta_flip)
     report = score(task, y, probs)
     report.update({"run": str(run), "store": str(store.path), "split": split, "rows": how, "loss": loss, "model": meta.arch})
     out = Path(out_dir) if out_dir else Path(run) / "eval" / f"{store.path.name}-{split}"

@@ -528,10 +528,8 @@ def _training_store(path: Path, images: np.ndarray, labels: np.ndarray, val: tup
 def _train_and_test(train_store: Store, run_dir: Path, cfg_kwargs: dict[str, Any], test: tuple[Store, np.ndarray],
                     label: str, device: str | torch.device) -> dict[str, float]:
     """Train the recipe on ``train_store`` (official split) and score it on the real test rows."""
-    from facelab.data.loader import BatchLoader
-    from facelab.eval.classification import collect_predictions
+    from facelab.eval.classification import predict_rows
     from facelab.eval.metrics import label_metrics
-    from facelab.models.classifiers.heads import Task
     from facelab.models.loading import load_model
     from facelab.train.classifier import ClassifierConfig, train_classifier
 
@@ -539,11 +537,8 @@ def _train_and_test(train_store: Store, run_dir: Path, cfg_kwargs: dict[str, Any
     cfg = ClassifierConfig.from_dict(options, where="CAS classifier config")
     train_classifier(cfg, run_dir=run_dir)
     model, meta = load_model(run_dir, kind="classifier", device=device)
-    task = Task.from_dict(meta.config["task"])
     store, rows = test
-    loader = BatchLoader(store, rows, batch_size=256, labels=[label], shuffle=False, prefetch=0,
-                         mean=meta.preprocessing["mean"], std=meta.preprocessing["std"], device=device)
-    probs, y, _, _ = collect_predictions(model, loader, task)
+    probs, y, _ = predict_rows(model, meta, store, rows, device=device, prefetch=0)
     return label_metrics(y[:, 0], probs[label])
 
 

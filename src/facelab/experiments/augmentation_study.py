@@ -145,17 +145,12 @@ def evaluate_binary(run_dir: Path, store: Store, rows: np.ndarray, target: str, 
 @torch.no_grad()
 def binary_scores(run_dir: Path, store: Store, rows: np.ndarray, target: str, minority: int) -> dict[str, float]:
     """What :func:`evaluate_binary` computes; also used on validation rows to describe a judge classifier."""
-    from facelab.data.loader import BatchLoader
-    from facelab.eval.classification import collect_predictions
+    from facelab.eval.classification import predict_rows
     from facelab.eval.metrics import label_metrics
-    from facelab.models.classifiers.heads import Task
     from facelab.models.loading import load_model
 
     model, meta = load_model(run_dir, kind="classifier")
-    task = Task.from_dict(meta.config["task"])
-    pre = meta.preprocessing
-    loader = BatchLoader(store, rows, batch_size=256, labels=[target], shuffle=False, mean=pre["mean"], std=pre["std"])
-    probs, y, _, _ = collect_predictions(model, loader, task)
+    probs, y, _ = predict_rows(model, meta, store, rows)
     p = probs[target]
     m = label_metrics(y[:, 0], p)
     pred = (p >= 0.5).astype(int)
