@@ -155,6 +155,18 @@ def use_hidden_head(hidden: int) -> None:
     classifiers.create_classifier = create_with_hidden  # train_classifier imports it from here when it runs
 
 
+def train_and_score(cfg: classifier.ClassifierConfig, run: Path) -> dict:
+    """Train ``cfg`` into ``run`` with whatever objective is swapped in; its time and validation figures."""
+    t0 = time.monotonic()
+    summary = classifier.train_classifier(cfg, run_dir=run)
+    final = summary["final"]
+    return {"train_minutes": round((time.monotonic() - t0) / 60, 2),
+            "val_mean_accuracy_last_epoch": final.get("val_mean_accuracy"),
+            "val_mean_balanced_accuracy": final.get("val_mean_balanced_accuracy"),
+            "val_majority_baseline": final.get("val_mean_majority_accuracy"),
+            "best_epoch_val_mean_accuracy": summary["best"], "run_dir": str(run)}
+
+
 IDEAS = {"plain": classifier.ClassifierObjective, "identity_aux": IdentityAux, "identity_soft": IdentitySoft, "sam": Sam}
 
 
@@ -183,15 +195,8 @@ def main() -> None:
     hidden = f"-h{args.head_hidden}" if args.head_hidden else ""
     run = args.out / f"{args.idea}{hidden}-{args.augment}-s{args.seed}-e{args.epochs}-{time.strftime('%H%M%S')}"
     run.mkdir(parents=True)
-    t0 = time.monotonic()
-    summary = classifier.train_classifier(cfg, run_dir=run)
-    final = summary["final"]
-    out = {"idea": args.idea, "weight": getattr(objective, "weight", None), "head_hidden": args.head_hidden, "augment": args.augment, "seed": args.seed,
-           "epochs": args.epochs, "train_minutes": round((time.monotonic() - t0) / 60, 2),
-           "val_mean_accuracy_last_epoch": final.get("val_mean_accuracy"),
-           "val_mean_balanced_accuracy": final.get("val_mean_balanced_accuracy"),
-           "val_majority_baseline": final.get("val_mean_majority_accuracy"),
-           "best_epoch_val_mean_accuracy": summary["best"], "run_dir": str(run)}
+    out = {"idea": args.idea, "weight": getattr(objective, "weight", None), "head_hidden": args.head_hidden, "augment": args.augment,
+           "seed": args.seed, "epochs": args.epochs, **train_and_score(cfg, run)}
     print(json.dumps(out, indent=2) if args.json else out)
 
 
