@@ -12,7 +12,7 @@ recipe, Xie et al. 2020):
 2. Finished CelebA runs (the teachers; several are averaged) label every reframed face with their 40
    probabilities.
 3. A student of the default recipe trains on the CelebA training images (true labels) plus the reframed
-   faces (the teachers' probabilities as soft targets), on a temporary store that holds both; validation is
+   faces (the teachers' probabilities as soft targets), on a store in the run folder that holds both; validation is
    the official CelebA val partition as always.
 
     OMP_NUM_THREADS=1 python benchmarks/celeba_distill.py TEACHER_RUN [TEACHER_RUN ...] \\
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -38,7 +39,9 @@ import torch
 import torch.nn.functional as F
 
 import facelab.train.classifier as classifier
-from facelab.data.store import MANIFEST, Store
+from facelab.data.schema import Partition
+from facelab.data.store import Store
+from facelab.eval.generative_metrics import write_store_arrays
 from facelab.eval.classification import predict_rows
 from facelab.models.loading import load_model
 from facelab.train.trainer import StepOutput
@@ -74,26 +77,6 @@ def reframe(images: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
         fill = cv2.GaussianBlur(sharp, (0, 0), size / 10)
         out[i] = (alpha * sharp + (1 - alpha) * fill).round().astype(np.uint8)
     return out
-
-
-def build_mixed_store(labelled: Store, extra_images: np.ndarray, extra_labels: np.ndarray, out: Path) -> Store:
-    """``labelled`` plus extra training rows (partition train, identity unknown) as a new store at ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    n_extra = len(extra_images)
-    np.save(out / "images.npy", np.concatenate([np.asarray(labelled.images), extra_images]))
-    np.save(out / "labels.npy", np.concatenate([labelled.labels, extra_labels.astype(np.int32)]))
-    np.savez(out / "index.npz", key=np.concatenate([labelled.keys, [f"extra/{i:06d}" for i in range(n_extra)]]),
-             identity=np.concatenate([labelled.identities, np.full(n_extra, -1, np.int64)]),
-             partition=np.concatenate([labelled.partitions, np.zeros(n_extra, np.int8)]))
-    manifest = dict(labelled.manifest)
-    manifest["count"] = manifest["indexed"] = len(labelled) + n_extra
-    parts = dict(manifest["partitions"])
-    parts["train"] += n_extra
-    manifest["partitions"] = parts
-    manifest["notes"] = [*manifest.get("notes", []), f"{n_extra} reframed unlabelled faces with teacher labels (celeba_distill.py)"]
-    manifest["content_hash"] = f"{labelled.content_hash[:32]}+distill{n_extra}"
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
-    return Store.open(out)
 
 
 class Distill(classifier.ClassifierObjective):
@@ -155,23 +138,35 @@ def main() -> None:
     else:
         images = np.zeros((0, *store.images.shape[1:]), np.uint8)
     run = args.out / f"distill-n{len(rows)}-w{args.weight}-mix{args.mix}-e{args.epochs}-s{args.seed}-{time.strftime('%H%M%S')}"
-    mixed = build_mixed_store(store, images, np.zeros((len(rows), len(store.label_names))), run / "store")
+    specs, n_labels = store.label_specs, len(store.label_names)
+    unlabeled = write_store_arrays(run / "unlabeled", images, np.zeros((len(rows), n_labels)), specs,
+                                   np.full(len(rows), int(Partition.TRAIN)), source=store.source, crop=store.manifest.get("crop"))
 
-    probs = []
-    for t in args.teachers:
-        model, meta = load_model(t, kind="classifier", device="cpu", which="last")
-        p, _, _ = predict_rows(model, meta, mixed, np.arange(len(mixed)))
-        probs.append(np.stack([p[name] for name in store.label_names], axis=1))  # (rows, 40)
-    soft_all = np.mean(probs, axis=0).astype(np.float32)
-    soft = soft_all[len(store):]  # the extra faces
-    np.save(mixed.path / "labels.npy", np.concatenate([store.labels, (soft > 0.5).astype(np.int32)]))
+    def teacher_probabilities(on: Store) -> np.ndarray:
+        """(rows of ``on``, labels) mean probability of the teachers."""
+        if not len(on):
+            return np.zeros((0, n_labels), np.float32)
+        probs = []
+        for t in args.teachers:
+            model, meta = load_model(t, kind="classifier", device="cpu", which="last")
+            p, _, _ = predict_rows(model, meta, on, np.arange(len(on)))
+            probs.append(np.stack([p[name] for name in store.label_names], axis=1))
+        return np.mean(probs, axis=0).astype(np.float32)
+
+    soft = teacher_probabilities(unlabeled)  # the extra faces
+    soft_labelled = teacher_probabilities(store) if args.mix else np.zeros((len(store), n_labels), np.float32)
+    shutil.rmtree(unlabeled.path)
+    mixed = write_store_arrays(run / "store", np.concatenate([np.asarray(store.images), images]),
+                               np.concatenate([store.labels, (soft > 0.5).astype(np.int32)]), specs,
+                               np.concatenate([store.partitions, np.full(len(rows), int(Partition.TRAIN))]),
+                               source=store.source, crop=store.manifest.get("crop"))
     prep_seconds = time.monotonic() - t0
     checks = {}  # how well the teachers transfer to the reframed faces, where the unlabelled store has a comparable label
     if len(rows) and "gender" in extra.label_names and "Male" in store.label_names:  # UTKFace: gender 0 = male
         male = extra.column("gender")[rows] == 0
         checks["teacher_Male_accuracy_on_unlabeled_gender"] = round(float(((soft[:, store.label_index("Male")] > 0.5) == male).mean()), 4)
 
-    Distill.first_extra, Distill.soft = len(store), torch.from_numpy(soft_all)
+    Distill.first_extra, Distill.soft = len(store), torch.from_numpy(np.concatenate([soft_labelled, soft]))
     Distill.weight, Distill.mix = args.weight, args.mix
     classifier.ClassifierObjective = Distill  # train_classifier builds its objective from this name
     cfg = classifier.ClassifierConfig.from_dict({"store": str(mixed.path), "split": "official", "seed": args.seed,
