@@ -41,7 +41,7 @@ import torch.nn.functional as F
 import facelab.train.classifier as classifier
 from facelab.data.schema import Partition
 from facelab.data.store import Store
-from facelab.eval.generative_metrics import write_store_arrays
+from facelab.data.write import write_store_arrays
 from facelab.eval.classification import predict_rows
 from facelab.models.loading import load_model
 from facelab.train.trainer import StepOutput

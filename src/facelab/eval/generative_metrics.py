@@ -32,6 +32,7 @@ from torch import nn
 
 from facelab.data.schema import LabelKind, LabelSpec, Partition
 from facelab.data.store import Store
+from facelab.data.write import write_store_arrays
 from facelab.errors import FacelabError
 from facelab.eval.features import (
     FeatureExtractor,
@@ -472,51 +473,6 @@ def conditional_fidelity(gen_run: str | Path, classifier_run: str | Path, *, lab
 
 
 # ---- classification accuracy score ------------------------------------------------------------------
-def write_store_arrays(path: str | Path, images: np.ndarray, labels: np.ndarray, specs: Sequence[LabelSpec],
-                       partitions: np.ndarray, *, source: str, crop: dict[str, Any] | None = None) -> Store:
-    """Write arrays as a facelab store (format of :mod:`facelab.data.store`), atomically, and open it.
-
-    Args:
-        path: the store folder; must not exist yet.
-        images: (N, S, S, 3) uint8.
-        labels: (N, len(specs)) label values.
-        specs: the label columns.
-        partitions: (N,) partition codes (:class:`~facelab.data.schema.Partition`).
-        source: the manifest's source name.
-        crop: the crop the images were made with (recorded only).
-    """
-    import facelab
-    from facelab.data.build import content_hash
-    from facelab.data.store import FORMAT_VERSION, MANIFEST
-
-    path = Path(path)
-    if path.exists():
-        raise FacelabError(f"{path} already exists; remove it or choose another folder")
-    images = np.ascontiguousarray(images, dtype=np.uint8)
-    n = images.shape[0]
-    labels = np.asarray(labels, dtype=np.int32).reshape(n, len(specs))
-    partitions = np.asarray(partitions, dtype=np.int8).reshape(n)
-    keys = np.array([f"row{i:07d}" for i in range(n)], dtype=str)
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    np.save(partial / "images.npy", images)
-    np.save(partial / "labels.npy", labels)
-    np.savez(partial / "index.npz", key=keys, identity=np.full(n, -1, np.int64), partition=partitions)
-    counts = {p.name.lower(): int((partitions == p.value).sum()) for p in Partition}
-    manifest = {
-        "format_version": FORMAT_VERSION, "source": source, "root": None, "options": {},
-        "image_size": int(images.shape[1]),
-        "crop": crop, "facelab_version": facelab.__version__, "count": n, "indexed": n,
-        "labels": [s.to_dict() for s in specs], "has_identities": False, "has_partitions": True,
-        "has_landmarks": False, "partitions": {**counts, "none": int((partitions < 0).sum())}, "skipped": [],
-        "notes": [], "content_hash": content_hash(images, labels, keys),
-    }
-    atomic_write_json(partial / MANIFEST, manifest)
-    os.replace(partial, path)
-    return Store.open(path)
-
-
 def _training_store(path: Path, images: np.ndarray, labels: np.ndarray, val: tuple[np.ndarray, np.ndarray],
                     specs: list[LabelSpec], source: str, crop: Any) -> Store:
     """A store with ``images`` as TRAIN and the real validation rows as VAL (early stopping on real data)."""

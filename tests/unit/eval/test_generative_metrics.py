@@ -26,7 +26,6 @@ from facelab.eval.generative_metrics import (
     metric_name,
     real_features,
     score_generator,
-    write_store_arrays,
 )
 from facelab.models.classifiers import create_classifier
 from facelab.models.classifiers.heads import Task
@@ -309,23 +308,6 @@ def test_classification_accuracy_score_end_to_end(world, tmp_path):
     assert (tmp_path / "cas" / "cas.json").is_file() and not (tmp_path / "cas" / "stores").exists()
     with pytest.raises(FacelabError, match="not conditioned on 'Male'"):
         classification_accuracy_score(world["cgen"], data=world["store"].path, label="Male", run_dir=tmp_path / "x")
-
-
-def test_write_store_arrays_round_trip(tmp_path):
-    from facelab.data.build import content_hash
-
-    images = smooth_images(6)
-    labels = np.array([[0, 1, 2]] * 6)
-    parts = np.array([0, 0, 0, 0, 1, 1])
-    store = write_store_arrays(tmp_path / "s", images, labels, SPECS, parts, source="generated-cvae")
-    np.testing.assert_array_equal(store.images, images)
-    np.testing.assert_array_equal(store.labels, labels)
-    assert store.source == "generated-cvae" and store.has_partitions
-    assert list(store.partition_indices(Partition.VAL)) == [4, 5]
-    assert store.content_hash == content_hash(images, labels.astype(np.int32), store.keys)
-    assert not (tmp_path / "s.partial").exists()
-    with pytest.raises(FacelabError, match="already exists"):
-        write_store_arrays(tmp_path / "s", images, labels, SPECS, parts, source="x")
 
 
 def test_cas_splits_fill_a_missing_val_or_test_without_overlap():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from facelab.data.schema import LabelKind, LabelSpec, Partition
-from facelab.eval.generative_metrics import write_store_arrays
+from facelab.data.write import write_store_arrays
 from facelab.models.classifiers.heads import Task
 from facelab.train.classifier import ClassifierConfig, make_splits
 
