@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facelab.data.sources.celeba import find_layout, read_attributes, read_int_table
 from facelab.data.store import Store
 from facelab.data.views import splits_for
 from facelab.eval.classification import predict_rows
@@ -65,6 +66,32 @@ def em_prior(p: np.ndarray, train_prior: np.ndarray, iters: int = 200) -> np.nda
     return prior
 
 
+def full_train_labels(root: Path, names: list[str]) -> np.ndarray:
+    """(N, L) 0/1 labels of every image of the official train partition in a CelebA root's annotation files."""
+    layout = find_layout(root)
+    if layout.partitions is None:
+        raise SystemExit(f"{root}: no list_eval_partition file; --annotations needs it")
+    attrs = read_attributes(layout.attributes)
+    part = read_int_table(layout.partitions, n_values=1, what="partition", names_hint=attrs.raw_names)
+    partition, found = part.select(attrs, list(range(len(attrs.names))))
+    missing = [n for n in names if n not in attrs.attributes]
+    if missing:
+        raise SystemExit(f"{layout.attributes}: no column for {missing}")
+    cols = [attrs.attributes.index(n) for n in names]
+    return attrs.values[(partition[:, 0] == 0) & found][:, cols]
+
+
+def joint_posterior(p: np.ndarray, train_prior: np.ndarray, vectors: np.ndarray, tau: float) -> np.ndarray:
+    """Per-attribute marginals of the posterior over label vectors with the empirical prior of ``vectors``."""
+    support, counts = np.unique(vectors, axis=0, return_counts=True)
+    support = support.astype(np.float64)
+    log_pos, log_neg = np.log(p / train_prior), np.log((1 - p) / (1 - train_prior))
+    score = tau * (log_pos @ support.T + log_neg @ (1 - support).T) + np.log(counts)
+    score -= score.max(1, keepdims=True)
+    w = np.exp(score)
+    return (w @ support) / w.sum(1, keepdims=True)
+
+
 def oracle_thresholds(p: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-attribute accuracy at the best threshold on (p, y) itself."""
     grid = np.linspace(0.02, 0.98, 97)
@@ -78,6 +105,10 @@ def main() -> None:
     ap.add_argument("--max-ensemble", type=int, default=3)
     ap.add_argument("--which", choices=["last", "best"], default="last",
                     help="checkpoint of each run: last epoch (the figures of docs/results.md) or best val loss")
+    ap.add_argument("--annotations", type=Path, default=None,
+                    help="CelebA root whose complete annotation files give the full train partition's labels")
+    ap.add_argument("--tau", type=float, nargs="+", default=[0.3, 0.5, 1.0],
+                    help="temperatures of the joint label-vector posterior (with --annotations)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -94,6 +125,8 @@ def main() -> None:
     val_prior = y.mean(0)
     majority = float(np.maximum(val_prior, 1 - val_prior).mean())
 
+    full = None if args.annotations is None else full_train_labels(args.annotations, names)
+
     models = {}
     for name, p in probs.items():
         models[name] = {
@@ -102,6 +135,10 @@ def main() -> None:
             "oracle_prior": accuracy(shift_prior(p, train_prior, val_prior), y),
             "oracle_thresholds": float(oracle_thresholds(p, y).mean()),
         }
+        if full is not None:
+            models[name]["full_train_prior"] = accuracy(shift_prior(p, train_prior, full.mean(0)), y)
+            for tau in args.tau:
+                models[name][f"joint_tau{tau:g}"] = accuracy(joint_posterior(p, train_prior, full, tau), y)
     ensembles = []
     for k in range(2, min(args.max_ensemble, len(probs)) + 1):
         for combo in itertools.combinations(probs, k):
@@ -110,15 +147,19 @@ def main() -> None:
                               "oracle_thresholds": float(oracle_thresholds(p, y).mean())})
     shift = sorted(zip(names, train_prior, val_prior), key=lambda t: -abs(t[1] - t[2]))[:8]
     out = {"store": str(store.path), "checkpoint": args.which, "val_images": int(len(y)), "majority_baseline": majority, "target": 0.915,
+           "full_train_rows": None if full is None else int(len(full)),
            "models": models, "ensembles": ensembles,
            "largest_prior_shifts": [{"label": n, "train": float(a), "val": float(b)} for n, a, b in shift]}
     if args.json:
         print(json.dumps(out, indent=2))
         return
     print(f"{len(y)} val images, majority baseline {majority:.4f}, target 0.915")
-    print(f"{'run':48s} {'acc':>7s} {'EM prior':>9s} {'true prior*':>11s} {'thresholds*':>11s}")
+    extra = [] if full is None else ["full_train_prior"] + [f"joint_tau{t:g}" for t in args.tau]
+    print(f"{'run':48s} {'acc':>7s} {'EM prior':>9s} {'true prior*':>11s} {'thresholds*':>11s}"
+          + "".join(f" {k:>16s}" for k in extra))
     for name, m in models.items():
-        print(f"{name[:48]:48s} {m['accuracy']:7.4f} {m['em_prior']:9.4f} {m['oracle_prior']:11.4f} {m['oracle_thresholds']:11.4f}")
+        print(f"{name[:48]:48s} {m['accuracy']:7.4f} {m['em_prior']:9.4f} {m['oracle_prior']:11.4f} {m['oracle_thresholds']:11.4f}"
+              + "".join(f" {m[k]:16.4f}" for k in extra))
     for e in sorted(ensembles, key=lambda e: -e["accuracy"])[:10]:
         print(f"ensemble of {len(e['runs'])}: {e['accuracy']:.4f} (thresholds* {e['oracle_thresholds']:.4f})  "
               + " + ".join(r[:28] for r in e["runs"]))
