@@ -1,0 +1,56 @@
+"""benchmarks/celeba_learning_curve.py: the power-law fit and the subset stores it trains on."""
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facelab.data.schema import LabelKind, LabelSpec, Partition
+from facelab.data.write import write_store_arrays
+
+BENCH = Path(__file__).resolve().parents[3] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def curve():
+    sys.path.insert(0, str(BENCH))  # the script imports its sibling celeba_ideas, as when run from benchmarks/
+    try:
+        spec = importlib.util.spec_from_file_location("celeba_learning_curve", BENCH / "celeba_learning_curve.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_fit_recovers_an_exact_power_law_and_the_size_for_the_target(curve):
+    sizes = [500, 1000, 2000, 4000]
+    acc = [1 - 0.9 * n ** -0.25 for n in sizes]
+    fit = curve.fit_power_law(sizes, acc)
+    assert fit["b"] == pytest.approx(0.9) and fit["c"] == pytest.approx(0.25)
+    assert 1 - 0.9 * fit["images_for_target"] ** -0.25 == pytest.approx(curve.TARGET)
+
+
+def test_fit_of_a_flat_or_worsening_curve_never_reaches_the_target(curve):
+    assert math.isinf(curve.fit_power_law([1000, 2000], [0.90, 0.89])["images_for_target"])
+
+
+def test_subset_by_images_keeps_a_share_of_train_and_every_val_row(curve, tmp_path):
+    n = 40
+    images = np.arange(n, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(4, 2).repeat(3, 3)
+    labels = (np.arange(n) % 2)[:, None]
+    parts = np.where(np.arange(n) < 30, int(Partition.TRAIN), int(Partition.VAL))
+    store = write_store_arrays(tmp_path / "full", images, labels, [LabelSpec("Male", LabelKind.BINARY)], parts,
+                               source="x")
+    path, kept = curve.subset_store(store, tmp_path / "run", by="images", fraction=0.5, seed=0)
+    sub = type(store).open(path)
+    train, val = sub.partition_indices(Partition.TRAIN), sub.partition_indices(Partition.VAL)
+    assert kept["train_images"] == len(train) == 15 and len(val) == 10
+    originals = sub.images[:, 0, 0, 0]
+    assert set(originals[train]) <= set(range(30)) and list(originals[val]) == list(range(30, 40))
+    np.testing.assert_array_equal(sub.labels[:, 0], originals % 2)  # labels stay with their images
+    with pytest.raises(SystemExit, match="no identities"):
+        curve.subset_store(store, tmp_path / "run2", by="identities", fraction=0.5, seed=0)
