@@ -46,7 +46,7 @@ from facelab.eval.classification import predict_rows
 from facelab.models.loading import load_model
 from facelab.train.trainer import StepOutput
 
-from celeba_ideas import train_and_score  # benchmarks/ is on sys.path when this runs as a script
+from celeba_common import train_and_score  # benchmarks/ is on sys.path when this runs as a script
 
 
 def face_frame(store: Store, sample: int = 600, upscale: int = 256) -> np.ndarray:

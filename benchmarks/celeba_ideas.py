@@ -40,6 +40,8 @@ from facelab.data.augment import AUGMENT_PRESETS, AffineConfig, AugmentConfig, C
 from facelab.data.store import Store
 from facelab.train.trainer import StepOutput
 
+from celeba_common import train_and_score  # benchmarks/ is on sys.path when this runs as a script
+
 
 @AUGMENT_PRESETS.register("geo_strong")
 def _geo_strong() -> AugmentConfig:
@@ -153,18 +155,6 @@ def use_hidden_head(hidden: int) -> None:
         return model
 
     classifiers.create_classifier = create_with_hidden  # train_classifier imports it from here when it runs
-
-
-def train_and_score(cfg: classifier.ClassifierConfig, run: Path) -> dict:
-    """Train ``cfg`` into ``run`` with whatever objective is swapped in; its time and validation figures."""
-    t0 = time.monotonic()
-    summary = classifier.train_classifier(cfg, run_dir=run)
-    final = summary["final"]
-    return {"train_minutes": round((time.monotonic() - t0) / 60, 2),
-            "val_mean_accuracy_last_epoch": final.get("val_mean_accuracy"),
-            "val_mean_balanced_accuracy": final.get("val_mean_balanced_accuracy"),
-            "val_majority_baseline": final.get("val_mean_majority_accuracy"),
-            "best_epoch_val_mean_accuracy": summary["best"], "run_dir": str(run)}
 
 
 IDEAS = {"plain": classifier.ClassifierObjective, "identity_aux": IdentityAux, "identity_soft": IdentitySoft, "sam": Sam}

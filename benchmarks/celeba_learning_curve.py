@@ -30,7 +30,7 @@ from facelab.data.schema import Partition
 from facelab.data.store import Store
 from facelab.data.write import write_store_arrays
 
-from celeba_ideas import train_and_score  # benchmarks/ is on sys.path when this runs as a script
+from celeba_common import train_and_score  # benchmarks/ is on sys.path when this runs as a script
 
 TARGET = 0.915
 

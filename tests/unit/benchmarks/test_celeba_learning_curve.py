@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facelab.data.augment import AUGMENT_PRESETS
 from facelab.data.schema import LabelKind, LabelSpec, Partition
 from facelab.data.write import write_store_arrays
 
@@ -16,11 +17,13 @@ BENCH = Path(__file__).resolve().parents[3] / "benchmarks"
 
 @pytest.fixture(scope="module")
 def curve():
-    sys.path.insert(0, str(BENCH))  # the script imports its sibling celeba_ideas, as when run from benchmarks/
+    sys.path.insert(0, str(BENCH))  # the script imports its sibling celeba_common, as when run from benchmarks/
     try:
         spec = importlib.util.spec_from_file_location("celeba_learning_curve", BENCH / "celeba_learning_curve.py")
         module = importlib.util.module_from_spec(spec)
+        presets = set(AUGMENT_PRESETS.names())
         spec.loader.exec_module(module)
+        assert set(AUGMENT_PRESETS.names()) == presets, "importing the script must not change facelab's registries"
         yield module
     finally:
         sys.path.remove(str(BENCH))

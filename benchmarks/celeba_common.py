@@ -1,0 +1,21 @@
+"""What the CelebA benchmark scripts share, free of side effects on import (celeba_ideas.py registers its
+augmentation presets when imported; the scripts that only need to train and score import this instead)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import facelab.train.classifier as classifier
+
+
+def train_and_score(cfg: classifier.ClassifierConfig, run: Path) -> dict:
+    """Train ``cfg`` into ``run`` (with whatever objective a script swapped in); its time and validation figures."""
+    t0 = time.monotonic()
+    summary = classifier.train_classifier(cfg, run_dir=run)
+    final = summary["final"]
+    return {"train_minutes": round((time.monotonic() - t0) / 60, 2),
+            "val_mean_accuracy_last_epoch": final.get("val_mean_accuracy"),
+            "val_mean_balanced_accuracy": final.get("val_mean_balanced_accuracy"),
+            "val_majority_baseline": final.get("val_mean_majority_accuracy"),
+            "best_epoch_val_mean_accuracy": summary["best"], "run_dir": str(run)}
