@@ -81,9 +81,10 @@ def full_train_labels(root: Path, names: list[str]) -> np.ndarray:
     return attrs.values[(partition[:, 0] == 0) & found][:, cols]
 
 
-def joint_posterior(p: np.ndarray, train_prior: np.ndarray, vectors: np.ndarray, tau: float) -> np.ndarray:
-    """Per-attribute marginals of the posterior over label vectors with the empirical prior of ``vectors``."""
-    support, counts = np.unique(vectors, axis=0, return_counts=True)
+def joint_posterior(p: np.ndarray, train_prior: np.ndarray, support: np.ndarray, counts: np.ndarray,
+                    tau: float) -> np.ndarray:
+    """Per-attribute marginals of the posterior over label vectors, the prior being the observed vectors
+    ``support`` (K, L) seen ``counts`` (K,) times (``np.unique(vectors, axis=0, return_counts=True)``)."""
     support = support.astype(np.float64)
     log_pos, log_neg = np.log(p / train_prior), np.log((1 - p) / (1 - train_prior))
     score = tau * (log_pos @ support.T + log_neg @ (1 - support).T) + np.log(counts)
@@ -126,6 +127,8 @@ def main() -> None:
     majority = float(np.maximum(val_prior, 1 - val_prior).mean())
 
     full = None if args.annotations is None else full_train_labels(args.annotations, names)
+    if full is not None:
+        support, counts = np.unique(full, axis=0, return_counts=True)  # once: about a second on 162,770 rows
 
     models = {}
     for name, p in probs.items():
@@ -138,7 +141,7 @@ def main() -> None:
         if full is not None:
             models[name]["full_train_prior"] = accuracy(shift_prior(p, train_prior, full.mean(0)), y)
             for tau in args.tau:
-                models[name][f"joint_tau{tau:g}"] = accuracy(joint_posterior(p, train_prior, full, tau), y)
+                models[name][f"joint_tau{tau:g}"] = accuracy(joint_posterior(p, train_prior, support, counts, tau), y)
     ensembles = []
     for k in range(2, min(args.max_ensemble, len(probs)) + 1):
         for combo in itertools.combinations(probs, k):

@@ -142,13 +142,14 @@ def main() -> None:
     unlabeled = write_store_arrays(run / "unlabeled", images, np.zeros((len(rows), n_labels)), specs,
                                    np.full(len(rows), int(Partition.TRAIN)), source=store.source, crop=store.manifest.get("crop"))
 
+    teachers = [load_model(t, kind="classifier", device="cpu", which="last") for t in args.teachers]
+
     def teacher_probabilities(on: Store) -> np.ndarray:
         """(rows of ``on``, labels) mean probability of the teachers."""
         if not len(on):
             return np.zeros((0, n_labels), np.float32)
         probs = []
-        for t in args.teachers:
-            model, meta = load_model(t, kind="classifier", device="cpu", which="last")
+        for model, meta in teachers:
             p, _, _ = predict_rows(model, meta, on, np.arange(len(on)))
             probs.append(np.stack([p[name] for name in store.label_names], axis=1))
         return np.mean(probs, axis=0).astype(np.float32)

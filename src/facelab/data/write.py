@@ -16,7 +16,7 @@ import numpy as np
 
 import facelab
 from facelab.data.build import content_hash
-from facelab.data.schema import NO_PARTITION, LabelSpec, Partition
+from facelab.data.schema import NO_IDENTITY, NO_PARTITION, LabelSpec, Partition
 from facelab.data.store import FORMAT_VERSION, MANIFEST, Store
 from facelab.errors import FacelabError
 from facelab.utils.io import atomic_write_json
@@ -50,7 +50,7 @@ def write_store_arrays(path: str | Path, images: np.ndarray, labels: np.ndarray,
     partial.mkdir(parents=True)
     np.save(partial / "images.npy", images)
     np.save(partial / "labels.npy", labels)
-    np.savez(partial / "index.npz", key=keys, identity=np.full(n, -1, np.int64), partition=partitions)
+    np.savez(partial / "index.npz", key=keys, identity=np.full(n, NO_IDENTITY, np.int64), partition=partitions)
     counts = {p.name.lower(): int((partitions == p.value).sum()) for p in Partition}
     manifest = {
         "format_version": FORMAT_VERSION, "source": source, "root": None, "options": {},

@@ -19,12 +19,13 @@ def test_joint_posterior_over_every_vector_equally_often_is_the_independent_prio
     p, prior = rng.uniform(0.05, 0.95, (7, 4)), rng.uniform(0.2, 0.8, 4)
     every = np.array(list(itertools.product([0, 1], repeat=4)))  # the uniform joint: prior 0.5, independent
     expected = ceiling.shift_prior(p, prior, np.full(4, 0.5))
-    np.testing.assert_allclose(ceiling.joint_posterior(p, prior, every, tau=1.0), expected, rtol=1e-9)
+    np.testing.assert_allclose(ceiling.joint_posterior(p, prior, *np.unique(every, axis=0, return_counts=True), tau=1.0), expected, rtol=1e-9)
 
 
 def test_joint_posterior_at_tau_zero_is_the_empirical_marginal():
     vectors = np.array([[1, 0], [1, 0], [1, 1], [0, 0]])
-    q = ceiling.joint_posterior(np.full((3, 2), 0.9), np.full(2, 0.5), vectors, tau=0.0)
+    q = ceiling.joint_posterior(np.full((3, 2), 0.9), np.full(2, 0.5),
+                              *np.unique(vectors, axis=0, return_counts=True), tau=0.0)
     np.testing.assert_allclose(q, np.tile([0.75, 0.25], (3, 1)))
 
 
