@@ -80,7 +80,9 @@ def evaluate_run(run: str | Path, store_path: str | Path, *, split: SplitName = 
     task = Task.from_dict(meta.config["task"])
     rows, how = eval_rows(meta, store, split)
     if len(rows) == 0:
-        raise FacelabError(f"{store.path}: the {split} split is empty; choose --split val/all")
+        others = [s for s in ("train", "val", "test") if s != split and len(eval_rows(meta, store, s)[0])]
+        hint = " or ".join(f"--split {s}" for s in [*others, "all"])
+        raise FacelabError(f"{store.path}: the {split} split ({how}) is empty; choose {hint}")
     probs, y, loss = predict_rows(model, meta, store, rows, batch_size=batch_size, device=device, tta_flip=tta_flip)
     report = score(task, y, probs)
     report.update({"run": str(run), "store": str(store.path), "split": split, "rows": how, "loss": loss, "model": meta.arch})

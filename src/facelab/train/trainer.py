@@ -316,7 +316,10 @@ class Trainer:
         if self.val_loader is None:
             return {}
         model = self.eval_model()
-        with torch.no_grad(), autocast_context(self.device, self.cfg.precision):
+        # fp32 even when training runs under bf16 autocast: the figures then equal what `facelab eval`,
+        # `predict` and the ONNX export compute from the same checkpoint (bf16 flipped about 10 of 31,200
+        # CelebA val decisions), for about 0.3 s per epoch on 780 images at 64 px on 2 CPU threads.
+        with torch.no_grad():
             metrics = self.obj.evaluate(self.val_loader, model=model) if _accepts_model(self.obj.evaluate) else self.obj.evaluate(self.val_loader)
         self.model.train()
         return {f"val_{k}" if not k.startswith("val_") else k: float(v) for k, v in metrics.items()}
