@@ -282,6 +282,22 @@ def test_predict_an_empty_folder_is_a_clear_error(clf_run, tmp_path):
     assert not (tmp_path / "x.csv").exists()
 
 
+def test_predict_a_folder_of_unreadable_images_is_an_error_not_an_empty_csv(clf_run, store, tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(Store.open(store).images[0])).save(buf, format="JPEG")
+    (folder / "header_only.jpg").write_bytes(buf.getvalue()[:300])  # cut inside the JPEG header
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.txt").write_text("not a face")
+    err = str(cli_error("predict", clf_run[0], folder, "--out", tmp_path / "x.csv"))
+    assert "none of its 3 files could be read" in err
+    assert "header_only.jpg: cannot decode image (" in err
+    assert "empty.png: empty file" in err and "notes.txt" in err
+    assert "BytesIO" not in err  # no Python object reprs in a user-facing reason
+    assert not (tmp_path / "x.csv").exists()
+
+
 # ---- transfer: pretrained backbone, frozen, then unfrozen with a lower lr --------------------------
 @pytest.fixture(scope="module")
 def yaw_folder_store(store, tmp_path_factory) -> Path:

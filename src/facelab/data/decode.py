@@ -31,19 +31,23 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = N
     """
     if len(data) == 0:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
+    jpeg_error = None
     if data[:3] == _JPEG_MAGIC:
         try:
             kw = _dct_scale(data, min_side) if min_side else {}
             return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True, **kw)
-        except ValueError:
-            pass  # fall back to Pillow (CMYK, unusual sampling) which also reports truncation
+        except ValueError as e:
+            jpeg_error = e  # fall back to Pillow (CMYK, unusual sampling) which also reports truncation
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # raises on truncated data
             if im.mode != "RGB":
                 im = im.convert("RGB")  # grayscale, CMYK, palette, RGBA -> RGB
             return np.asarray(im, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        what = f"a JPEG header libjpeg cannot read: {jpeg_error}" if jpeg_error else "not a known image format"
+        raise ImageDecodeError(f"{name}: cannot decode image ({what}; corrupt or cut off?)") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageDecodeError(f"{name}: cannot decode image ({e.__class__.__name__}: {e})") from None
 
 

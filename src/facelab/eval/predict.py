@@ -52,7 +52,7 @@ def _folder_batches(folder: Path, files: list[Path], preprocessing: dict[str, An
         try:
             img = crop_resize(decode_file(p, min_side=decode_min_side(crop, size)), crop, size)
         except ImageDecodeError as e:
-            skipped.append({"key": str(p.relative_to(folder)), "reason": str(e)})
+            skipped.append({"key": str(p.relative_to(folder)), "reason": str(e).removeprefix(f"{p}: ")})
             continue
         keys.append(str(p.relative_to(folder)))
         imgs.append(img)
@@ -136,5 +136,9 @@ def predict_to_csv(run: str | Path, target: str | Path, out: str | Path, *, batc
             writer.writerows(_rows(keys, probs, task, specs, threshold))
             count += len(keys)
             prog.update(bar, advance=len(keys))
+    if count == 0:  # every file skipped: an empty CSV with exit code 0 would pass for a result
+        reasons = "; ".join(f"{d['key']}: {d['reason']}" for d in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        raise FacelabError(f"{target}: none of its {len(skipped)} files could be read as an image, nothing written "
+                           f"to {out} ({reasons})")
     atomic_write_text(Path(out), buf.getvalue())
     return PredictReport(out=str(out), count=count, skipped=skipped)
