@@ -136,8 +136,17 @@ def test_unreadable_files_are_clear_errors(tmp_path, torchvision_file):
     with pytest.raises(FacelabError, match="not a readable safetensors"):
         load_pretrained(model, tmp_path / "bad.safetensors")
     torch.save({"model": torch.nn.Linear(2, 2)}, tmp_path / "pickled.pth")  # a whole module: code, not weights
-    with pytest.raises(FacelabError, match="weights-only"):
+    with pytest.raises(FacelabError, match=r"weights-only torch file \(UnpicklingError: .*Unsupported global: GLOBAL torch.nn"):
         load_pretrained(model, tmp_path / "pickled.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"xxxx")  # e.g. an HTML error page saved under the weights' name
+    with pytest.raises(FacelabError, match=r"not a torch weights file \(it starts with b'xxxx'"):
+        load_pretrained(model, tmp_path / "garbage.pth")
+    legacy = tmp_path / "legacy.pth"  # the pre-1.6 format (a pickle, not a zip) still loads
+    torch.save(model.state_dict(), legacy, _use_new_zipfile_serialization=False)
+    target = resnet18(num_outputs=2, seed=1)
+    report = load_pretrained(target, legacy)
+    assert report.loaded == len(model.state_dict()) - 2 and report.skipped_head == ["fc.weight", "fc.bias"]
+    assert torch.equal(target.state_dict()["layer1.0.conv1.weight"], model.state_dict()["layer1.0.conv1.weight"])
     torch.save({"epoch": 1}, tmp_path / "empty.pth")
     with pytest.raises(FacelabError, match="holds no tensors"):
         load_pretrained(model, tmp_path / "empty.pth")

@@ -114,11 +114,20 @@ def _read_safetensors(path: Path) -> WeightsFile:
 
 
 def _read_torch(path: Path) -> WeightsFile:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save: a zip archive, or a legacy pickle
+        raise FacelabError(
+            f"{path}: not a torch weights file (it starts with {head!r}; torch.save writes a zip archive or a "
+            f"pickle); pass a file saved with torch.save(model.state_dict(), path), or a .safetensors file"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors come in many types
+        lines = str(e).splitlines()
+        why = next((ln.strip() for ln in lines if "Unsupported global" in ln), lines[0][:200] if lines else "")
         raise FacelabError(
-            f"{path}: cannot be read as a weights-only torch file ({type(e).__name__}: {str(e)[:200]}); facelab "
+            f"{path}: cannot be read as a weights-only torch file ({type(e).__name__}: {why}); facelab "
             f"only loads plain state dicts (torch.save(model.state_dict(), path)) or .safetensors"
         ) from None
     while isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
