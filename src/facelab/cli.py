@@ -353,23 +353,37 @@ def experiment_batch_schedule(
     config: Optional[Path] = typer.Option(None, help="YAML overrides of BatchScheduleConfig."),
     option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="KEY=VALUE override, e.g. -o epochs=8"),
     out: Path = typer.Option(Path("runs"), help="Folder under which the experiment folder is created."),
+    resume: Optional[Path] = typer.Option(None, help="Resume the study in this folder after a kill (finished "
+                                                     "variants are kept, an interrupted one continues)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """LR decay vs batch-size increase vs hybrid at the same milestones: accuracy, updates, wall time."""
-    from facelab.experiments.batch_schedule import BatchScheduleConfig, results_table, run_batch_schedule
+    """LR decay vs batch-size increase vs hybrid at the same milestones: accuracy, updates, training time."""
+    from facelab.data.store import Store
+    from facelab.experiments.batch_schedule import BatchScheduleConfig, results_table, run_batch_schedule, study_splits
     from facelab.runs import create_run_dir
 
-    data = yaml.safe_load(config.read_text()) if config else {}
-    data = data or {}
-    if store is not None:
-        data["store"] = str(store)
-    data = overlay(data, parse_options(option))
-    cfg = BatchScheduleConfig.from_dict(data, where=str(config or "batch-schedule options"))
-    if dry_run:
-        sys.stdout.write(cfg.to_yaml())
-        return
-    run_dir = create_run_dir("batch-schedule", root=out, config=cfg)
+    if resume is not None:
+        given = [n for n, v in (("STORE", store), ("--config", config), ("-o", option)) if v]
+        if given:
+            raise typer.BadParameter(f"--resume continues {resume} with its saved config.yaml; drop {', '.join(given)}")
+        if not (resume / "config.yaml").is_file():
+            raise FacelabError(f"{resume}: no config.yaml, so not a batch-schedule folder to resume")
+        cfg = BatchScheduleConfig.from_yaml(resume / "config.yaml")
+        run_dir = resume
+    else:
+        data = yaml.safe_load(config.read_text()) if config else {}
+        data = data or {}
+        if store is not None:
+            data["store"] = str(store)
+        data = overlay(data, parse_options(option))
+        cfg = BatchScheduleConfig.from_dict(data, where=str(config or "batch-schedule options"))
+        study_splits(cfg, Store.open(cfg.store))  # labels and splits checked before any folder or training
+        if dry_run:
+            sys.stdout.write(cfg.to_yaml())
+            return
+        run_dir = create_run_dir("batch-schedule", root=out, config=cfg)
+    console.print(f"study folder: {run_dir}")
     result = run_batch_schedule(cfg, run_dir=run_dir)
     if as_json:
         emit_json(result)

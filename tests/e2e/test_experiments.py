@@ -301,6 +301,83 @@ def test_batch_schedule_compares_three_variants(store, tmp_path):
     assert row["kind"] == "batch_schedule" and row["value"] is not None
 
 
+@pytest.fixture(scope="module")
+def train_val_store(tmp_path_factory) -> Path:
+    """Official train and val partitions, no test partition: the CelebA subset's shape."""
+    out = tmp_path_factory.mktemp("train_val") / "store"
+    cli_json("data", "prepare", "synthetic", "--out", out, "--size", 32, "--workers", 1, "-o", "n=200",
+             "-o", "partitions=[0.75, 0.25, 0.0]", "-o", "prevalence.Male=0.5")
+    return out
+
+
+def test_batch_schedule_without_a_test_partition_tests_on_the_official_val(train_val_store):
+    from facelab.experiments.batch_schedule import BatchScheduleConfig, study_splits
+
+    st = Store.open(train_val_store)
+    official = splits_for(st, policy="official")
+    assert official["test"].size == 0 and official["val"].size > 0
+    cfg = BatchScheduleConfig(store=str(train_val_store), batch_size=16, milestones=[0.5])
+    splits, how = study_splits(cfg, st)
+    assert np.array_equal(splits["test"], official["val"])  # unseen people, never used for selection
+    assert np.array_equal(np.sort(np.concatenate([splits["train"], splits["val"]])), official["train"])
+    ids = st.identities
+    assert not set(ids[splits["val"]]) & set(ids[splits["train"]])  # held out by person
+    assert 0.1 < splits["val"].size / official["train"].size < 0.2
+    assert "val rows are the test set" in how and "identity-disjoint" in how
+    with pytest.raises(ConfigError, match=r"labels \['Nope'\] are not in"):
+        study_splits(cfg.model_copy(update={"labels": ["Male", "Nope"]}), st)
+    with pytest.raises(ConfigError, match=r"the batch grows to 1024 .* but training has \d+ rows"):
+        study_splits(BatchScheduleConfig(store=str(train_val_store)), st)  # 64 x 4 x 4 on ~125 rows
+
+
+def test_batch_schedule_seeds_and_resume_after_a_kill(train_val_store, tmp_path, monkeypatch):
+    """Two seeds give mean ± std; a study killed inside its third cell resumes from that cell's checkpoint
+    without retraining the finished cells and ends with the figures of an uninterrupted study."""
+    from facelab.experiments import batch_schedule
+    from facelab.experiments.batch_schedule import BatchScheduleConfig, run_batch_schedule
+
+    opts = {"store": str(train_val_store), "epochs": 2, "milestones": [0.5], "batch_size": 16, "seeds": 2,
+            "variants": ["lr_decay", "batch_increase"], "model_kwargs": {"channels": [8, 16, 16]}}
+    whole = run_batch_schedule(BatchScheduleConfig(**opts), run_dir=tmp_path / "whole", progress=False)
+    res = whole["results"]
+    assert whole["seeds"] == [0, 1] and whole["splits"]["test"] == len(splits_for(Store.open(train_val_store), policy="official")["val"])
+    for r in res.values():
+        assert len(r["test_mean_accuracy_per_seed"]) == 2 and r["test_mean_accuracy_std"] is not None
+        assert r["test_mean_accuracy"] == pytest.approx(np.mean(r["test_mean_accuracy_per_seed"]))
+    assert res["batch_increase"]["parameter_updates"] < res["lr_decay"]["parameter_updates"]
+    assert "± " in (tmp_path / "whole" / "results.md").read_text()
+
+    cfg_path = tmp_path / "config.yaml"
+    BatchScheduleConfig(**opts).save(cfg_path)
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.yaml").write_text(cfg_path.read_text())
+    real_start = batch_schedule.BatchSizeCallback.on_epoch_start
+    starts = []
+
+    def dying_start(self, trainer, epoch):
+        starts.append(epoch)
+        if len(starts) == 6:  # cells: (lr_decay, 0), (batch_increase, 0), (lr_decay, 1) -> its 2nd epoch
+            raise KeyboardInterrupt
+        real_start(self, trainer, epoch)
+
+    monkeypatch.setattr(batch_schedule.BatchSizeCallback, "on_epoch_start", dying_start)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch_schedule(BatchScheduleConfig(**opts), run_dir=killed, progress=False)
+    monkeypatch.setattr(batch_schedule.BatchSizeCallback, "on_epoch_start", real_start)
+    assert len((killed / "results.jsonl").read_text().splitlines()) == 2
+
+    calls = []
+    spy(monkeypatch, classifier_module, "train_classifier", lambda cfg, **kw: calls.append((cfg.seed, kw["resume"])))
+    resumed = cli_json("experiment", "batch-schedule", "--resume", killed)
+    assert calls == [(1, True), (1, False)]  # the interrupted cell continues, the finished ones are kept
+    for v, r in res.items():
+        assert resumed["results"][v]["test_mean_accuracy_per_seed"] == r["test_mean_accuracy_per_seed"]
+        assert resumed["results"][v]["parameter_updates"] == r["parameter_updates"]
+    refused = cli("experiment", "batch-schedule", train_val_store, "--resume", killed, ok=False)
+    assert refused.exit_code == 2 and "drop STORE" in refused.output
+
+
 def test_smote_features_refits_the_head_on_training_rows_only(store, tmp_path, monkeypatch):
     """The decoupled SMOTE method: the backbone is kept, the head is refitted on SMOTE-balanced features of
     the reduced training rows (and nothing else), and the refitted checkpoint is the one evaluated."""

@@ -95,3 +95,18 @@ def evaluate_run(run: str | Path, store_path: str | Path, *, split: SplitName = 
     report["plots"] = plots
     atomic_write_json(out / "report.json", report)
     return report
+
+
+def evaluate_rows(run: str | Path, store: Store, rows: np.ndarray, *, batch_size: int = 256,
+                  device: str = "cpu") -> dict[str, Any]:
+    """Scores of a classifier run on chosen ``rows`` of ``store`` (experiments that make their own splits);
+    the same figures as :func:`evaluate_run`, without files or plots."""
+    from facelab.models.loading import load_model
+
+    model, meta = load_model(run, kind="classifier", device=device)
+    check_labels(meta, store)
+    check_preprocessing(meta, store)
+    probs, y, loss = predict_rows(model, meta, store, np.asarray(rows), batch_size=batch_size, device=device)
+    report = score(Task.from_dict(meta.config["task"]), y, probs)
+    report.update({"run": str(run), "store": str(store.path), "count": int(len(rows)), "loss": loss, "model": meta.arch})
+    return report

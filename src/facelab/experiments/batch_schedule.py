@@ -4,23 +4,29 @@ The same model and epochs are trained with
   (a) ``lr_decay``: lr divided by ``factor`` at each milestone, batch size fixed;
   (b) ``batch_increase``: batch size multiplied by ``factor`` at each milestone, lr fixed;
   (c) ``hybrid``: batch size increased at the first milestone(s), lr decayed at the later ones.
-Each variant records test accuracy, parameter updates and wall time; the curves share one plot.
+Each variant records test accuracy, parameter updates and training time (over ``seeds`` seeds: mean ±
+standard deviation); the curves share one plot. A killed study resumes where it stopped (``--resume``).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field
 
 from facelab.config import StrictConfig
+from facelab.data.store import Store
+from facelab.errors import ConfigError
 from facelab.registry import Registry
 from facelab.train.trainer import Callback, Trainer
 
 VARIANTS: Registry[Any] = Registry("batch-schedule variant")
 Variant = Literal["lr_decay", "batch_increase", "hybrid"]
+VAL_SHARE = 0.15  # of train, held out for checkpoint selection when the store's split has no val set
 
 
 class BatchScheduleConfig(StrictConfig):
@@ -36,6 +42,8 @@ class BatchScheduleConfig(StrictConfig):
     milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75])  # fractions of the run
     variants: list[Variant] = Field(default_factory=lambda: ["lr_decay", "batch_increase", "hybrid"])
     train_limit: int | None = None
+    split: Literal["auto", "official", "random"] = "auto"  # see study_splits for stores without a test set
+    seeds: int = Field(1, ge=1)  # seeds seed, seed + 1, ...: mean ± standard deviation per variant
     device: str = "auto"
     seed: int = 0
 
@@ -84,51 +92,117 @@ def _hybrid(cfg: BatchScheduleConfig) -> tuple[dict[str, Any], list[float]]:
     return {"name": "step", "milestones": lr_fractions, "gamma": 1.0 / cfg.factor}, batch_ms
 
 
-def _variant_config(cfg: BatchScheduleConfig, schedule: dict[str, Any]):
+def _variant_config(cfg: BatchScheduleConfig, schedule: dict[str, Any], seed: int):
     from facelab.train.classifier import ClassifierConfig
 
     return ClassifierConfig.from_dict({
         "store": cfg.store, "labels": cfg.labels, "model": cfg.model, "model_kwargs": cfg.model_kwargs,
-        "batch_size": cfg.batch_size, "device": cfg.device, "seed": cfg.seed, "train_limit": cfg.train_limit,
+        "batch_size": cfg.batch_size, "device": cfg.device, "seed": seed, "train_limit": cfg.train_limit,
         "augment": "flip",
         "trainer": {"epochs": cfg.epochs, "monitor": "val_mean_accuracy", "monitor_mode": "max",
                     "optim": {"name": cfg.optimizer, "lr": cfg.lr, "weight_decay": 5e-4}, "schedule": schedule},
     }, where="batch-schedule variant")
 
 
-def run_batch_schedule(cfg: BatchScheduleConfig, *, run_dir: str | Path) -> dict[str, Any]:
-    """Train every variant into ``run_dir/<variant>``; write results.json, results.md and curves.png."""
-    from facelab.eval.evaluate import evaluate_run
+def study_splits(cfg: BatchScheduleConfig, store: Store) -> tuple[dict[str, np.ndarray], str]:
+    """Train/val/test rows shared by every variant and seed, and how they were made.
+
+    Test accuracy needs rows that neither training nor checkpoint selection saw. A store whose official
+    partitions lack a test set keeps its official val partition as the test set and holds out an
+    identity-disjoint, stratified share of train for validation (the CelebA subset: train and val only);
+    one that lacks a val set (CIFAR-10: train and test) holds it out of train the same way.
+    """
+    from facelab.data.views import split, splits_for
+
+    missing = [n for n in cfg.labels if n not in store.label_names]
+    if missing:
+        raise ConfigError(f"labels {missing} are not in {store.path}; its labels: {', '.join(store.label_names)}")
+    stratify = cfg.labels[:1]
+    s = splits_for(store, policy=cfg.split, seed=cfg.seed, stratify=stratify)
+    train, val, test = s["train"], s.get("val", np.array([], int)), s.get("test", np.array([], int))
+    how = f"{cfg.split} split"
+    if test.size == 0 and val.size:
+        test, val = val, np.array([], int)
+        how = f"{cfg.split} split; its val rows are the test set"
+    if val.size == 0:
+        held = split(store, indices=train, fractions=(1 - VAL_SHARE, VAL_SHARE, 0.0), seed=cfg.seed, stratify=stratify)
+        train, val = held["train"], held["val"]
+        how += f"; val is {VAL_SHARE:.0%} of train (identity-disjoint, stratified on {stratify[0]})"
+    if min(train.size, val.size, test.size) == 0:
+        raise ConfigError(f"{store.path}: the {cfg.split} split leaves train {train.size}, val {val.size}, test "
+                          f"{test.size} rows; the study needs all three (try -o split=random)")
+    rows = min(train.size, cfg.train_limit or train.size)
+    final = max(cfg.batch_size * cfg.factor ** len(VARIANTS.create(v, cfg)[1]) for v in cfg.variants)
+    if final > rows:  # the loader drops the last partial batch: such an epoch would train on nothing
+        raise ConfigError(f"the batch grows to {final} (batch_size {cfg.batch_size} x factor {cfg.factor} per "
+                          f"milestone) but training has {rows} rows; lower batch_size, factor or the milestones")
+    return {"train": train, "val": val, "test": test}, how
+
+
+def _done(results_path: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    out = {}
+    if results_path.is_file():
+        for line in results_path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line from a kill
+            out[(r["variant"], r["seed"])] = r
+    return out
+
+
+def run_batch_schedule(cfg: BatchScheduleConfig, *, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Train every variant and seed into ``run_dir/<variant>/seed<k>``; write results.json, results.md and
+    curves.png. Each finished (variant, seed) is appended to results.jsonl, so calling this again on the
+    same folder (``--resume``) skips them and resumes an interrupted one from its last checkpoint."""
+    from rich.console import Console
+
+    from facelab.eval.evaluate import evaluate_rows
+    from facelab.runs import read_metrics
+    from facelab.train.checkpoint import STATE
     from facelab.train.classifier import train_classifier
     from facelab.utils.io import atomic_write_json, atomic_write_text
 
     run_dir = Path(run_dir)
-    results = {}
-    for variant in cfg.variants:
+    t0 = time.monotonic()
+    store = Store.open(cfg.store)
+    splits, how = study_splits(cfg, store)
+    results_path = run_dir / "results.jsonl"
+    done = _done(results_path)
+    seeds = [cfg.seed + i for i in range(cfg.seeds)]
+    cells = [(v, s) for s in seeds for v in cfg.variants]
+    console = Console(stderr=True)  # stdout stays free for --json
+    for i, (variant, seed) in enumerate(cells, 1):
+        if (variant, seed) in done:
+            continue
         schedule, batch_ms = VARIANTS.create(variant, cfg)
-        vcfg = _variant_config(cfg, schedule)
-        vdir = run_dir / variant
+        vcfg = _variant_config(cfg, schedule, seed)
+        vdir = run_dir / variant / f"seed{seed}"
         vdir.mkdir(parents=True, exist_ok=True)
         vcfg.save(vdir / "config.yaml")
+        resume = (vdir / "checkpoints" / "last" / STATE).is_file()
+        if progress:
+            console.print(f"[bold]{variant}[/], seed {seed} ({i}/{len(cells)})" + (": resuming" if resume else ""))
         cb = BatchSizeCallback(cfg.batch_size, cfg.factor, batch_ms)
-        t0 = time.monotonic()
-        summary = train_classifier(vcfg, run_dir=vdir, callbacks=[cb])
-        wall = time.monotonic() - t0
-        test = evaluate_run(vdir, cfg.store, split="test", device=str(summary["device"]))
-        results[variant] = {
-            "test_mean_accuracy": test["summary"]["mean_accuracy"],
-            "test_mean_balanced_accuracy": test["summary"]["mean_balanced_accuracy"],
-            "best_val_mean_accuracy": summary["best"],
-            "parameter_updates": summary["steps"],
-            "wall_seconds": round(wall, 1),
-            "final_batch_size": cb.batch_size_at(cfg.epochs - 1),
-            "history": _history(vdir),
-        }
+        summary = train_classifier(vcfg, run_dir=vdir, callbacks=[cb], splits=splits, resume=resume)
+        test = evaluate_rows(vdir, store, splits["test"], device=str(summary["device"]))
+        rec = {"variant": variant, "seed": seed,
+               "test_mean_accuracy": test["summary"]["mean_accuracy"],
+               "test_mean_balanced_accuracy": test["summary"]["mean_balanced_accuracy"],
+               "best_val_mean_accuracy": summary["best"], "parameter_updates": summary["steps"],
+               "train_seconds": round(summary["train_seconds"], 1), "final_batch_size": cb.batch_size_at(cfg.epochs - 1)}
+        with open(results_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        done[(variant, seed)] = rec
+    results = {v: _aggregate([done[(v, s)] for s in seeds], [read_metrics(run_dir / v / f"seed{s}") for s in seeds])
+               for v in cfg.variants}
     _plot(run_dir / "curves.png", results)
     atomic_write_json(run_dir / "results.json", results)
     atomic_write_text(run_dir / "results.md", results_table(results))
-    summary = {"kind": "batch_schedule", "run_dir": str(run_dir),
-               "results": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in results.items()}}
+    summary = {"kind": "batch_schedule", "run_dir": str(run_dir), "store": cfg.store, "labels": cfg.labels, "seeds": seeds,
+               "splits": {k: int(v.size) for k, v in splits.items()}, "splits_how": how,
+               "results": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in results.items()},
+               "seconds": round(time.monotonic() - t0, 1)}
     atomic_write_json(run_dir / "summary.json", summary)
     from facelab.report import render_report
 
@@ -136,19 +210,37 @@ def run_batch_schedule(cfg: BatchScheduleConfig, *, run_dir: str | Path) -> dict
     return summary
 
 
-def _history(vdir: Path) -> list[dict[str, Any]]:
-    from facelab.runs import read_metrics
+def _aggregate(records: list[dict[str, Any]], histories: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """One variant over its seeds: means (and sample standard deviations), per-seed figures, and the
+    per-epoch history averaged over the seeds (every seed trains the same epochs and steps)."""
+    out: dict[str, Any] = {}
+    for k in ("test_mean_accuracy", "test_mean_balanced_accuracy", "best_val_mean_accuracy", "train_seconds"):
+        vals = np.array([r[k] for r in records], dtype=float)
+        out[k] = float(vals.mean())
+        out[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else None
+        out[f"{k}_per_seed"] = vals.tolist()
+    out["parameter_updates"] = records[0]["parameter_updates"]
+    out["final_batch_size"] = records[0]["final_batch_size"]
+    n = min(len(h) for h in histories)
+    out["history"] = [{"epoch": histories[0][e]["epoch"], "step": histories[0][e]["step"], "lr": histories[0][e]["lr"],
+                       **{k: float(np.mean([h[e][k] for h in histories if h[e].get(k) is not None]))
+                          for k in ("val_mean_accuracy", "train_loss") if any(h[e].get(k) is not None for h in histories)}}
+                      for e in range(n)]
+    return out
 
-    return read_metrics(vdir)
+
+def _pm(r: dict[str, Any], key: str) -> str:
+    std = r.get(f"{key}_std")
+    return f"{r[key]:.4f}" + (f" ± {std:.4f}" if std is not None else "")
 
 
 def results_table(results: dict[str, Any]) -> str:
-    """Markdown table of the variants."""
-    lines = ["| variant | test mean acc | test balanced acc | parameter updates | final batch | wall s |",
+    """Markdown table of the variants (mean ± sample standard deviation over the seeds)."""
+    lines = ["| variant | test mean acc | test balanced acc | parameter updates | final batch | training s |",
              "|---|---|---|---|---|---|"]
     for v, r in results.items():
-        lines.append(f"| {v} | {r['test_mean_accuracy']:.4f} | {r['test_mean_balanced_accuracy']:.4f} | "
-                     f"{r['parameter_updates']} | {r['final_batch_size']} | {r['wall_seconds']} |")
+        lines.append(f"| {v} | {_pm(r, 'test_mean_accuracy')} | {_pm(r, 'test_mean_balanced_accuracy')} | "
+                     f"{r['parameter_updates']} | {r['final_batch_size']} | {r['train_seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

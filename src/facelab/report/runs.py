@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from facelab.report.html import REPORTERS, fmt, image, section, table
+from facelab.report.html import REPORTERS, esc, fmt, image, section, table
 from facelab.runs import read_metrics
 
 
@@ -53,9 +53,20 @@ def generative_report(run_dir: Path, summary: dict[str, Any]) -> list[str]:
 @REPORTERS.register("batch_schedule")
 def batch_schedule_report(run_dir: Path, summary: dict[str, Any]) -> list[str]:
     res = summary["results"]
-    rows = [[v, fmt(r["test_mean_accuracy"]), fmt(r["test_mean_balanced_accuracy"]), r["parameter_updates"],
-             r["final_batch_size"], r["wall_seconds"]] for v, r in res.items()]
-    return [section("Results", table(["variant", "test mean acc", "test balanced acc", "parameter updates", "final batch", "wall s"], rows)),
+    def pm(r: dict[str, Any], key: str) -> str:
+        std = r.get(f"{key}_std")
+        return fmt(r[key]) + (f" ± {fmt(std)}" if std is not None else "")
+
+    rows = [[v, pm(r, "test_mean_accuracy"), pm(r, "test_mean_balanced_accuracy"), r["parameter_updates"],
+             r["final_batch_size"], f"{r['train_seconds']:.1f}"] for v, r in res.items()]
+    seeds = summary.get("seeds") or [0]
+    splits = summary.get("splits", {})
+    note = esc(f"{len(seeds)} seed(s) {', '.join(map(str, seeds))}; mean ± sample standard deviation. Rows: "
+               f"train {splits.get('train', '?')}, val {splits.get('val', '?')}, test {splits.get('test', '?')} "
+               f"({summary.get('splits_how', '')}).")
+    note = f"<p>{note}</p>"
+    return [section("Results", note + table(["variant", "test mean acc", "test balanced acc", "parameter updates",
+                                             "final batch", "training s"], rows)),
             section("Curves", image(run_dir / "curves.png"))]
 
 

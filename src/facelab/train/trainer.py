@@ -237,7 +237,8 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_end(self)
         return {"epochs": self.epoch, "steps": self.step, "best": self.best, "monitor": self.cfg.monitor,
-                "stop_reason": self.stop_reason or "completed", "seconds": time.monotonic() - start}
+                "stop_reason": self.stop_reason or "completed", "seconds": time.monotonic() - start,
+                "train_seconds": self.train_seconds}  # the training loop's time, summed over resumes
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training loader (continuing mid-epoch after a resume)."""
