@@ -347,6 +347,17 @@ def predict(
         console.print(f"  skipped {s['key']}: {s['reason']}")
 
 
+def _resumed_study_config(config_cls: Any, folder: Path, **given: Any) -> Any:
+    """The saved config of the study folder to resume; options that would change it are refused, never
+    silently ignored (the finished cells were run with the saved config)."""
+    named = [k for k, v in given.items() if v not in (None, False, [])]
+    if named:
+        raise typer.BadParameter(f"--resume continues {folder} with its saved config.yaml; drop {', '.join(named)}")
+    if not (folder / "config.yaml").is_file():
+        raise FacelabError(f"{folder}: no config.yaml, so not a study folder to resume")
+    return config_cls.from_yaml(folder / "config.yaml")
+
+
 @experiment_app.command("batch-schedule")
 def experiment_batch_schedule(
     store: Optional[Path] = typer.Argument(None, help="Store to train on (or `store:` in --config)."),
@@ -364,12 +375,7 @@ def experiment_batch_schedule(
     from facelab.runs import create_run_dir
 
     if resume is not None:
-        given = [n for n, v in (("STORE", store), ("--config", config), ("-o", option)) if v]
-        if given:
-            raise typer.BadParameter(f"--resume continues {resume} with its saved config.yaml; drop {', '.join(given)}")
-        if not (resume / "config.yaml").is_file():
-            raise FacelabError(f"{resume}: no config.yaml, so not a batch-schedule folder to resume")
-        cfg = BatchScheduleConfig.from_yaml(resume / "config.yaml")
+        cfg = _resumed_study_config(BatchScheduleConfig, resume, STORE=store, **{"--config": config, "-o": option})
         run_dir = resume
     else:
         data = yaml.safe_load(config.read_text()) if config else {}
@@ -413,7 +419,9 @@ def experiment_augment(
     from facelab.runs import create_run_dir
 
     if resume is not None:
-        cfg = AugmentStudyConfig.from_yaml(resume / "config.yaml")
+        cfg = _resumed_study_config(AugmentStudyConfig, resume, CONFIG=config, **{
+            "--store": store, "--target": target, "--p": p, "--methods": methods, "--seeds": seeds,
+            "--eval-data": eval_data, "-o": option})
         run_dir = resume
     else:
         data = (yaml.safe_load(config.read_text()) if config else None) or {}

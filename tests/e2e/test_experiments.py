@@ -267,6 +267,16 @@ def test_resume_recomputes_only_the_missing_cell(study, monkeypatch):
         assert len((cell.parent / "gen-cvae" / "metrics.jsonl").read_text().splitlines()) == 1
 
 
+def test_resume_refuses_options_that_would_change_the_study(study):
+    """The finished cells ran with the saved config: a new --p or -o must not be silently ignored."""
+    before = (study.dir / "results.jsonl").read_text()
+    refused = cli("experiment", "augment", "--resume", study.dir, "--p", "0.5", "-o", "seeds=[7]", ok=False)
+    assert refused.exit_code == 2 and "drop --p, -o" in refused.output
+    assert (study.dir / "results.jsonl").read_text() == before
+    err = cli_error("experiment", "augment", "--resume", study.dir / "nope")
+    assert "no config.yaml" in str(err)
+
+
 def test_runs_lists_the_study(study):
     rows = cli_json("runs", study.dir.parent)
     row = next(r for r in rows if Path(r["run"]) == study.dir)
