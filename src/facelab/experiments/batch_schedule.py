@@ -251,11 +251,14 @@ def _plot(path: Path, results: dict[str, Any]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    for v, r in results.items():
+    styles = [("-", "o"), ("--", "s"), (":", "^")]  # variants share their first epochs: keep overlaps visible
+    for i, (v, r) in enumerate(results.items()):
         h = r["history"]
-        axes[0].plot([x["epoch"] for x in h], [x.get("val_mean_accuracy") for x in h], marker="o", ms=3, label=v)
-        axes[1].plot([x["step"] for x in h], [x.get("val_mean_accuracy") for x in h], marker="o", ms=3, label=v)
-        axes[2].plot([x["epoch"] for x in h], [x.get("train_loss") for x in h], marker="o", ms=3, label=v)
+        ls, mk = styles[i % len(styles)]
+        kw = {"ls": ls, "marker": mk, "ms": 3, "label": v}
+        axes[0].plot([x["epoch"] for x in h], [x.get("val_mean_accuracy") for x in h], **kw)
+        axes[1].plot([x["step"] for x in h], [x.get("val_mean_accuracy") for x in h], **kw)
+        axes[2].plot([x["epoch"] for x in h], [x.get("train_loss") for x in h], **kw)
     for ax, (xl, yl) in zip(axes, [("epoch", "val mean accuracy"), ("parameter updates", "val mean accuracy"), ("epoch", "train loss")]):
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
