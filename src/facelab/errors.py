@@ -10,7 +10,14 @@ class DataError(FacelabError):
 
 
 class ImageDecodeError(DataError):
-    """One image could not be decoded (corrupt, truncated, empty, unsupported)."""
+    """One image could not be decoded (corrupt, truncated, empty, unsupported).
+
+    ``str(e)`` is "NAME: REASON"; ``e.reason`` is the reason alone, for reports that list the name already.
+    """
+
+    def __init__(self, reason: str, *, name: str | None = None) -> None:
+        super().__init__(f"{name}: {reason}" if name else reason)
+        self.reason = reason
 
 
 class StoreError(FacelabError):

@@ -30,7 +30,7 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = N
         ImageDecodeError: empty, truncated or unreadable data.
     """
     if len(data) == 0:
-        raise ImageDecodeError(f"{name}: empty file (0 bytes)")
+        raise ImageDecodeError("empty file (0 bytes)", name=name)
     jpeg_error = None
     if data[:3] == _JPEG_MAGIC:
         try:
@@ -46,9 +46,9 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = N
             return np.asarray(im, dtype=np.uint8).copy()
     except UnidentifiedImageError:
         what = f"a JPEG header libjpeg cannot read: {jpeg_error}" if jpeg_error else "not a known image format"
-        raise ImageDecodeError(f"{name}: cannot decode image ({what}; corrupt or cut off?)") from None
+        raise ImageDecodeError(f"cannot decode image ({what}; corrupt or cut off?)", name=name) from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageDecodeError(f"{name}: cannot decode image ({e.__class__.__name__}: {e})") from None
+        raise ImageDecodeError(f"cannot decode image ({e.__class__.__name__}: {e})", name=name) from None
 
 
 def _dct_scale(data: bytes, min_side: int) -> dict[str, int]:
@@ -68,7 +68,7 @@ def decode_file(path: str | Path, *, min_side: int | None = None) -> np.ndarray:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise ImageDecodeError(f"{path}: cannot read file ({e.strerror})") from None
+        raise ImageDecodeError(f"cannot read file ({e.strerror})", name=str(path)) from None
     return decode_bytes(data, name=str(path), min_side=min_side)
 
 

@@ -52,7 +52,7 @@ def _folder_batches(folder: Path, files: list[Path], preprocessing: dict[str, An
         try:
             img = crop_resize(decode_file(p, min_side=decode_min_side(crop, size)), crop, size)
         except ImageDecodeError as e:
-            skipped.append({"key": str(p.relative_to(folder)), "reason": str(e).removeprefix(f"{p}: ")})
+            skipped.append({"key": str(p.relative_to(folder)), "reason": e.reason})
             continue
         keys.append(str(p.relative_to(folder)))
         imgs.append(img)

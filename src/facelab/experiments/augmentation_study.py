@@ -24,7 +24,7 @@ from facelab.data.schema import LabelKind
 from facelab.data.store import Store
 from facelab.errors import ConfigError
 from facelab.experiments.balancing import GENERATIVE_METHODS, METHODS, MIN_MINORITY_FOR_GENERATOR, StudyContext
-from facelab.utils.io import atomic_write_json
+from facelab.utils.io import atomic_write_json, read_jsonl
 
 STUDY_METRICS = ("accuracy", "balanced_accuracy", "minority_recall", "f1_macro", "auroc")
 
@@ -201,16 +201,7 @@ def run_cell(cfg: AugmentStudyConfig, ctx: StudyContext, method: str, splits: di
 
 # ---- the whole study -----------------------------------------------------------------------------
 def _done(results_path: Path) -> dict[tuple[float, int, str], dict[str, Any]]:
-    if not results_path.is_file():
-        return {}
-    out = {}
-    for line in results_path.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line from a kill
-        out[(r["p"], r["seed"], r["method"])] = r
-    return out
+    return {(r["p"], r["seed"], r["method"]): r for r in read_jsonl(results_path)}
 
 
 def run_study(cfg: AugmentStudyConfig, *, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:

@@ -140,15 +140,9 @@ def study_splits(cfg: BatchScheduleConfig, store: Store) -> tuple[dict[str, np.n
 
 
 def _done(results_path: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    out = {}
-    if results_path.is_file():
-        for line in results_path.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a torn last line from a kill
-            out[(r["variant"], r["seed"])] = r
-    return out
+    from facelab.utils.io import read_jsonl
+
+    return {(r["variant"], r["seed"]): r for r in read_jsonl(results_path)}
 
 
 def run_batch_schedule(cfg: BatchScheduleConfig, *, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
@@ -229,7 +223,8 @@ def _aggregate(records: list[dict[str, Any]], histories: list[list[dict[str, Any
     return out
 
 
-def _pm(r: dict[str, Any], key: str) -> str:
+def mean_std(r: dict[str, Any], key: str) -> str:
+    """``r[key]`` ± ``r[key_std]`` (the mean alone for one seed), as the tables and the report show it."""
     std = r.get(f"{key}_std")
     return f"{r[key]:.4f}" + (f" ± {std:.4f}" if std is not None else "")
 
@@ -239,7 +234,7 @@ def results_table(results: dict[str, Any]) -> str:
     lines = ["| variant | test mean acc | test balanced acc | parameter updates | final batch | training s |",
              "|---|---|---|---|---|---|"]
     for v, r in results.items():
-        lines.append(f"| {v} | {_pm(r, 'test_mean_accuracy')} | {_pm(r, 'test_mean_balanced_accuracy')} | "
+        lines.append(f"| {v} | {mean_std(r, 'test_mean_accuracy')} | {mean_std(r, 'test_mean_balanced_accuracy')} | "
                      f"{r['parameter_updates']} | {r['final_batch_size']} | {r['train_seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 

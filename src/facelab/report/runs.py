@@ -52,12 +52,10 @@ def generative_report(run_dir: Path, summary: dict[str, Any]) -> list[str]:
 
 @REPORTERS.register("batch_schedule")
 def batch_schedule_report(run_dir: Path, summary: dict[str, Any]) -> list[str]:
-    res = summary["results"]
-    def pm(r: dict[str, Any], key: str) -> str:
-        std = r.get(f"{key}_std")
-        return fmt(r[key]) + (f" ± {fmt(std)}" if std is not None else "")
+    from facelab.experiments.batch_schedule import mean_std
 
-    rows = [[v, pm(r, "test_mean_accuracy"), pm(r, "test_mean_balanced_accuracy"), r["parameter_updates"],
+    res = summary["results"]
+    rows = [[v, mean_std(r, "test_mean_accuracy"), mean_std(r, "test_mean_balanced_accuracy"), r["parameter_updates"],
              r["final_batch_size"], f"{r['train_seconds']:.1f}"] for v, r in res.items()]
     seeds = summary.get("seeds") or [0]
     splits = summary.get("splits", {})

@@ -1,4 +1,4 @@
-"""Atomic file writes and content hashing."""
+"""Atomic file writes, JSON-lines logs and content hashing."""
 
 from __future__ import annotations
 
@@ -39,6 +39,20 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines log appended one line per finished item (empty when the file is
+    missing); a line a kill tore while it was being written is skipped, so that item is redone."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
