@@ -296,11 +296,23 @@ def train(
                       f"val mean accuracy {f.get('val_mean_accuracy', float('nan')):.4f} ({summary['fit_seconds']:.0f}s)")
 
 
+CHECKPOINT_OPT = typer.Option("best", "--checkpoint", help="Checkpoint of each run folder: best (by its validation "
+                              "metric) or last (the last epoch's).")
+
+
+def _checkpoint_choice(value: str) -> str:
+    if value not in ("best", "last"):
+        raise FacelabError(f"--checkpoint {value!r}: choose best or last")
+    return value
+
+
 @app.command("eval")
 def evaluate(
-    run: Path = typer.Argument(..., help="A training run folder (or checkpoint)."),
+    run: list[Path] = typer.Argument(..., help="A training run folder (or checkpoint); several are scored as "
+                                     "one ensemble, their probabilities averaged."),
     data: Path = typer.Option(..., "--data", help="Store to evaluate on (its labels must match the model's)."),
     split: str = typer.Option("test", help="train | val | test | all"),
+    checkpoint: str = CHECKPOINT_OPT,
     device: str = typer.Option("cpu"),
     tta_flip: bool = typer.Option(False, help="Average predictions with the horizontally flipped image."),
     as_json: bool = JSON_OPT,
@@ -310,7 +322,8 @@ def evaluate(
 
     if split not in ("train", "val", "test", "all"):
         raise FacelabError(f"--split {split!r}: choose train, val, test or all")
-    report = evaluate_run(run, data, split=split, device=device, tta_flip=tta_flip)  # type: ignore[arg-type]
+    report = evaluate_run(run if len(run) > 1 else run[0], data, split=split, device=device, tta_flip=tta_flip,  # type: ignore[arg-type]
+                          which=_checkpoint_choice(checkpoint))
     if as_json:
         emit_json(report)
         return
@@ -328,9 +341,11 @@ def evaluate(
 
 @app.command("predict")
 def predict(
-    run: Path = typer.Argument(..., help="A training run folder (or checkpoint)."),
+    run: list[Path] = typer.Argument(..., help="A training run folder (or checkpoint); several are one ensemble, "
+                                     "their probabilities averaged."),
     target: Path = typer.Argument(..., help="A store folder or a folder of images (searched recursively)."),
     out: Path = typer.Option(Path("predictions.csv"), "--out", help="CSV file to write."),
+    checkpoint: str = CHECKPOINT_OPT,
     device: str = typer.Option("cpu"),
     threshold: float = typer.Option(0.5, help="Decision threshold for binary labels."),
     as_json: bool = JSON_OPT,
@@ -338,7 +353,8 @@ def predict(
     """Probability per label and predicted labels for every image, one CSV row each."""
     from facelab.eval.predict import predict_to_csv
 
-    report = predict_to_csv(run, target, out, device=device, threshold=threshold)
+    report = predict_to_csv(run if len(run) > 1 else run[0], target, out, device=device, threshold=threshold,
+                            which=_checkpoint_choice(checkpoint))
     if as_json:
         emit_json(report.to_dict())
         return

@@ -298,6 +298,87 @@ def test_predict_a_folder_of_unreadable_images_is_an_error_not_an_empty_csv(clf_
     assert not (tmp_path / "x.csv").exists()
 
 
+# ---- ensembles: several runs given to eval / predict ----------------------------------------------
+@pytest.fixture(scope="module")
+def seed1_run(store, tmp_path_factory) -> Path:
+    """A second run of ``clf_run``'s recipe with another seed (an ensemble member)."""
+    summary = cli_json("train", store, "--epochs", 2, *TINY_CLASSIFIER, "-o", "seed=1",
+                       "--out", tmp_path_factory.mktemp("runs"), "--name", "seed1")
+    return Path(summary["run_dir"])
+
+
+def test_predict_with_several_runs_writes_their_mean_probabilities(clf_run, seed1_run, store, store_predictions, tmp_path):
+    single = tmp_path / "seed1.csv"
+    cli_json("predict", seed1_run, store, "--out", single)
+    header, rows = read_csv(single)
+    seed1 = {r[0]: dict(zip(header, r)) for r in rows}
+    report = cli_json("predict", clf_run[0], seed1_run, store, "--out", tmp_path / "ens.csv")
+    assert report["count"] == len(Store.open(store)) and report["skipped_count"] == 0
+    header, rows = read_csv(tmp_path / "ens.csv")
+    assert header == list(next(iter(seed1.values())))  # the same columns as one model's CSV
+    for row in rows:
+        got = dict(zip(header, row))
+        for col in header:
+            if col.startswith("p_"):
+                want = (float(store_predictions[row[0]][col]) + float(seed1[row[0]][col])) / 2
+                assert float(got[col]) == pytest.approx(want, abs=2e-5), (row[0], col)
+        probs = [float(got[f"p_yaw={c}"]) for c in ("left", "center", "right")]
+        assert got["pred_yaw"] == ("left", "center", "right")[int(np.argmax(probs))]
+        assert got["pred_Male"] == str(int(float(got["p_Male"]) >= 0.5))
+
+
+def test_eval_with_several_runs_scores_the_ensemble(clf_run, seed1_run, store):
+    run = clf_run[0]
+    one = cli_json("eval", run, "--data", store)
+    report = cli_json("eval", run, seed1_run, "--data", store)
+    assert report["model"] == "ensemble of 2 vgg_scratch"
+    assert report["members"] == [str(run), str(seed1_run)] and report["run"] == report["members"]
+    assert report["rows"] == one["rows"] == "the run's own test split" and report["count"] == one["count"]
+    assert report["summary"]["mean_majority_accuracy"] == one["summary"]["mean_majority_accuracy"]
+    saved = run / "eval" / f"ensemble-of-2-{Path(store).name}-test" / "report.json"
+    assert json.loads(saved.read_text())["summary"] == report["summary"]
+    assert set(report["confusion"]) == {"hair_color", "yaw", "light"}
+
+
+def test_eval_of_runs_with_different_random_splits_uses_the_rows_none_trained_on(store, tmp_path):
+    from facelab.data.views import splits_for
+
+    runs = [Path(cli_json("train", store, "--epochs", 1, *TINY_CLASSIFIER, "-o", "split=random", "-o", f"seed={s}",
+                          "--out", tmp_path, "--name", f"r{s}")["run_dir"]) for s in (0, 1)]
+    st = Store.open(store)
+    held = [splits_for(st, policy="random", seed=s, stratify=["Male"]) for s in (0, 1)]
+    assert not np.array_equal(held[0]["test"], held[1]["test"])
+    report = cli_json("eval", *runs, "--data", store, "--split", "test")
+    assert report["count"] == len(np.intersect1d(held[0]["test"], held[1]["test"])) > 0
+    assert "all 2 runs' test splits" in report["rows"]
+    trained = np.union1d(held[0]["train"], held[1]["train"])
+    assert len(np.intersect1d(np.intersect1d(held[0]["test"], held[1]["test"]), trained)) == 0
+
+
+def test_eval_chooses_the_last_checkpoint_on_request(clf_run, store):
+    run = clf_run[0]
+    best = cli_json("eval", run, "--data", store, "--split", "val")
+    last = cli_json("eval", run, "--data", store, "--split", "val", "--checkpoint", "last")
+    assert best["checkpoint"] == "best" and last["checkpoint"] == "last"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last_epoch = [m for m in metrics if "val_mean_accuracy" in m][-1]
+    assert last["summary"]["mean_accuracy"] == pytest.approx(last_epoch["val_mean_accuracy"], abs=1e-6)
+    assert "worst" in str(cli_error("eval", run, "--data", store, "--checkpoint", "worst"))
+
+
+def test_an_ensemble_of_a_classifier_and_a_generator_is_a_clear_error(clf_run, cvae_run, store, tmp_path):
+    err = str(cli_error("predict", clf_run[0], cvae_run, store, "--out", tmp_path / "x.csv"))
+    assert "generative" in err and "not a classifier" in err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_an_ensemble_of_runs_with_other_labels_names_them(clf_run, store, tmp_path):
+    other = Path(cli_json("train", store, "--epochs", 1, *TINY_CLASSIFIER, "--labels", "Male,Smiling",
+                          "--out", tmp_path, "--name", "two")["run_dir"])
+    err = str(cli_error("eval", clf_run[0], other, "--data", store))
+    assert "['Male', 'Smiling']" in err and "same labels" in err
+
+
 # ---- transfer: pretrained backbone, frozen, then unfrozen with a lower lr --------------------------
 @pytest.fixture(scope="module")
 def yaw_folder_store(store, tmp_path_factory) -> Path:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from facelab.data.schema import LabelSpec
 from facelab.data.store import Store
@@ -17,6 +17,8 @@ from facelab.train.checkpoint import CheckpointMeta
 from facelab.utils.io import atomic_write_json
 
 SplitName = Literal["train", "val", "test", "all"]
+#: one run folder / checkpoint, or several scored as an ensemble
+RunPaths = str | Path | Sequence[str | Path]
 
 
 def check_labels(meta: CheckpointMeta, store: Store) -> None:
@@ -67,26 +69,64 @@ def eval_rows(meta: CheckpointMeta, store: Store, split: SplitName) -> tuple[np.
     return np.arange(len(store)), "all rows of an external store (it has no partitions)"
 
 
-def evaluate_run(run: str | Path, store_path: str | Path, *, split: SplitName = "test", out_dir: str | Path | None = None,
-                 batch_size: int = 256, device: str = "cpu", tta_flip: bool = False) -> dict[str, Any]:
-    """Evaluate a classifier run on ``store_path``; write JSON and plots; return the report."""
-    from facelab.eval.plots import plot_confusion, plot_label_bars
-    from facelab.models.loading import load_model
+def ensemble_eval_rows(metas: list[CheckpointMeta], store: Store, split: SplitName) -> tuple[np.ndarray, str]:
+    """:func:`eval_rows` for several runs scored together: the rows in every run's ``split``.
 
-    model, meta = load_model(run, kind="classifier", device=device)
-    store = Store.open(store_path)
+    Runs trained on this store with other seeds or split policies hold out different rows, and a row one
+    run trained on is not a test of the ensemble; so the ensemble is scored on the rows every run held out.
+    """
+    chosen = [eval_rows(m, store, split) for m in metas]
+    rows, how = chosen[0]
+    if all(np.array_equal(r, rows) for r, _ in chosen[1:]):
+        return rows, how
+    common = chosen[0][0]
+    for r, _ in chosen[1:]:
+        common = np.intersect1d(common, r)
+    return common, f"the rows in all {len(metas)} runs' {split} splits (the runs split the store differently)"
+
+
+def _prepare(runs: RunPaths, store: Store, *, which: str, device: str):
+    from facelab.models.classifiers.ensemble import load_classifier
+
+    model, meta = load_classifier(runs, which=which, device=device)
     check_labels(meta, store)
     check_preprocessing(meta, store)
+    return model, meta
+
+
+def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "test", out_dir: str | Path | None = None,
+                 batch_size: int = 256, device: str = "cpu", tta_flip: bool = False, which: str = "best") -> dict[str, Any]:
+    """Evaluate a classifier run (or several, their probabilities averaged) on ``store_path``; write JSON and
+    plots; return the report.
+
+    Args:
+        run: a run folder or checkpoint, or a list of them scored as one ensemble.
+        which: checkpoint of each run folder: "best" (default) or "last".
+        out_dir: where report.json and the plots go (default: RUN/eval/STORE-SPLIT, for an ensemble
+            FIRST_RUN/eval/ensemble-of-N-STORE-SPLIT).
+    """
+    from facelab.eval.plots import plot_confusion, plot_label_bars
+    from facelab.models.classifiers.ensemble import describe, member_metas
+
+    store = Store.open(store_path)
+    model, meta = _prepare(run, store, which=which, device=device)
+    metas = member_metas(model, meta)
     task = Task.from_dict(meta.config["task"])
-    rows, how = eval_rows(meta, store, split)
+    rows, how = ensemble_eval_rows(metas, store, split)
     if len(rows) == 0:
-        others = [s for s in ("train", "val", "test") if s != split and len(eval_rows(meta, store, s)[0])]
+        others = [s for s in ("train", "val", "test") if s != split and len(ensemble_eval_rows(metas, store, s)[0])]
         hint = " or ".join(f"--split {s}" for s in [*others, "all"])
         raise FacelabError(f"{store.path}: the {split} split ({how}) is empty; choose {hint}")
     probs, y, loss = predict_rows(model, meta, store, rows, batch_size=batch_size, device=device, tta_flip=tta_flip)
     report = score(task, y, probs)
-    report.update({"run": str(run), "store": str(store.path), "split": split, "rows": how, "loss": loss, "model": meta.arch})
-    out = Path(out_dir) if out_dir else Path(run) / "eval" / f"{store.path.name}-{split}"
+    runs = [str(r) for r in run] if isinstance(run, (list, tuple)) else str(run)
+    report.update({"run": runs, "store": str(store.path), "split": split, "rows": how, "loss": loss,
+                   "checkpoint": which, **describe(meta)})
+    if out_dir is None:
+        first = Path(runs[0] if isinstance(runs, list) else runs)
+        name = f"{store.path.name}-{split}" if len(metas) == 1 else f"ensemble-of-{len(metas)}-{store.path.name}-{split}"
+        out_dir = first / "eval" / name
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plots = {"per_label": str(plot_label_bars(out / "per_label_accuracy.png", report["per_label"]))}
     for name, m in report["confusion"].items():
@@ -97,16 +137,15 @@ def evaluate_run(run: str | Path, store_path: str | Path, *, split: SplitName = 
     return report
 
 
-def evaluate_rows(run: str | Path, store: Store, rows: np.ndarray, *, batch_size: int = 256,
-                  device: str = "cpu") -> dict[str, Any]:
-    """Scores of a classifier run on chosen ``rows`` of ``store`` (experiments that make their own splits);
-    the same figures as :func:`evaluate_run`, without files or plots."""
-    from facelab.models.loading import load_model
+def evaluate_rows(run: RunPaths, store: Store, rows: np.ndarray, *, batch_size: int = 256,
+                  device: str = "cpu", which: str = "best") -> dict[str, Any]:
+    """Scores of a classifier run (or an ensemble of runs) on chosen ``rows`` of ``store`` (experiments that
+    make their own splits); the same figures as :func:`evaluate_run`, without files or plots."""
+    from facelab.models.classifiers.ensemble import describe
 
-    model, meta = load_model(run, kind="classifier", device=device)
-    check_labels(meta, store)
-    check_preprocessing(meta, store)
+    model, meta = _prepare(run, store, which=which, device=device)
     probs, y, loss = predict_rows(model, meta, store, np.asarray(rows), batch_size=batch_size, device=device)
     report = score(Task.from_dict(meta.config["task"]), y, probs)
-    report.update({"run": str(run), "store": str(store.path), "count": int(len(rows)), "loss": loss, "model": meta.arch})
+    runs = [str(r) for r in run] if isinstance(run, (list, tuple)) else str(run)
+    report.update({"run": runs, "store": str(store.path), "count": int(len(rows)), "loss": loss, **describe(meta)})
     return report

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,13 +101,19 @@ def _rows(keys: list[str], probs: dict[str, np.ndarray], task: Task, specs: dict
         yield row + preds
 
 
-def predict_to_csv(run: str | Path, target: str | Path, out: str | Path, *, batch_size: int = 256,
-                   device: str = "cpu", threshold: float = 0.5, progress: bool = True) -> PredictReport:
-    """Write one CSV row per image of ``target`` (a store folder or a folder of images)."""
-    from facelab.data.store import MANIFEST, Store
-    from facelab.models.loading import load_model
+def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, out: str | Path, *,
+                   batch_size: int = 256, device: str = "cpu", threshold: float = 0.5, which: str = "best",
+                   progress: bool = True) -> PredictReport:
+    """Write one CSV row per image of ``target`` (a store folder or a folder of images).
 
-    model, meta = load_model(run, kind="classifier", device=device)
+    Args:
+        run: a run folder or checkpoint, or a list of them whose probabilities are averaged (an ensemble).
+        which: checkpoint of each run folder: "best" (default) or "last".
+    """
+    from facelab.data.store import MANIFEST, Store
+    from facelab.models.classifiers.ensemble import load_classifier
+
+    model, meta = load_classifier(run, which=which, device=device)
     task = Task.from_dict(meta.config["task"])
     specs = {d["name"]: LabelSpec.from_dict(d) for d in meta.labels}
     target = Path(target)
