@@ -184,7 +184,7 @@ def _decode_range(span: tuple[int, int]) -> tuple[int, int, list[tuple[int, str]
             _check_loaded(img, rec, st["source"])
             images[i] = crop_resize(img, crop, size)  # (S, S, 3)
         except ImageDecodeError as e:
-            failed.append((i, str(e)))
+            failed.append((i, e.reason))  # the report lists the key beside it
             continue
         if landmarks is not None:
             landmarks[i] = (np.nan if rec.landmarks is None
