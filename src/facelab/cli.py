@@ -315,6 +315,9 @@ def evaluate(
     checkpoint: str = CHECKPOINT_OPT,
     device: str = typer.Option("cpu"),
     tta_flip: bool = typer.Option(False, help="Average predictions with the horizontally flipped image."),
+    adapt_priors: bool = typer.Option(False, "--adapt-priors", help="Re-weight the probabilities to the class priors of "
+                                      "the evaluated images, estimated from the unlabelled predictions (EM, Saerens et "
+                                      "al. 2002): for data whose label frequencies differ from the training data's."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Per-label accuracy, balanced accuracy, macro-F1 and AUROC next to the majority baseline."""
@@ -323,7 +326,7 @@ def evaluate(
     if split not in ("train", "val", "test", "all"):
         raise FacelabError(f"--split {split!r}: choose train, val, test or all")
     report = evaluate_run(run if len(run) > 1 else run[0], data, split=split, device=device, tta_flip=tta_flip,  # type: ignore[arg-type]
-                          which=_checkpoint_choice(checkpoint))
+                          which=_checkpoint_choice(checkpoint), adapt_priors=adapt_priors)
     if as_json:
         emit_json(report)
         return
@@ -336,6 +339,11 @@ def evaluate(
     for name, m in rows:
         t.add_row(name, *(f"{m[k]:.4f}" for k in ("accuracy", "majority_accuracy", "balanced_accuracy", "f1_macro", "auroc")))
     Console().print(t)
+    if "label_shift" in report:
+        before = report["label_shift"]["unadapted_summary"]["mean_accuracy"]
+        console.print(f"priors adapted to these images (EM): mean accuracy {before:.4f} -> "
+                      f"{report['summary']['mean_accuracy']:.4f}; training priors from "
+                      f"{report['label_shift']['train_priors_from']}")
     console.print(f"plots: {', '.join(report['plots'].values())}")
 
 

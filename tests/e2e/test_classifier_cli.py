@@ -379,6 +379,56 @@ def test_an_ensemble_of_runs_with_other_labels_names_them(clf_run, store, tmp_pa
     assert "['Male', 'Smiling']" in err and "same labels" in err
 
 
+# ---- eval --adapt-priors: label shift ------------------------------------------------------------
+def test_a_checkpoint_records_the_priors_of_its_training_rows(clf_run, store):
+    from facelab.data.views import splits_for
+
+    meta = read_meta(clf_run[0] / "checkpoints" / "last")
+    st = Store.open(store)
+    train = splits_for(st, policy="official")["train"]
+    assert set(meta.label_priors) == set(st.label_names)
+    male = st.column("Male")[train]
+    assert meta.label_priors["Male"] == pytest.approx([np.mean(male == 0), np.mean(male == 1)])
+    yaw = st.column("yaw")[train]
+    assert meta.label_priors["yaw"] == pytest.approx([np.mean(yaw == k) for k in range(3)])
+
+
+def test_eval_adapt_priors_reports_both_figures_and_the_estimated_priors(clf_run, store):
+    run = clf_run[0]
+    plain = cli_json("eval", run, "--data", store)
+    report = cli_json("eval", run, "--data", store, "--adapt-priors")
+    shift = report["label_shift"]
+    assert shift["unadapted_summary"] == plain["summary"]
+    assert shift["train_priors_from"] == "the checkpoints"
+    assert set(shift["priors"]) == set(plain["per_label"])
+    for name, d in shift["priors"].items():
+        assert sum(d["estimated"]) == pytest.approx(1, abs=1e-4) and len(d["estimated"]) == len(d["train"]), name
+    assert report["summary"]["mean_majority_accuracy"] == plain["summary"]["mean_majority_accuracy"]
+    assert (run / "eval" / f"{Path(store).name}-test-adapted" / "report.json").is_file()
+    assert json.loads((run / "eval" / f"{Path(store).name}-test" / "report.json").read_text())["summary"] == plain["summary"]
+
+
+def test_adapt_priors_refuses_a_run_trained_with_class_weights(store, tmp_path):
+    run = cli_json("train", store, "--epochs", 1, *TINY_CLASSIFIER, "--balance", "class_weights",
+                   "--out", tmp_path, "--name", "cw")["run_dir"]
+    err = str(cli_error("eval", run, "--data", store, "--adapt-priors"))
+    assert "balance=class_weights" in err and "without it" in err
+
+
+def test_adapt_priors_of_an_old_checkpoint_needs_its_own_store(clf_run, store, tmp_path):
+    from facelab.eval.evaluate import training_priors
+
+    meta = read_meta(clf_run[0] / "checkpoints" / "last")
+    meta.label_priors = {}  # as written before priors were recorded
+    own, source = training_priors([meta], Store.open(store))
+    recorded = read_meta(clf_run[0] / "checkpoints" / "last").label_priors
+    assert set(own) == set(recorded) and all(own[n] == pytest.approx(recorded[n]) for n in own)
+    assert "train split of this store" in source
+    other = make_store(tmp_path / "other", n=20, size=32, label_specs=Store.open(store).label_specs)
+    with pytest.raises(FacelabError, match="records no training priors"):
+        training_priors([meta], other)
+
+
 # ---- transfer: pretrained backbone, frozen, then unfrozen with a lower lr --------------------------
 @pytest.fixture(scope="module")
 def yaw_folder_store(store, tmp_path_factory) -> Path:

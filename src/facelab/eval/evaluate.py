@@ -85,6 +85,40 @@ def ensemble_eval_rows(metas: list[CheckpointMeta], store: Store, split: SplitNa
     return common, f"the rows in all {len(metas)} runs' {split} splits (the runs split the store differently)"
 
 
+def training_priors(metas: list[CheckpointMeta], store: Store) -> tuple[dict[str, list[float]], str]:
+    """The class priors a classifier's (or an ensemble's: the mean of its members') probabilities carry, and
+    where they come from: the checkpoints, or for older checkpoints evaluated on their own training store,
+    that store's training split.
+
+    Raises:
+        FacelabError: a run was trained with class weights or a balanced sampler (its probabilities do not
+            carry its training priors), or an older checkpoint is evaluated on an external store.
+    """
+    from facelab.eval.label_shift import label_priors
+
+    task = Task.from_dict(metas[0].config["task"])
+    found, sources = [], set()
+    for meta in metas:
+        balance = meta.config.get("balance", "none")
+        if balance != "none":
+            raise FacelabError(f"a run was trained with balance={balance}: its probabilities do not carry its "
+                               "training priors, so --adapt-priors cannot re-weight them; evaluate without it")
+        if all(n in meta.label_priors for n in task.names):
+            found.append(meta.label_priors)
+            sources.add("the checkpoints")
+        elif meta.preprocessing.get("store_hash") == store.content_hash:
+            rows, _ = eval_rows(meta, store, "train")
+            cols = [store.label_index(n) for n in task.names]
+            found.append(label_priors(store.labels[rows][:, cols].astype(np.int64), task))
+            sources.add("the run's train split of this store (the checkpoint records no priors)")
+        else:
+            raise FacelabError("the checkpoint records no training priors (it was written before facelab recorded "
+                               "them) and this is not its training store; evaluate it on its own store or retrain it "
+                               "to use --adapt-priors")
+    mean = {n: np.mean([f[n] for f in found], 0).tolist() for n in task.names}
+    return mean, " and ".join(sorted(sources))
+
+
 def _prepare(runs: RunPaths, store: Store, *, which: str, device: str):
     from facelab.models.classifiers.ensemble import load_classifier
 
@@ -95,13 +129,17 @@ def _prepare(runs: RunPaths, store: Store, *, which: str, device: str):
 
 
 def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "test", out_dir: str | Path | None = None,
-                 batch_size: int = 256, device: str = "cpu", tta_flip: bool = False, which: str = "best") -> dict[str, Any]:
+                 batch_size: int = 256, device: str = "cpu", tta_flip: bool = False, which: str = "best",
+                 adapt_priors: bool = False) -> dict[str, Any]:
     """Evaluate a classifier run (or several, their probabilities averaged) on ``store_path``; write JSON and
     plots; return the report.
 
     Args:
         run: a run folder or checkpoint, or a list of them scored as one ensemble.
         which: checkpoint of each run folder: "best" (default) or "last".
+        adapt_priors: re-weight the probabilities to the class priors of the evaluated rows, estimated from
+            the unlabelled predictions by EM (:mod:`facelab.eval.label_shift`); the report keeps the
+            unadapted figures in ``label_shift.unadapted_summary``.
         out_dir: where report.json and the plots go (default: RUN/eval/STORE-SPLIT, for an ensemble
             FIRST_RUN/eval/ensemble-of-N-STORE-SPLIT).
     """
@@ -117,14 +155,27 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
         others = [s for s in ("train", "val", "test") if s != split and len(ensemble_eval_rows(metas, store, s)[0])]
         hint = " or ".join(f"--split {s}" for s in [*others, "all"])
         raise FacelabError(f"{store.path}: the {split} split ({how}) is empty; choose {hint}")
+    priors = training_priors(metas, store) if adapt_priors else None  # refuse before the forward pass
     probs, y, loss = predict_rows(model, meta, store, rows, batch_size=batch_size, device=device, tta_flip=tta_flip)
+    shift = None
+    if priors is not None:
+        from facelab.eval.label_shift import adapt_probabilities
+
+        unadapted = score(task, y, probs)["summary"]
+        probs, per_label = adapt_probabilities(probs, task, priors[0])
+        shift = {"method": "EM re-estimate of the class priors of the evaluated rows from their unlabelled "
+                           "predictions (Saerens et al. 2002)", "train_priors_from": priors[1],
+                 "unadapted_summary": unadapted, "priors": per_label}
     report = score(task, y, probs)
     runs = [str(r) for r in run] if isinstance(run, (list, tuple)) else str(run)
     report.update({"run": runs, "store": str(store.path), "split": split, "rows": how, "loss": loss,
                    "checkpoint": which, **describe(meta)})
+    if shift is not None:
+        report["label_shift"] = shift
     if out_dir is None:
         first = Path(runs[0] if isinstance(runs, list) else runs)
         name = f"{store.path.name}-{split}" if len(metas) == 1 else f"ensemble-of-{len(metas)}-{store.path.name}-{split}"
+        name += "-adapted" if adapt_priors else ""
         out_dir = first / "eval" / name
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

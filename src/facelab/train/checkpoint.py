@@ -41,6 +41,8 @@ class CheckpointMeta:
         labels: label specs (LabelSpec.to_dict) the model predicts or is conditioned on.
         preprocessing: image_size, crop (CropSpec dump), mean, std, source store hash.
         config: the resolved run config.
+        label_priors: classifiers: {label: class frequencies of the training rows} ([P(0), P(1)] for a
+            binary label), the priors its probabilities carry; empty in checkpoints written before they were recorded.
     """
 
     kind: str
@@ -52,6 +54,7 @@ class CheckpointMeta:
     step: int = 0
     epoch: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    label_priors: dict[str, list[float]] = field(default_factory=dict)
     version: str = facelab.__version__
 
     def to_json(self) -> str:

@@ -71,9 +71,12 @@ class ClassifierObjective:
     """Task loss of a classifier; evaluation = per-label metrics averaged over labels."""
 
     def __init__(self, model: torch.nn.Module, task: Task, *, cfg: ClassifierConfig, store: Store,
-                 pos_weight: torch.Tensor | None = None, class_weights: dict[str, torch.Tensor] | None = None) -> None:
+                 pos_weight: torch.Tensor | None = None, class_weights: dict[str, torch.Tensor] | None = None,
+                 label_priors: dict[str, list[float]] | None = None) -> None:
         self.model, self.task, self.cfg, self.store = model, task, cfg, store
         self.pos_weight, self.class_weights = pos_weight, class_weights
+        #: class frequencies of the training rows, which the model's probabilities carry (eval --adapt-priors)
+        self.label_priors = label_priors or {}
         self.lr_groups: list[dict[str, Any]] | None = None
 
     def parameter_groups(self) -> dict[str, Any]:
@@ -118,6 +121,7 @@ class ClassifierObjective:
             labels=[specs[n].to_dict() for n in self.task.names],
             preprocessing=preprocessing_of(m, self.store),
             config={**self.cfg.model_dump(mode="json"), "task": self.task.to_dict()},
+            label_priors=self.label_priors,
         )
 
 
@@ -267,6 +271,7 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
         extra: synthetic training rows (images (M, S, S, 3) uint8, labels (M, num task labels)); tagged
             synthetic by the loader, never used for validation.
     """
+    from facelab.eval.label_shift import label_priors
     from facelab.eval.plots import plot_curves
     from facelab.utils.io import atomic_write_json
 
@@ -286,7 +291,8 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
     if cfg.balance == "class_weights":
         pos_w = pos_weight_from_labels(train_y, task) if task.binary_index[0] else None
         class_w = class_weights_from_labels(train_y, task) or None
-    obj = ClassifierObjective(model, task, cfg=cfg, store=store, pos_weight=pos_w, class_weights=class_w)
+    obj = ClassifierObjective(model, task, cfg=cfg, store=store, pos_weight=pos_w, class_weights=class_w,
+                              label_priors=label_priors(train_y.numpy(), task))
     cbs = list(callbacks or [])
     if cfg.freeze_backbone and cfg.unfreeze_at_epoch is not None:
         cbs.append(UnfreezeCallback(cfg.unfreeze_at_epoch, cfg.backbone_lr_scale))
