@@ -356,13 +356,14 @@ def predict(
     checkpoint: str = CHECKPOINT_OPT,
     device: str = typer.Option("cpu"),
     threshold: float = typer.Option(0.5, help="Decision threshold for binary labels."),
+    tta_flip: bool = typer.Option(False, help="Average predictions with the horizontally flipped image."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Probability per label and predicted labels for every image, one CSV row each."""
     from facelab.eval.predict import predict_to_csv
 
     report = predict_to_csv(run if len(run) > 1 else run[0], target, out, device=device, threshold=threshold,
-                            which=_checkpoint_choice(checkpoint))
+                            which=_checkpoint_choice(checkpoint), tta_flip=tta_flip)
     if as_json:
         emit_json(report.to_dict())
         return

@@ -298,6 +298,23 @@ def test_predict_a_folder_of_unreadable_images_is_an_error_not_an_empty_csv(clf_
     assert not (tmp_path / "x.csv").exists()
 
 
+def test_predict_tta_flip_averages_the_logits_of_each_image_and_its_mirror(clf_run, store, store_predictions, tmp_path):
+    st = Store.open(store)
+    mirrored = make_store(tmp_path / "mirrored", images=np.ascontiguousarray(np.asarray(st.images)[:, :, ::-1]),
+                          label_specs=st.label_specs, labels=np.asarray(st.labels), keys=[str(k) for k in st.keys])
+    cli_json("predict", clf_run[0], mirrored.path, "--out", tmp_path / "mirrored.csv")
+    cli_json("predict", clf_run[0], store, "--out", tmp_path / "tta.csv", "--tta-flip")
+    header, rows = read_csv(tmp_path / "mirrored.csv")
+    flipped = {r[0]: dict(zip(header, r)) for r in rows}
+    header, rows = read_csv(tmp_path / "tta.csv")
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    for row in rows[:50]:
+        got = dict(zip(header, row))
+        plain, mirror = store_predictions[row[0]], flipped[row[0]]
+        want = 1 / (1 + np.exp(-(logit(float(plain["p_Male"])) + logit(float(mirror["p_Male"]))) / 2))
+        assert float(got["p_Male"]) == pytest.approx(want, abs=1e-4), row[0]
+
+
 # ---- ensembles: several runs given to eval / predict ----------------------------------------------
 @pytest.fixture(scope="module")
 def seed1_run(store, tmp_path_factory) -> Path:

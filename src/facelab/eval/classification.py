@@ -12,6 +12,15 @@ from facelab.eval.metrics import confusion, label_metrics, summarize
 from facelab.models.classifiers.heads import Task, task_loss, task_predict
 
 
+def forward_logits(model: torch.nn.Module, x: torch.Tensor, *, tta_flip: bool = False) -> torch.Tensor:
+    """(B, num_logits) fp32 logits of images ``x`` (B, C, H, W); with ``tta_flip`` the mean of the logits of
+    the image and of its mirror image."""
+    logits = model(x).float()
+    if tta_flip:
+        logits = 0.5 * (logits + model(torch.flip(x, dims=[3])).float())
+    return logits
+
+
 @torch.no_grad()
 def collect_predictions(
     model: torch.nn.Module, loader: Any, task: Task, *, tta_flip: bool = False, progress: Any = None
@@ -28,9 +37,7 @@ def collect_predictions(
     probs: dict[str, list[np.ndarray]] = {n: [] for n in task.names}
     ys, idx, losses = [], [], []
     for batch in loader:
-        logits = model(batch.x).float()  # (B, num_logits)
-        if tta_flip:
-            logits = 0.5 * (logits + model(torch.flip(batch.x, dims=[3])).float())
+        logits = forward_logits(model, batch.x, tta_flip=tta_flip)  # (B, num_logits)
         losses.append(float(task_loss(logits, batch.y, task)) * len(batch.y))
         for name, p in task_predict(logits, task).items():
             probs[name].append(p.cpu().numpy())

@@ -15,6 +15,7 @@ import torch
 from facelab.data.decode import IMAGE_SUFFIXES, crop_resize, decode_file, decode_min_side
 from facelab.data.schema import CropSpec, LabelKind, LabelSpec
 from facelab.errors import FacelabError, ImageDecodeError
+from facelab.eval.classification import forward_logits
 from facelab.models.classifiers.heads import Task, task_predict
 from facelab.utils.io import atomic_write_text
 
@@ -103,12 +104,13 @@ def _rows(keys: list[str], probs: dict[str, np.ndarray], task: Task, specs: dict
 
 def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, out: str | Path, *,
                    batch_size: int = 256, device: str = "cpu", threshold: float = 0.5, which: str = "best",
-                   progress: bool = True) -> PredictReport:
+                   tta_flip: bool = False, progress: bool = True) -> PredictReport:
     """Write one CSV row per image of ``target`` (a store folder or a folder of images).
 
     Args:
         run: a run folder or checkpoint, or a list of them whose probabilities are averaged (an ensemble).
         which: checkpoint of each run folder: "best" (default) or "last".
+        tta_flip: average each image's logits with those of its mirror image (as ``facelab eval --tta-flip``).
     """
     from facelab.data.store import MANIFEST, Store
     from facelab.models.classifiers.ensemble import load_classifier
@@ -138,7 +140,7 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
         bar = prog.add_task("predict", total=total)
         for keys, imgs in batches:
             x = _to_tensor(imgs, meta.preprocessing["mean"], meta.preprocessing["std"], device)
-            probs = {k: v.cpu().numpy() for k, v in task_predict(model(x).float(), task).items()}
+            probs = {k: v.cpu().numpy() for k, v in task_predict(forward_logits(model, x, tta_flip=tta_flip), task).items()}
             writer.writerows(_rows(keys, probs, task, specs, threshold))
             count += len(keys)
             prog.update(bar, advance=len(keys))
