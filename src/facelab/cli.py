@@ -190,7 +190,8 @@ def data_stats(
 
 # ---- classifiers -----------------------------------------------------------------------------
 def _classifier_config(store, config, labels, model, epochs, batch_size, lr, optimizer, schedule, augment,
-                       random_erasing, balance, pretrained, freeze, unfreeze_at, device, seed, train_limit, option):
+                       random_erasing, balance, pretrained, freeze, unfreeze_at, device, seed, train_limit, train_identities,
+                       option):
     from facelab.train.classifier import ClassifierConfig
 
     data: dict[str, Any] = {}
@@ -199,7 +200,8 @@ def _classifier_config(store, config, labels, model, epochs, batch_size, lr, opt
     cli = {"store": str(store) if store else None, "labels": labels.split(",") if labels else None, "model": model,
            "batch_size": batch_size, "augment": augment, "random_erasing": random_erasing, "balance": balance,
            "pretrained": pretrained, "freeze_backbone": freeze or None, "unfreeze_at_epoch": unfreeze_at,
-           "device": device, "seed": seed, "train_limit": train_limit}
+           "device": device, "seed": seed, "train_limit": train_limit,
+           "train_identities": train_identities}
     data.update({k: v for k, v in cli.items() if v is not None})
     tr = data.setdefault("trainer", {})  # merged over the classifier defaults by ClassifierConfig
     if epochs is not None:
@@ -259,6 +261,7 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:1"),
     seed: Optional[int] = typer.Option(None),
     train_limit: Optional[int] = typer.Option(None, help="Use at most N training images."),
+    train_identities: Optional[int] = typer.Option(None, help="Train on the photos of N randomly chosen training people only."),
     option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="Any config key, dotted: -o trainer.optim.weight_decay=0.01"),
     out: Path = typer.Option(Path("runs"), help="Folder under which the run folder is created."),
     name: Optional[str] = typer.Option(None, help="Run folder train-NAME under --out (default: train-<timestamp>); an existing one is an error."),
@@ -274,12 +277,14 @@ def train(
         cfg = _resume_config(ClassifierConfig, resume, epochs=epochs, others=dict(
             store=store, config=config, labels=labels, model=model, batch_size=batch_size, lr=lr, optimizer=optimizer,
             schedule=schedule, augment=augment, random_erasing=random_erasing, balance=balance, pretrained=pretrained,
-            freeze=freeze, unfreeze_at=unfreeze_at, device=device, seed=seed, train_limit=train_limit, option=option,
+            freeze=freeze, unfreeze_at=unfreeze_at, device=device, seed=seed, train_limit=train_limit,
+            train_identities=train_identities, option=option,
             name=name))
         run_dir = resume
     else:
         cfg = _classifier_config(store, config, labels, model, epochs, batch_size, lr, optimizer, schedule, augment,
-                                 random_erasing, balance, pretrained, freeze, unfreeze_at, device, seed, train_limit, option)
+                                 random_erasing, balance, pretrained, freeze, unfreeze_at, device, seed, train_limit,
+                                 train_identities, option)
         check_config(cfg)
         if dry_run:
             sys.stdout.write(cfg.to_yaml())

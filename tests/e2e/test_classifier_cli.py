@@ -151,6 +151,43 @@ def test_main_prints_user_errors_and_exits_2(store, tmp_path, monkeypatch, capsy
 
 
 # ---- resume after a kill ------------------------------------------------------------------------
+def test_train_identities_keeps_every_photo_of_that_many_people(store, tmp_path):
+    from facelab.data.views import splits_for
+
+    st = Store.open(store)
+    train = splits_for(st, policy="official")["train"]
+    people = np.unique(st.identities[train])
+    summary = cli_json("train", store, "--epochs", 1, *TINY_CLASSIFIER, "--train-identities", 3,
+                       "--out", tmp_path, "--name", "three")
+    assert summary["train_identities"] == 3
+    run = Path(summary["run_dir"])
+    assert yaml.safe_load((run / "config.yaml").read_text())["train_identities"] == 3
+    from facelab.train.classifier import make_splits
+
+    cfg = ClassifierConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    rows = make_splits(cfg, st, classifier_module.build_task(st, None))["train"]
+    kept = np.unique(st.identities[rows])
+    assert len(kept) == 3 and set(kept) <= set(people)
+    for person in kept:  # all of their training photos, none of anyone else's
+        np.testing.assert_array_equal(np.sort(rows[st.identities[rows] == person]),
+                                      np.sort(train[st.identities[train] == person]))
+    assert summary["train_rows"] == len(rows)
+
+
+def test_train_identities_beyond_the_people_of_the_split_is_a_config_error(store, tmp_path):
+    err = cli_error("train", store, "--epochs", 1, *TINY_CLASSIFIER, "--train-identities", 100000,
+                    "--out", tmp_path, "--name", "many")
+    assert isinstance(err, ConfigError) and "training split holds" in str(err)
+    assert not (tmp_path / "train-many").exists()
+
+
+def test_train_identities_on_a_store_without_identities_is_a_config_error(tmp_path):
+    bare = make_store(tmp_path / "bare", n=40, size=32)
+    err = cli_error("train", bare.path, "--epochs", 1, *TINY_CLASSIFIER, "--train-identities", 2,
+                    "--out", tmp_path, "--name", "bare")
+    assert isinstance(err, ConfigError) and "records no identities" in str(err) and "train_limit" in str(err)
+
+
 def test_resume_after_a_kill_between_epochs_matches_the_uninterrupted_run(clf_run, tmp_path):
     reference, _ = clf_run
     cfg = ClassifierConfig.from_yaml(reference / "config.yaml")

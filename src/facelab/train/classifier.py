@@ -50,6 +50,9 @@ class ClassifierConfig(StrictConfig):
     mixup_alpha: float = Field(0.0, ge=0)  # mixup (Zhang et al. 2018) with lambda ~ Beta(a, a); 0: off
     tta_flip: bool = False
     train_limit: int | None = Field(None, ge=1)  # use at most this many training rows (quick runs)
+    # train on the photos of this many randomly chosen training people only (all of their photos): fewer
+    # people, not fewer photos per person, which is what limits CelebA attributes (docs/results.md)
+    train_identities: int | None = Field(None, ge=1)
     device: str = "auto"
     seed: int = 0
     trainer: TrainerConfig = Field(default_factory=default_trainer_config)
@@ -181,7 +184,11 @@ def check_config(cfg: ClassifierConfig) -> Task:
 
     if cfg.model not in list_classifiers():
         raise ConfigError(f"unknown classifier {cfg.model!r}; known classifiers: {', '.join(list_classifiers())}")
-    return build_task(Store.open(cfg.store), cfg.labels)
+    store = Store.open(cfg.store)
+    task = build_task(store, cfg.labels)
+    if cfg.train_identities:
+        make_splits(cfg, store, task)  # enough people in the training split, identities recorded
+    return task
 
 
 def _training_labels(store: Store, rows: np.ndarray, task: Task) -> torch.Tensor:
@@ -210,10 +217,34 @@ def make_splits(cfg: ClassifierConfig, store: Store, task: Task) -> dict[str, np
         share = cfg.split_fractions[1] / (cfg.split_fractions[0] + cfg.split_fractions[1]) or 0.1
         held = split(store, indices=splits["train"], fractions=(1 - share, share, 0.0), seed=cfg.seed, stratify=stratify)
         splits = {**splits, "train": held["train"], "val": held["val"]}
+    if cfg.train_identities:
+        splits = {**splits, "train": _rows_of_people(store, splits["train"], cfg.train_identities, cfg.seed)}
     if cfg.train_limit:
         rows = np.random.default_rng(cfg.seed).permutation(splits["train"])[: cfg.train_limit]
         splits = {**splits, "train": np.sort(rows)}
     return splits
+
+
+def _count_people(store: Store, rows: np.ndarray) -> int:
+    from facelab.data.schema import NO_IDENTITY
+
+    ids = store.identities[rows]
+    return int(len(np.unique(ids[ids != NO_IDENTITY])))
+
+
+def _rows_of_people(store: Store, rows: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """The ``rows`` of ``n`` people drawn at random (seeded) from those in ``rows``, all of their photos;
+    rows of unknown identity are left out."""
+    from facelab.data.schema import NO_IDENTITY
+
+    if not store.has_identities:
+        raise ConfigError(f"train_identities={n}: {store.path} records no identities; use train_limit instead")
+    ids = store.identities[rows]
+    people = np.unique(ids[ids != NO_IDENTITY])
+    if n > len(people):
+        raise ConfigError(f"train_identities={n}: the training split holds {len(people)} people")
+    kept = np.random.default_rng(seed).choice(people, size=n, replace=False)
+    return np.sort(rows[np.isin(ids, kept)])
 
 
 def make_loaders(cfg: ClassifierConfig, store: Store, task: Task, splits: dict[str, np.ndarray],
@@ -304,6 +335,7 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
         "kind": "classifier", "run_dir": str(run_dir), "model": cfg.model, "labels": list(task.names),
         "params": sum(p.numel() for p in model.parameters()),
         "train_rows": int(len(splits["train"])), "synthetic_rows": 0 if extra is None else int(len(extra[0])),
+        **({"train_identities": _count_people(store, splits["train"])} if store.has_identities else {}),
         "val_rows": int(len(splits["val"])),
         "test_rows": int(len(splits.get("test", []))), "device": str(device),
         **({"pretrained": loaded} if loaded else {}),
