@@ -389,8 +389,10 @@ def test_eval_with_several_runs_scores_the_ensemble(clf_run, seed1_run, store):
     assert report["members"] == [str(run), str(seed1_run)] and report["run"] == report["members"]
     assert report["rows"] == one["rows"] == "the run's own test split" and report["count"] == one["count"]
     assert report["summary"]["mean_majority_accuracy"] == one["summary"]["mean_majority_accuracy"]
-    saved = run / "eval" / f"ensemble-of-2-{Path(store).name}-test" / "report.json"
-    assert json.loads(saved.read_text())["summary"] == report["summary"]
+    saved = list((run / "eval").glob(f"ensemble-of-2-*-{Path(store).name}-test/report.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["summary"] == report["summary"]
+    other = cli_json("eval", seed1_run, run, "--data", store)  # other first member: its own folder
+    assert (seed1_run / "eval").is_dir() and other["summary"] == report["summary"]
     assert set(report["confusion"]) == {"hair_color", "yaw", "light"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -79,10 +80,9 @@ def ensemble_eval_rows(metas: list[CheckpointMeta], store: Store, split: SplitNa
     rows, how = chosen[0]
     if all(np.array_equal(r, rows) for r, _ in chosen[1:]):
         return rows, how
-    common = chosen[0][0]
     for r, _ in chosen[1:]:
-        common = np.intersect1d(common, r)
-    return common, f"the rows in all {len(metas)} runs' {split} splits (the runs split the store differently)"
+        rows = np.intersect1d(rows, r)
+    return rows, f"the rows in all {len(metas)} runs' {split} splits (the runs split the store differently)"
 
 
 def training_priors(metas: list[CheckpointMeta], store: Store) -> tuple[dict[str, list[float]], str]:
@@ -119,6 +119,10 @@ def training_priors(metas: list[CheckpointMeta], store: Store) -> tuple[dict[str
     return mean, " and ".join(sorted(sources))
 
 
+def _run_names(run: RunPaths) -> str | list[str]:
+    return [str(r) for r in run] if isinstance(run, (list, tuple)) else str(run)
+
+
 def _prepare(runs: RunPaths, store: Store, *, which: str, device: str):
     from facelab.models.classifiers.ensemble import load_classifier
 
@@ -141,7 +145,7 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
             the unlabelled predictions by EM (:mod:`facelab.eval.label_shift`); the report keeps the
             unadapted figures in ``label_shift.unadapted_summary``.
         out_dir: where report.json and the plots go (default: RUN/eval/STORE-SPLIT, for an ensemble
-            FIRST_RUN/eval/ensemble-of-N-STORE-SPLIT).
+            FIRST_RUN/eval/ensemble-of-N-HASH-STORE-SPLIT, HASH naming its members).
     """
     from facelab.eval.plots import plot_confusion, plot_label_bars
     from facelab.models.classifiers.ensemble import describe, member_metas
@@ -167,14 +171,17 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
                            "predictions (Saerens et al. 2002)", "train_priors_from": priors[1],
                  "unadapted_summary": unadapted, "priors": per_label}
     report = score(task, y, probs)
-    runs = [str(r) for r in run] if isinstance(run, (list, tuple)) else str(run)
+    runs = _run_names(run)
     report.update({"run": runs, "store": str(store.path), "split": split, "rows": how, "loss": loss,
                    "checkpoint": which, **describe(meta)})
     if shift is not None:
         report["label_shift"] = shift
     if out_dir is None:
         first = Path(runs[0] if isinstance(runs, list) else runs)
-        name = f"{store.path.name}-{split}" if len(metas) == 1 else f"ensemble-of-{len(metas)}-{store.path.name}-{split}"
+        name = f"{store.path.name}-{split}"
+        if len(metas) > 1:  # one folder per set of members: another ensemble sharing the first run keeps its own
+            members = "\n".join(str(Path(r).resolve()) for r in runs)
+            name = f"ensemble-of-{len(metas)}-{hashlib.sha1(members.encode()).hexdigest()[:8]}-{name}"
         name += "-adapted" if adapt_priors else ""
         out_dir = first / "eval" / name
     out = Path(out_dir)
@@ -197,6 +204,5 @@ def evaluate_rows(run: RunPaths, store: Store, rows: np.ndarray, *, batch_size: 
     model, meta = _prepare(run, store, which=which, device=device)
     probs, y, loss = predict_rows(model, meta, store, np.asarray(rows), batch_size=batch_size, device=device)
     report = score(Task.from_dict(meta.config["task"]), y, probs)
-    runs = [str(r) for r in run] if isinstance(run, (list, tuple)) else str(run)
-    report.update({"run": runs, "store": str(store.path), "count": int(len(rows)), "loss": loss, **describe(meta)})
+    report.update({"run": _run_names(run), "store": str(store.path), "count": int(len(rows)), "loss": loss, **describe(meta)})
     return report
