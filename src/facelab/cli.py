@@ -344,6 +344,8 @@ def evaluate(
     for name, m in rows:
         t.add_row(name, *(f"{m[k]:.4f}" for k in ("accuracy", "majority_accuracy", "balanced_accuracy", "f1_macro", "auroc")))
     Console().print(t)
+    if "note" in report:
+        console.print(f"[yellow]note[/]: {report['note']}")
     if "label_shift" in report:
         before = report["label_shift"]["unadapted_summary"]["mean_accuracy"]
         console.print(f"priors adapted to these images (EM): mean accuracy {before:.4f} -> "

@@ -416,6 +416,8 @@ def test_eval_chooses_the_last_checkpoint_on_request(clf_run, store):
     best = cli_json("eval", run, "--data", store, "--split", "val")
     last = cli_json("eval", run, "--data", store, "--split", "val", "--checkpoint", "last")
     assert best["checkpoint"] == "best" and last["checkpoint"] == "last"
+    assert "optimistic" in best["note"] and "note" not in last  # best was chosen on these very rows
+    assert "note" not in cli_json("eval", run, "--data", store, "--split", "test")
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     last_epoch = [m for m in metrics if "val_mean_accuracy" in m][-1]
     assert last["summary"]["mean_accuracy"] == pytest.approx(last_epoch["val_mean_accuracy"], abs=1e-6)

@@ -176,6 +176,9 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
                    "checkpoint": which, **describe(meta)})
     if shift is not None:
         report["label_shift"] = shift
+    if which == "best" and split == "val" and how.startswith("the run's own val split"):
+        report["note"] = ("the best checkpoint was chosen on these rows (the run's validation split), so this figure is "
+                          "optimistic; --checkpoint last, or a split the run never saw, gives an unbiased one")
     if out_dir is None:
         first = Path(runs[0] if isinstance(runs, list) else runs)
         name = f"{store.path.name}-{split}"
