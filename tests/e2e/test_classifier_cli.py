@@ -232,6 +232,9 @@ def test_eval_reports_per_label_metrics_baseline_and_confusion_plots(clf_run, st
         assert png.is_file() and Image.open(png).format == "PNG"
     assert Path(report["plots"]["per_label"]).is_file()
     assert json.loads((run / "eval" / f"{st.path.name}-test" / "report.json").read_text())["count"] == report["count"]
+    html = Path(report["report"]).read_text()  # the run's report now lists this evaluation, with its mean row
+    assert report["report"] == str(run / "report.html")
+    assert f"Evaluation: {st.path.name}-test" in html and f"<td>MEAN</td><td>{report['summary']['mean_accuracy']:.4f}" in html
 
 
 def test_eval_on_a_store_with_other_labels_names_them(clf_run, tmp_path):
@@ -391,6 +394,7 @@ def test_eval_with_several_runs_scores_the_ensemble(clf_run, seed1_run, store):
     assert report["summary"]["mean_majority_accuracy"] == one["summary"]["mean_majority_accuracy"]
     saved = list((run / "eval").glob(f"ensemble-of-2-*-{Path(store).name}-test/report.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["summary"] == report["summary"]
+    assert f"members (probabilities averaged): {run}, {seed1_run}" in (run / "report.html").read_text()
     other = cli_json("eval", seed1_run, run, "--data", store)  # other first member: its own folder
     assert (seed1_run / "eval").is_dir() and other["summary"] == report["summary"]
     assert set(report["confusion"]) == {"hair_color", "yaw", "light"}

@@ -179,8 +179,8 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
     if which == "best" and split == "val" and how.startswith("the run's own val split"):
         report["note"] = ("the best checkpoint was chosen on these rows (the run's validation split), so this figure is "
                           "optimistic; --checkpoint last, or a split the run never saw, gives an unbiased one")
+    first = Path(runs[0] if isinstance(runs, list) else runs)
     if out_dir is None:
-        first = Path(runs[0] if isinstance(runs, list) else runs)
         name = f"{store.path.name}-{split}"
         if len(metas) > 1:  # one folder per set of members: another ensemble sharing the first run keeps its own
             members = "\n".join(str(Path(r).resolve()) for r in runs)
@@ -195,6 +195,10 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
         plots[f"confusion_{name}"] = str(plot_confusion(out / f"confusion_{name}.png", np.array(m), classes, title=name))
     report["plots"] = plots
     atomic_write_json(out / "report.json", report)
+    if out.parent == first / "eval" and (first / "summary.json").is_file():
+        from facelab.report import render_report
+
+        report["report"] = str(render_report(first))  # the run's report.html lists this evaluation too
     return report
 
 

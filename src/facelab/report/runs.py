@@ -26,15 +26,33 @@ def classifier_report(run_dir: Path, summary: dict[str, Any]) -> list[str]:
     parts = [section("Summary", head), section("Training curves", image(run_dir / "curves.png")),
              section("Metrics per epoch", _metrics_table(run_dir))]
     for ev in sorted((run_dir / "eval").glob("*/report.json")) if (run_dir / "eval").is_dir() else []:
-        import json
-
-        rep = json.loads(ev.read_text())
-        rows = [[n, *(fmt(m[k]) for k in ("accuracy", "majority_accuracy", "balanced_accuracy", "f1_macro", "auroc"))]
-                for n, m in rep["per_label"].items()]
-        imgs = "".join(image(p) for p in rep.get("plots", {}).values())
-        parts.append(section(f"Evaluation: {ev.parent.name} ({rep['rows']})",
-                             table(["label", "accuracy", "majority", "balanced acc", "macro-F1", "AUROC"], rows), imgs))
+        parts.append(_eval_section(ev))
     return parts
+
+
+METRIC_KEYS = ("accuracy", "majority_accuracy", "balanced_accuracy", "f1_macro", "auroc")
+
+
+def _eval_section(path: Path) -> str:
+    """One ``facelab eval`` report: per-label table with its mean, what was scored, its plots."""
+    import json
+
+    rep = json.loads(path.read_text())
+    rows = [[n, *(fmt(m[k]) for k in METRIC_KEYS)] for n, m in rep["per_label"].items()]
+    rows.append(["MEAN", *(fmt(rep["summary"].get(f"mean_{k}", "")) for k in METRIC_KEYS)])
+    what = [f"{rep.get('model', '')} on {rep.get('store', '')}, {rep.get('count', '?')} images, "
+            f"{rep.get('checkpoint', 'best')} checkpoint"]
+    if rep.get("members"):
+        what.append(f"members (probabilities averaged): {', '.join(rep['members'])}")
+    if rep.get("label_shift"):
+        before = rep["label_shift"]["unadapted_summary"]["mean_accuracy"]
+        what.append(f"priors adapted to these images (EM): mean accuracy {before:.4f} before adaptation")
+    if rep.get("note"):
+        what.append(f"note: {rep['note']}")
+    notes = "".join(f"<p class='muted'>{esc(w)}</p>" for w in what)
+    imgs = "".join(image(p) for p in rep.get("plots", {}).values())
+    return section(f"Evaluation: {path.parent.name} ({rep['rows']})", notes,
+                   table(["label", "accuracy", "majority", "balanced acc", "macro-F1", "AUROC"], rows), imgs)
 
 
 @REPORTERS.register("generative")
