@@ -24,7 +24,7 @@ from facelab.data.schema import LabelKind
 from facelab.data.store import Store
 from facelab.errors import ConfigError
 from facelab.experiments.balancing import GENERATIVE_METHODS, METHODS, MIN_MINORITY_FOR_GENERATOR, StudyContext
-from facelab.utils.io import atomic_write_json, read_jsonl
+from facelab.utils.io import append_jsonl, atomic_write_json, read_jsonl
 
 STUDY_METRICS = ("accuracy", "balanced_accuracy", "minority_recall", "f1_macro", "auroc")
 
@@ -237,8 +237,7 @@ def run_study(cfg: AugmentStudyConfig, *, run_dir: str | Path, progress: bool = 
                         continue
                     prog.update(bar, description=f"p={p:g} seed={seed} {method}")
                     rec = {"p": p, **run_cell(cfg, ctx, method, splits, eval_store)}
-                    with open(results_path, "a") as f:
-                        f.write(json.dumps(rec) + "\n")
+                    append_jsonl(results_path, rec)
                     done[(p, seed, method)] = rec
                     prog.update(bar, advance=1)
     records = list(done.values())

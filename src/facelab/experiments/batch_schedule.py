@@ -10,7 +10,6 @@ standard deviation); the curves share one plot. A killed study resumes where it 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -155,7 +154,7 @@ def run_batch_schedule(cfg: BatchScheduleConfig, *, run_dir: str | Path, progres
     from facelab.runs import read_metrics
     from facelab.train.checkpoint import STATE
     from facelab.train.classifier import train_classifier
-    from facelab.utils.io import atomic_write_json, atomic_write_text
+    from facelab.utils.io import append_jsonl, atomic_write_json, atomic_write_text
 
     run_dir = Path(run_dir)
     t0 = time.monotonic()
@@ -185,8 +184,7 @@ def run_batch_schedule(cfg: BatchScheduleConfig, *, run_dir: str | Path, progres
                "test_mean_balanced_accuracy": test["summary"]["mean_balanced_accuracy"],
                "best_val_mean_accuracy": summary["best"], "parameter_updates": summary["steps"],
                "train_seconds": round(summary["train_seconds"], 1), "final_batch_size": cb.batch_size_at(cfg.epochs - 1)}
-        with open(results_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_jsonl(results_path, rec)
         done[(variant, seed)] = rec
     results = {v: _aggregate([done[(v, s)] for s in seeds], [read_metrics(run_dir / v / f"seed{s}") for s in seeds])
                for v in cfg.variants}

@@ -225,26 +225,24 @@ def make_splits(cfg: ClassifierConfig, store: Store, task: Task) -> dict[str, np
     return splits
 
 
-def _count_people(store: Store, rows: np.ndarray) -> int:
+def _people(store: Store, rows: np.ndarray) -> np.ndarray:
+    """The distinct known identities of ``rows``."""
     from facelab.data.schema import NO_IDENTITY
 
     ids = store.identities[rows]
-    return int(len(np.unique(ids[ids != NO_IDENTITY])))
+    return np.unique(ids[ids != NO_IDENTITY])
 
 
 def _rows_of_people(store: Store, rows: np.ndarray, n: int, seed: int) -> np.ndarray:
     """The ``rows`` of ``n`` people drawn at random (seeded) from those in ``rows``, all of their photos;
     rows of unknown identity are left out."""
-    from facelab.data.schema import NO_IDENTITY
-
     if not store.has_identities:
         raise ConfigError(f"train_identities={n}: {store.path} records no identities; use train_limit instead")
-    ids = store.identities[rows]
-    people = np.unique(ids[ids != NO_IDENTITY])
+    people = _people(store, rows)
     if n > len(people):
         raise ConfigError(f"train_identities={n}: the training split holds {len(people)} people")
     kept = np.random.default_rng(seed).choice(people, size=n, replace=False)
-    return np.sort(rows[np.isin(ids, kept)])
+    return np.sort(rows[np.isin(store.identities[rows], kept)])
 
 
 def make_loaders(cfg: ClassifierConfig, store: Store, task: Task, splits: dict[str, np.ndarray],
@@ -335,7 +333,7 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
         "kind": "classifier", "run_dir": str(run_dir), "model": cfg.model, "labels": list(task.names),
         "params": sum(p.numel() for p in model.parameters()),
         "train_rows": int(len(splits["train"])), "synthetic_rows": 0 if extra is None else int(len(extra[0])),
-        **({"train_identities": _count_people(store, splits["train"])} if store.has_identities else {}),
+        **({"train_identities": len(_people(store, splits["train"]))} if store.has_identities else {}),
         "val_rows": int(len(splits["val"])),
         "test_rows": int(len(splits.get("test", []))), "device": str(device),
         **({"pretrained": loaded} if loaded else {}),

@@ -26,6 +26,7 @@ from facelab.errors import FacelabError
 from facelab.train.checkpoint import CheckpointMeta, read_training_state, save_checkpoint
 from facelab.train.optim import create_optimizer
 from facelab.train.schedules import PlateauTracker, ScheduleConfig, lr_factor_fn
+from facelab.utils.io import append_jsonl
 
 BUDGET_STOP = "time budget"  # how stop_reason starts when time_budget_minutes stopped training
 
@@ -336,8 +337,7 @@ class Trainer:
         self.batches_done = 0
         rec = {"epoch": self.epoch, "step": self.step, "lr": self.current_lr(), **metrics}
         self.history.append(rec)
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        append_jsonl(self.run_dir / "metrics.jsonl", rec)
         self._print_epoch(rec)
         value = metrics.get(self.cfg.monitor)
         if value is None:

@@ -41,6 +41,12 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one record as a line of a JSON-lines log (one line per finished item, read by :func:`read_jsonl`)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The records of a JSON-lines log appended one line per finished item (empty when the file is
     missing); a line a kill tore while it was being written is skipped, so that item is redone."""
