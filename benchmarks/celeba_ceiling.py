@@ -31,7 +31,7 @@ import numpy as np
 from facelab.data.sources.celeba import find_layout, read_attributes, read_int_table
 from facelab.data.store import Store
 from facelab.data.views import splits_for
-from facelab.eval.classification import predict_rows
+from facelab.eval.inference import predict_rows
 from facelab.eval.evaluate import check_labels
 from facelab.models.loading import load_model
 

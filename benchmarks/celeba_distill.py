@@ -42,7 +42,7 @@ import facelab.train.classifier as classifier
 from facelab.data.schema import Partition
 from facelab.data.store import Store
 from facelab.data.write import write_store_arrays
-from facelab.eval.classification import predict_rows
+from facelab.eval.inference import predict_rows
 from facelab.models.loading import load_model
 from facelab.train.trainer import StepOutput
 
@@ -140,7 +140,7 @@ def main() -> None:
     run = args.out / f"distill-n{len(rows)}-w{args.weight}-mix{args.mix}-e{args.epochs}-s{args.seed}-{time.strftime('%H%M%S')}"
     specs, n_labels = store.label_specs, len(store.label_names)
     unlabeled = write_store_arrays(run / "unlabeled", images, np.zeros((len(rows), n_labels)), specs,
-                                   np.full(len(rows), int(Partition.TRAIN)), source=store.source, crop=store.manifest.get("crop"))
+                                   np.full(len(rows), int(Partition.TRAIN)), source=store.source, crop=store.manifest.crop)
 
     teachers = [load_model(t, kind="classifier", device="cpu", which="last") for t in args.teachers]
 
@@ -160,7 +160,7 @@ def main() -> None:
     mixed = write_store_arrays(run / "store", np.concatenate([np.asarray(store.images), images]),
                                np.concatenate([store.labels, (soft > 0.5).astype(np.int32)]), specs,
                                np.concatenate([store.partitions, np.full(len(rows), int(Partition.TRAIN))]),
-                               source=store.source, crop=store.manifest.get("crop"))
+                               source=store.source, crop=store.manifest.crop)
     prep_seconds = time.monotonic() - t0
     checks = {}  # how well the teachers transfer to the reframed faces, where the unlabelled store has a comparable label
     if len(rows) and "gender" in extra.label_names and "Male" in store.label_names:  # UTKFace: gender 0 = male

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from facelab.data.store import Store
 from facelab.data.views import load_view
-from facelab.experiments.augmentation_study import AugmentStudyConfig, run_study, validate_study
+from facelab.experiments.imbalance_study import ImbalanceStudyConfig, run_study, validate_study
 from facelab.experiments.balancing import GENERATIVE_METHODS, StudyContext, synthetic_fidelity
 from facelab.utils.io import atomic_write_text
 
@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("study", type=Path)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    cfg = AugmentStudyConfig.from_yaml(args.study / "config.yaml")
+    cfg = ImbalanceStudyConfig.from_yaml(args.study / "config.yaml")
     _, _, minority = validate_study(cfg)
     store = Store.open(cfg.store)
     records = [json.loads(line) for line in (args.study / "results.jsonl").read_text().splitlines() if line.strip()]

@@ -17,7 +17,7 @@ import json
 import shutil
 from pathlib import Path
 
-from facelab.experiments.augmentation_study import AugmentStudyConfig, run_study
+from facelab.experiments.imbalance_study import ImbalanceStudyConfig, run_study
 from facelab.utils.io import atomic_write_json
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    cfgs = [AugmentStudyConfig.from_yaml(s / "config.yaml") for s in args.studies]
+    cfgs = [ImbalanceStudyConfig.from_yaml(s / "config.yaml") for s in args.studies]
     base = cfgs[0].model_dump(mode="json")
     for s, c in zip(args.studies, cfgs):
         other = c.model_dump(mode="json")
@@ -40,7 +40,7 @@ def main() -> None:
     if args.out.exists():
         raise SystemExit(f"{args.out} exists")
     args.out.mkdir(parents=True)
-    merged = AugmentStudyConfig.from_dict({**base, "seeds": sorted(seeds)})
+    merged = ImbalanceStudyConfig.from_dict({**base, "seeds": sorted(seeds)})
     merged.save(args.out / "config.yaml")
     shutil.copyfile(args.studies[0] / "env.json", args.out / "env.json")
     lines, cell_seconds, walls = [], 0.0, {}

@@ -1,24 +1,29 @@
-"""The ``facelab`` command: thin typer verbs over library functions (no logic of its own)."""
+"""The ``facelab`` command: thin typer verbs over library functions.
+
+Every command resolves its config one way (:func:`facelab.config.resolve_config`: defaults < ``--config`` YAML
+< flags < ``-o``), makes its run folder one way (:func:`_run_folder`: removed again when the command fails
+before anything was trained) and prints figures as JSON with ``--json``. User mistakes are one clear line and
+exit code 2 (:func:`main`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
-import yaml
 from rich.console import Console
 
-from facelab.config import overlay
+from facelab.config import StrictConfig, resolve_config, resume_config
 from facelab.errors import FacelabError
+from facelab.utils.io import finite_or_none
 
 app = typer.Typer(
-    help="facelab: face-attribute datasets, classifiers, generative models and augmentation studies.",
+    help="facelab: face-attribute datasets, classifiers, generative models and class-imbalance studies.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -31,51 +36,45 @@ app.add_typer(metrics_app, name="metrics")
 
 console = Console(stderr=True)
 JSON_OPT = typer.Option(False, "--json", help="Print the figures as JSON on stdout.")
+OPTION_OPT = typer.Option(None, "-o", "--option", help="Any config key, dotted, value in YAML: -o trainer.epochs=3 "
+                          "-o labels=Male,Smiling (repeatable).")
+DEVICE_OPT = typer.Option("cpu", help="cpu | cuda | cuda:N | auto")
 UNLIMITED_EPOCHS = 1_000_000  # train-gen --minutes without --epochs
 
 
 def emit_json(obj: Any) -> None:
-    """Print ``obj`` as JSON on stdout (the machine-readable channel; progress goes to stderr)."""
-    sys.stdout.write(json.dumps(_finite(obj), indent=2, default=_json_default, allow_nan=False) + "\n")
-
-
-def _finite(o: Any) -> Any:
-    """NaN/inf become null, so strict JSON parsers (jq, JavaScript) read every --json output."""
-    if isinstance(o, float):
-        return o if o == o and o not in (float("inf"), float("-inf")) else None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    if hasattr(o, "tolist"):
-        return _finite(o.tolist())
-    if hasattr(o, "to_dict"):
-        return _finite(o.to_dict())
-    return o
+    """Print ``obj`` as strict JSON on stdout (the machine-readable channel; progress goes to stderr)."""
+    sys.stdout.write(json.dumps(finite_or_none(obj), indent=2, default=_json_default, allow_nan=False) + "\n")
 
 
 def _json_default(o: Any) -> Any:
-    if hasattr(o, "tolist"):
-        return o.tolist()
     if hasattr(o, "to_dict"):
-        return o.to_dict()
+        return finite_or_none(o.to_dict())
     return str(o)
 
 
-def parse_options(items: list[str] | None) -> dict[str, Any]:
-    """``-o key=value`` pairs; values are parsed as YAML (numbers, lists, mappings); dotted keys nest."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise FacelabError(f"option {item!r} is not KEY=VALUE (e.g. -o n=5000 -o prevalence.Male=0.1)")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw else None
-        node = out
-        *parents, leaf = key.strip().split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
+def _refuse_with_resume(run_dir: Path, given: dict[str, Any], *, allowed: str = "") -> None:
+    """--resume continues with the saved config: any other option would be silently ignored, so it is refused."""
+    named = [k for k, v in given.items() if v not in (None, False, [], ())]
+    if named:
+        extra = f"; only {allowed} can change (to extend training)" if allowed else ""
+        raise typer.BadParameter(f"--resume continues {run_dir} with its saved config.yaml{extra}; "
+                                 f"drop {', '.join(named)}")
+
+
+@contextlib.contextmanager
+def _run_folder(kind: str, *, name: str | None, out: Path, config: StrictConfig) -> Iterator[Path]:
+    """A new run folder for the command's work; removed again if the command fails before anything in it was
+    trained (a bad --pretrained file, a kill before the first checkpoint), so failed starts leave nothing."""
+    from facelab.runs.folder import create_run_dir, remove_if_nothing_ran
+
+    run_dir = create_run_dir(kind, name=name, root=out, config=config)
+    console.print(f"run folder: {run_dir}")
+    try:
+        yield run_dir
+    except BaseException:
+        remove_if_nothing_ran(run_dir)
+        raise
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -89,7 +88,7 @@ def data_sources(as_json: bool = JSON_OPT) -> None:
         cls = SOURCES.get(name)
         rows[name] = {
             "doc": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
-            "options": {k: str(f.default) for k, f in cls.Options.model_fields.items()},
+            "options": {k: f.get_default(call_default_factory=True) for k, f in cls.Options.model_fields.items()},
             "default_crop": cls.default_crop.model_dump(),
         }
     if as_json:
@@ -98,7 +97,8 @@ def data_sources(as_json: bool = JSON_OPT) -> None:
     for name, r in rows.items():
         console.print(f"[bold]{name}[/]: {r['doc']}")
         if r["options"]:
-            console.print("   options: " + ", ".join(f"{k}={v}" for k, v in r["options"].items()))
+            console.print("   options: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in r["options"].items()),
+                          highlight=False, markup=False)
 
 
 @data_app.command("prepare")
@@ -112,11 +112,13 @@ def data_prepare(
     crop_offset_y: Optional[float] = typer.Option(None, help="Shift the centre crop down by this share of the height."),
     crop_box: Optional[str] = typer.Option(None, help="left,top,right,bottom in source pixels (mode box)."),
     workers: Optional[int] = typer.Option(None, help="Decoding processes (default: all cores)."),
-    option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="Source option KEY=VALUE (repeatable)."),
+    option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="Source option KEY=VALUE (repeatable), "
+                                                                              "e.g. -o attributes=Male,Smiling."),
     overwrite: bool = typer.Option(False, help="Replace a different store already in --out."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Decode a dataset once into a fast store (resumable; re-run to finish an interrupted build)."""
+    from facelab.config import parse_options
     from facelab.data.build import prepare_store
     from facelab.data.sources import create_source
 
@@ -141,7 +143,6 @@ def _crop_spec(default, mode, scale, offset_y, box):
             d["box"] = tuple(int(v) for v in box.split(","))
         except ValueError:
             raise FacelabError(f"--crop-box {box!r}: expected four integers left,top,right,bottom") from None
-        d.setdefault("mode", "box")
         d["mode"] = mode or "box"
     return CropSpec.from_dict(d, where="crop options")
 
@@ -156,7 +157,7 @@ def _print_build_report(report) -> None:
         console.print(f"  note: {note}")
     skipped = d.get("skipped", [])
     for s in skipped[:10]:
-        console.print(f"  skipped {s['key']}: {s['reason']}")
+        console.print(f"  skipped {s['key']}: {s['reason']}", markup=False)
     if len(skipped) > 10:
         console.print(f"  ... {len(skipped) - 10} more skipped files listed in manifest.json")
 
@@ -171,76 +172,15 @@ def data_stats(
     from facelab.data import stats as st
     from facelab.data.store import Store
 
-    s = Store.open(store)
-    figures = st.dataset_stats(s)
-    plots = plots or (s.path / "stats")
-    plots.mkdir(parents=True, exist_ok=True)
-    names, matrix = st.correlation_matrix(s)
-    if len(names) >= 2:
-        st.plot_correlation(plots / "correlation.png", names, matrix)
-    st.plot_prevalence(plots / "prevalence.png", figures)
-    figures["plots"] = {"correlation": str(plots / "correlation.png") if len(names) >= 2 else None,
-                        "prevalence": str(plots / "prevalence.png")}
+    figures = st.stats_with_plots(Store.open(store), plots)
     if as_json:
         emit_json(figures)
         return
     Console().print(st.format_stats_table(figures))
-    console.print(f"plots written to {plots}")
+    console.print(f"plots written to {Path(figures['plots']['prevalence']).parent}")
 
 
 # ---- classifiers -----------------------------------------------------------------------------
-def _classifier_config(store, config, labels, model, epochs, batch_size, lr, optimizer, schedule, augment,
-                       random_erasing, balance, pretrained, freeze, unfreeze_at, device, seed, train_limit, train_identities,
-                       option):
-    from facelab.train.classifier import ClassifierConfig
-
-    data: dict[str, Any] = {}
-    if config is not None:
-        data = yaml.safe_load(Path(config).read_text()) or {}
-    cli = {"store": str(store) if store else None, "labels": labels.split(",") if labels else None, "model": model,
-           "batch_size": batch_size, "augment": augment, "random_erasing": random_erasing, "balance": balance,
-           "pretrained": pretrained, "freeze_backbone": freeze or None, "unfreeze_at_epoch": unfreeze_at,
-           "device": device, "seed": seed, "train_limit": train_limit,
-           "train_identities": train_identities}
-    data.update({k: v for k, v in cli.items() if v is not None})
-    tr = data.setdefault("trainer", {})  # merged over the classifier defaults by ClassifierConfig
-    if epochs is not None:
-        tr["epochs"] = epochs
-    for key, val in (("lr", lr), ("name", optimizer)):
-        if val is not None:
-            tr.setdefault("optim", {})[key] = val
-    if schedule is not None:
-        tr.setdefault("schedule", {})["name"] = schedule
-    data = overlay(data, parse_options(option))
-    return ClassifierConfig.from_dict(data, where=str(config) if config else "classifier options")
-
-
-def _resume_config(config_cls: Any, run_dir: Path, *, epochs: int | None = None, minutes: float | None = None,
-                   others: dict[str, Any]) -> Any:
-    """The saved config of the run to resume, its budgets raised by ``--epochs`` / ``--minutes``.
-
-    A resumed run keeps its config.yaml (what trained the checkpoint). Only the training budgets can grow,
-    e.g. a finished GAN trained for another hour; the new budgets are written back to config.yaml (time
-    budgets count training time over every resume). Any other option is an error, never silently ignored.
-    """
-    given = [f"--{k.replace('_', '-')}" for k, v in others.items() if v not in (None, False, [])]
-    if given:
-        raise typer.BadParameter(f"--resume continues {run_dir} with its saved config.yaml; only --epochs and "
-                                 f"--minutes can change (to extend training); drop {', '.join(given)}")
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise FacelabError(f"{run_dir}: no config.yaml, so not a facelab run folder to resume")
-    cfg = config_cls.from_yaml(path)
-    changes = {k: v for k, v in (("epochs", epochs), ("time_budget_minutes", minutes)) if v is not None}
-    if changes:
-        cfg = config_cls.from_dict(overlay(cfg.model_dump(mode="json"), {"trainer": changes}), where="--resume budgets")
-        if epochs is not None and cfg.trainer.schedule.name != "constant":
-            console.print(f"[yellow]note[/]: the {cfg.trainer.schedule.name} learning-rate schedule is stretched to "
-                          f"{epochs} epochs from the resumed step on")
-        path.write_text(cfg.to_yaml())
-    return cfg
-
-
 @app.command("train")
 def train(
     store: Optional[Path] = typer.Argument(None, help="Store to train on (or set `store:` in --config)."),
@@ -258,11 +198,11 @@ def train(
     pretrained: Optional[str] = typer.Option(None, help="torchvision-format weights file or facelab run/checkpoint."),
     freeze: bool = typer.Option(False, help="Freeze the backbone (batch-norm statistics too)."),
     unfreeze_at: Optional[int] = typer.Option(None, help="Epoch at which to unfreeze (with a lower lr)."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:1"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     seed: Optional[int] = typer.Option(None),
     train_limit: Optional[int] = typer.Option(None, help="Use at most N training images."),
     train_identities: Optional[int] = typer.Option(None, help="Train on the photos of N randomly chosen training people only."),
-    option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="Any config key, dotted: -o trainer.optim.weight_decay=0.01"),
+    option: Optional[list[str]] = OPTION_OPT,
     out: Path = typer.Option(Path("runs"), help="Folder under which the run folder is created."),
     name: Optional[str] = typer.Option(None, help="Run folder train-NAME under --out (default: train-<timestamp>); an existing one is an error."),
     resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill (or extend it: with --epochs)."),
@@ -270,35 +210,50 @@ def train(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train an attribute classifier (multi-label or multi-class) on a store."""
-    from facelab.runs import create_run_dir
     from facelab.train.classifier import ClassifierConfig, check_config, train_classifier
 
+    flags = {"store": str(store) if store else None, "labels": labels, "model": model, "trainer.epochs": epochs,
+             "batch_size": batch_size, "trainer.optim.lr": lr, "trainer.optim.name": optimizer,
+             "trainer.schedule.name": schedule, "augment": augment, "random_erasing": random_erasing,
+             "balance": balance, "pretrained": pretrained, "freeze_backbone": freeze or None,
+             "unfreeze_at_epoch": unfreeze_at, "device": device, "seed": seed, "train_limit": train_limit,
+             "train_identities": train_identities}
     if resume is not None:
-        cfg = _resume_config(ClassifierConfig, resume, epochs=epochs, others=dict(
-            store=store, config=config, labels=labels, model=model, batch_size=batch_size, lr=lr, optimizer=optimizer,
-            schedule=schedule, augment=augment, random_erasing=random_erasing, balance=balance, pretrained=pretrained,
-            freeze=freeze, unfreeze_at=unfreeze_at, device=device, seed=seed, train_limit=train_limit,
-            train_identities=train_identities, option=option,
-            name=name))
-        run_dir = resume
+        _refuse_with_resume(resume, {
+            "STORE": store, "--config": config, "--labels": labels, "--model": model, "--batch-size": batch_size,
+            "--lr": lr, "--optimizer": optimizer, "--schedule": schedule, "--augment": augment,
+            "--random-erasing": random_erasing, "--balance": balance, "--pretrained": pretrained, "--freeze": freeze,
+            "--unfreeze-at": unfreeze_at, "--device": device, "--seed": seed, "--train-limit": train_limit,
+            "--train-identities": train_identities, "-o": option, "--name": name}, allowed="--epochs")
+        cfg = _resumed(ClassifierConfig, resume, epochs=epochs)
+        summary = train_classifier(cfg, run_dir=resume, resume=True)
     else:
-        cfg = _classifier_config(store, config, labels, model, epochs, batch_size, lr, optimizer, schedule, augment,
-                                 random_erasing, balance, pretrained, freeze, unfreeze_at, device, seed, train_limit,
-                                 train_identities, option)
+        cfg = resolve_config(ClassifierConfig, yaml_file=config, flags=flags, options=option)
         check_config(cfg)
         if dry_run:
             sys.stdout.write(cfg.to_yaml())
             return
-        run_dir = create_run_dir("train", name=name, root=out, config=cfg)
-    console.print(f"run folder: {run_dir}")
-    with _drop_if_nothing_ran(run_dir, resume is not None):
-        summary = train_classifier(cfg, run_dir=run_dir, resume=resume is not None)
+        with _run_folder("train", name=name, out=out, config=cfg) as run_dir:
+            summary = train_classifier(cfg, run_dir=run_dir)
     if as_json:
         emit_json(summary)
-    else:
-        f = summary["final"]
-        console.print(f"[bold green]done[/] {summary['epochs']} epochs, best {summary['monitor']}={summary['best']:.4f}, "
-                      f"val mean accuracy {f.get('val_mean_accuracy', float('nan')):.4f} ({summary['fit_seconds']:.0f}s)")
+        return
+    f, best = summary["final"], summary["best"]
+    console.print(f"[bold green]done[/] {summary['epochs']} epochs, best {summary['monitor']}="
+                  f"{'-' if best is None else f'{best:.4f}'}, val mean accuracy "
+                  f"{f.get('val_mean_accuracy') or float('nan'):.4f} ({summary['fit_seconds']:.0f}s)")
+    for w in summary.get("warnings", []):
+        console.print(f"[yellow]warning[/]: {w}")
+
+
+def _resumed(config_cls: Any, run_dir: Path, *, epochs: int | None = None, minutes: float | None = None) -> Any:
+    """The saved config of the run to resume, its budgets raised by ``--epochs`` / ``--minutes`` (time budgets
+    count training time over every resume)."""
+    cfg = resume_config(config_cls, run_dir, changes={"trainer.epochs": epochs, "trainer.time_budget_minutes": minutes})
+    if epochs is not None and cfg.trainer.schedule.name != "constant":
+        console.print(f"[yellow]note[/]: the {cfg.trainer.schedule.name} learning-rate schedule is stretched to "
+                      f"{epochs} epochs from the resumed step on")
+    return cfg
 
 
 CHECKPOINT_OPT = typer.Option("best", "--checkpoint", help="Checkpoint of each run folder: best (by its validation "
@@ -311,14 +266,19 @@ def _checkpoint_choice(value: str) -> str:
     return value
 
 
+def _one_or_many(runs: list[Path]) -> Path | list[Path]:
+    return runs if len(runs) > 1 else runs[0]
+
+
 @app.command("eval")
 def evaluate(
     run: list[Path] = typer.Argument(..., help="A training run folder (or checkpoint); several are scored as "
                                      "one ensemble, their probabilities averaged."),
     data: Path = typer.Option(..., "--data", help="Store to evaluate on (its labels must match the model's)."),
-    split: str = typer.Option("test", help="train | val | test | all"),
+    split: str = typer.Option("test", help="train | val | test | all: on the run's own store, the rows the run "
+                              "recorded (splits.json); elsewhere the official partition"),
     checkpoint: str = CHECKPOINT_OPT,
-    device: str = typer.Option("cpu"),
+    device: str = DEVICE_OPT,
     tta_flip: bool = typer.Option(False, help="Average predictions with the horizontally flipped image."),
     adapt_priors: bool = typer.Option(False, "--adapt-priors", help="Re-weight the probabilities to the class priors of "
                                       "the evaluated images, estimated from the unlabelled predictions (EM, Saerens et "
@@ -330,22 +290,27 @@ def evaluate(
 
     if split not in ("train", "val", "test", "all"):
         raise FacelabError(f"--split {split!r}: choose train, val, test or all")
-    report = evaluate_run(run if len(run) > 1 else run[0], data, split=split, device=device, tta_flip=tta_flip,  # type: ignore[arg-type]
+    report = evaluate_run(_one_or_many(run), data, split=split, device=device, tta_flip=tta_flip,  # type: ignore[arg-type]
                           which=_checkpoint_choice(checkpoint), adapt_priors=adapt_priors)
     if as_json:
         emit_json(report)
         return
     from rich.table import Table
 
+    def cell(v: float | None) -> str:
+        return "-" if v is None or v != v else f"{v:.4f}"
+
     t = Table(title=f"{report['model']} on {report['store']} ({report['rows']}, n={report['count']})")
     for c in ("label", "accuracy", "majority", "balanced acc", "macro-F1", "AUROC"):
         t.add_column(c, justify="right" if c != "label" else "left")
     rows = list(report["per_label"].items()) + [("MEAN", {k.removeprefix("mean_"): v for k, v in report["summary"].items()})]
     for name, m in rows:
-        t.add_row(name, *(f"{m[k]:.4f}" for k in ("accuracy", "majority_accuracy", "balanced_accuracy", "f1_macro", "auroc")))
+        t.add_row(name, *(cell(m[k]) for k in ("accuracy", "majority_accuracy", "balanced_accuracy", "f1_macro", "auroc")))
     Console().print(t)
-    if "note" in report:
-        console.print(f"[yellow]note[/]: {report['note']}")
+    for note in ([report["note"]] if "note" in report else []):
+        console.print(f"[yellow]note[/]: {note}")
+    for w in report.get("warnings", []):
+        console.print(f"[yellow]warning[/]: {w}")
     if "label_shift" in report:
         before = report["label_shift"]["unadapted_summary"]["mean_accuracy"]
         console.print(f"priors adapted to these images (EM): mean accuracy {before:.4f} -> "
@@ -361,7 +326,7 @@ def predict(
     target: Path = typer.Argument(..., help="A store folder or a folder of images (searched recursively)."),
     out: Path = typer.Option(Path("predictions.csv"), "--out", help="CSV file to write."),
     checkpoint: str = CHECKPOINT_OPT,
-    device: str = typer.Option("cpu"),
+    device: str = DEVICE_OPT,
     threshold: float = typer.Option(0.5, help="Decision threshold for binary labels."),
     tta_flip: bool = typer.Option(False, help="Average predictions with the horizontally flipped image."),
     as_json: bool = JSON_OPT,
@@ -369,27 +334,19 @@ def predict(
     """Probability per label and predicted labels for every image, one CSV row each."""
     from facelab.eval.predict import predict_to_csv
 
-    report = predict_to_csv(run if len(run) > 1 else run[0], target, out, device=device, threshold=threshold,
+    report = predict_to_csv(_one_or_many(run), target, out, device=device, threshold=threshold,
                             which=_checkpoint_choice(checkpoint), tta_flip=tta_flip)
     if as_json:
         emit_json(report.to_dict())
         return
     console.print(f"[bold green]wrote[/] {report.count} rows to {report.out}")
     for s in report.skipped[:10]:
-        console.print(f"  skipped {s['key']}: {s['reason']}")
+        console.print(f"  skipped {s['key']}: {s['reason']}", markup=False)
+    for w in report.warnings:
+        console.print(f"[yellow]warning[/]: {w}")
 
 
-def _resumed_study_config(config_cls: Any, folder: Path, **given: Any) -> Any:
-    """The saved config of the study folder to resume; options that would change it are refused, never
-    silently ignored (the finished cells were run with the saved config)."""
-    named = [k for k, v in given.items() if v not in (None, False, [])]
-    if named:
-        raise typer.BadParameter(f"--resume continues {folder} with its saved config.yaml; drop {', '.join(named)}")
-    if not (folder / "config.yaml").is_file():
-        raise FacelabError(f"{folder}: no config.yaml, so not a study folder to resume")
-    return config_cls.from_yaml(folder / "config.yaml")
-
-
+# ---- experiments -----------------------------------------------------------------------------------
 @experiment_app.command("batch-schedule")
 def experiment_batch_schedule(
     store: Optional[Path] = typer.Argument(None, help="Store to train on (or `store:` in --config)."),
@@ -403,36 +360,31 @@ def experiment_batch_schedule(
 ) -> None:
     """LR decay vs batch-size increase vs hybrid at the same milestones: accuracy, updates, training time."""
     from facelab.data.store import Store
-    from facelab.experiments.batch_schedule import BatchScheduleConfig, results_table, run_batch_schedule, study_splits
-    from facelab.runs import create_run_dir
+    from facelab.experiments.batch_schedule import BatchScheduleConfig, run_batch_schedule, study_splits
+    from facelab.report.batch_schedule import results_table
 
     if resume is not None:
-        cfg = _resumed_study_config(BatchScheduleConfig, resume, STORE=store, **{"--config": config, "-o": option})
-        run_dir = resume
+        _refuse_with_resume(resume, {"STORE": store, "--config": config, "-o": option})
+        cfg = resume_config(BatchScheduleConfig, resume)
+        result = run_batch_schedule(cfg, run_dir=resume)
     else:
-        data = yaml.safe_load(config.read_text()) if config else {}
-        data = data or {}
-        if store is not None:
-            data["store"] = str(store)
-        data = overlay(data, parse_options(option))
-        cfg = BatchScheduleConfig.from_dict(data, where=str(config or "batch-schedule options"))
-        study_splits(cfg, Store.open(cfg.store))  # labels and splits checked before any folder or training
+        cfg = resolve_config(BatchScheduleConfig, yaml_file=config, flags={"store": str(store) if store else None},
+                             options=option, where=str(config or "batch-schedule options"))
+        study_splits(cfg, Store.open(cfg.store))  # labels, device and splits checked before any folder or training
         if dry_run:
             sys.stdout.write(cfg.to_yaml())
             return
-        run_dir = create_run_dir("batch-schedule", root=out, config=cfg)
-    console.print(f"study folder: {run_dir}")
-    result = run_batch_schedule(cfg, run_dir=run_dir)
+        with _run_folder("batch-schedule", name=None, out=out, config=cfg) as run_dir:
+            result = run_batch_schedule(cfg, run_dir=run_dir)
     if as_json:
         emit_json(result)
     else:
         Console().print(results_table(result["results"]))
-        console.print(f"results and curves in {run_dir}")
+        console.print(f"results and curves in {result['run_dir']}")
 
 
-@experiment_app.command("augment")
-def experiment_augment(
-    config: Optional[Path] = typer.Argument(None, help="YAML overrides of AugmentStudyConfig (store, target, p, methods, ...)."),
+def experiment_imbalance(
+    config: Optional[Path] = typer.Argument(None, help="YAML overrides of ImbalanceStudyConfig (store, target, p, methods, ...)."),
     store: Optional[Path] = typer.Option(None, help="Store (overrides the config's)."),
     target: Optional[str] = typer.Option(None, help="Binary label whose minority is reduced, e.g. Male or gender."),
     p: Optional[str] = typer.Option(None, help="Minority share(s) kept in training, e.g. 0.1 or 0.05,0.1,0.25"),
@@ -446,32 +398,25 @@ def experiment_augment(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Does generated data help a minority class? Methods x seeds, mean ± 95% CI, report.html."""
-    from facelab.experiments.augmentation_study import AugmentStudyConfig, run_study, validate_study
-    from facelab.experiments.study_report import results_markdown
-    from facelab.runs import create_run_dir
+    from facelab.experiments.imbalance_study import ImbalanceStudyConfig, run_study, validate_study
+    from facelab.report.imbalance_study import results_markdown
 
+    flags = {"store": str(store) if store else None, "target": target, "seeds": seeds,
+             "eval_data": str(eval_data) if eval_data else None, "p": p, "methods": methods}
     if resume is not None:
-        cfg = _resumed_study_config(AugmentStudyConfig, resume, CONFIG=config, **{
-            "--store": store, "--target": target, "--p": p, "--methods": methods, "--seeds": seeds,
-            "--eval-data": eval_data, "-o": option})
-        run_dir = resume
+        _refuse_with_resume(resume, {"CONFIG": config, **{f"--{k.replace('_', '-')}": v for k, v in flags.items()},
+                                     "-o": option})
+        cfg = resume_config(ImbalanceStudyConfig, resume)
+        summary = run_study(cfg, run_dir=resume)
     else:
-        data = (yaml.safe_load(config.read_text()) if config else None) or {}
-        for k, v in {"store": str(store) if store else None, "target": target, "seeds": seeds,
-                     "eval_data": str(eval_data) if eval_data else None,
-                     "p": [float(x) for x in p.split(",")] if p else None,
-                     "methods": methods.split(",") if methods else None}.items():
-            if v is not None:
-                data[k] = v
-        data = overlay(data, parse_options(option))
-        cfg = AugmentStudyConfig.from_dict(data, where=str(config or "study options"))
+        cfg = resolve_config(ImbalanceStudyConfig, yaml_file=config, flags=flags, options=option,
+                             where=str(config or "study options"))
         validate_study(cfg)
         if dry_run:
             sys.stdout.write(cfg.to_yaml())
             return
-        run_dir = create_run_dir("augment", root=out, config=cfg)
-    console.print(f"study folder: {run_dir}")
-    summary = run_study(cfg, run_dir=run_dir)
+        with _run_folder("imbalance", name=None, out=out, config=cfg) as run_dir:
+            summary = run_study(cfg, run_dir=run_dir)
     if as_json:
         emit_json(summary)
     else:
@@ -479,9 +424,14 @@ def experiment_augment(
         console.print(f"report: {summary['report']}")
 
 
+experiment_app.command("imbalance")(experiment_imbalance)
+# the study's former name, kept for scripts that use it (hidden from --help; typer marks it deprecated)
+experiment_app.command("augment", hidden=True, deprecated=True)(experiment_imbalance)
+
+
 @experiment_app.command("methods")
 def experiment_methods() -> None:
-    """List the balancing methods of the augmentation study."""
+    """List the balancing methods of the class-imbalance study."""
     from facelab.experiments.balancing import METHODS
 
     for name in METHODS.names():
@@ -501,7 +451,7 @@ def runs(root: Path = typer.Argument(Path("runs"), help="Folder holding run fold
     """List runs with their kind and key metric."""
     from rich.table import Table
 
-    from facelab.runs import list_runs
+    from facelab.report import list_runs
 
     rows = list_runs(root)
     if as_json:
@@ -513,6 +463,8 @@ def runs(root: Path = typer.Argument(Path("runs"), help="Folder holding run fold
     for r in rows:
         t.add_row(r["run"], r["kind"], r["metric"], "-" if r["value"] is None else f"{r['value']:.4f}", r["modified"])
     Console().print(t)
+    if not rows:
+        console.print(f"no run folders in {root}")
 
 
 # ---- generative models ---------------------------------------------------------------------------
@@ -527,7 +479,7 @@ def train_gen(
     batch_size: Optional[int] = typer.Option(None, min=2),
     config: Optional[Path] = typer.Option(None, help="YAML overrides of GenerativeRunConfig."),
     option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="KEY=VALUE, e.g. -o model_options.width=64"),
-    device: Optional[str] = typer.Option(None),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     out: Path = typer.Option(Path("runs"), help="Folder under which the run folder is created."),
     name: Optional[str] = typer.Option(None, help="Run folder gen-<model>-NAME under --out (default: a timestamp); an existing one is an error."),
     resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill (or extend it: "
@@ -536,38 +488,36 @@ def train_gen(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train a VAE / GAN / AAE / ACAI; writes sample grids every epoch and resumable checkpoints."""
-    from facelab.runs import create_run_dir
     from facelab.train.generative import GenerativeRunConfig, check_config, train_generative
 
     if resume is not None:
-        cfg = _resume_config(GenerativeRunConfig, resume, epochs=epochs, minutes=minutes, others=dict(
-            store=store, model=model, cond=cond, batch_size=batch_size, config=config, option=option, device=device,
-            name=name))
-        run_dir = resume
+        _refuse_with_resume(resume, {"--store": store, "--model": model, "--cond": cond, "--batch-size": batch_size,
+                                     "--config": config, "--option": option, "--device": device, "--name": name},
+                            allowed="--epochs and --minutes")
+        cfg = _resumed(GenerativeRunConfig, resume, epochs=epochs, minutes=minutes)
+        summary = train_generative(cfg, run_dir=resume, resume=True)
     else:
-        data = yaml.safe_load(config.read_text()) if config else {}
-        data = data or {}
-        for k, v in {"store": str(store) if store else None, "model": model, "batch_size": batch_size, "device": device,
-                     "conditions": cond.split(",") if cond else None}.items():
-            if v is not None:
-                data[k] = v
-        if epochs is not None:
-            data.setdefault("trainer", {})["epochs"] = epochs
-        if minutes is not None:
-            data.setdefault("trainer", {})["time_budget_minutes"] = minutes
-        data = overlay(data, parse_options(option))
-        if minutes is not None and "epochs" not in data.get("trainer", {}):
-            data["trainer"]["epochs"] = UNLIMITED_EPOCHS  # --minutes alone: the time budget ends training
-        cfg = GenerativeRunConfig.from_dict(data, where=str(config or "generative options"))
+        flags = {"store": str(store) if store else None, "model": model, "batch_size": batch_size, "device": device,
+                 "conditions": cond, "trainer.epochs": epochs, "trainer.time_budget_minutes": minutes}
+        cfg = resolve_config(GenerativeRunConfig, yaml_file=config, flags=flags, options=option,
+                             where=str(config or "generative options"))
+        if minutes is not None and epochs is None and "epochs" not in _given_trainer_keys(config, option):
+            cfg.trainer.epochs = UNLIMITED_EPOCHS  # --minutes alone: the time budget ends training
         check_config(cfg)
         if dry_run:
             sys.stdout.write(cfg.to_yaml())
             return
-        run_dir = create_run_dir(f"gen-{cfg.model}", name=name, root=out, config=cfg)
-    console.print(f"run folder: {run_dir}")
-    with _drop_if_nothing_ran(run_dir, resume is not None):
-        summary = train_generative(cfg, run_dir=run_dir, resume=resume is not None)
+        with _run_folder(f"gen-{cfg.model}", name=name, out=out, config=cfg) as run_dir:
+            summary = train_generative(cfg, run_dir=run_dir)
     emit_json(summary) if as_json else console.print(f"[bold green]done[/]: grid {summary['grid']}")
+
+
+def _given_trainer_keys(config: Path | None, option: list[str] | None) -> set[str]:
+    """The trainer keys a --config file or -o options set explicitly."""
+    from facelab.config import parse_options, read_yaml
+
+    given = read_yaml(config).get("trainer") or {} if config is not None else {}
+    return set(given) | set(parse_options(option).get("trainer") or {})
 
 
 @app.command("sample")
@@ -579,7 +529,7 @@ def sample(
     cond: Optional[str] = typer.Option(None, help='Condition, e.g. "Male=1,Eyeglasses=1" or "horse".'),
     seed: int = typer.Option(0),
     temperature: float = typer.Option(1.0, min=0.01),
-    device: str = typer.Option("cpu"),
+    device: str = DEVICE_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Sample images from a generative run."""
@@ -600,7 +550,7 @@ def interpolate(
     cond: Optional[str] = typer.Option(None),
     linear: bool = typer.Option(False, help="Linear instead of spherical interpolation."),
     seed: int = typer.Option(0),
-    device: str = typer.Option("cpu"),
+    device: str = DEVICE_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """A strip between two latent points, or between two real images (autoencoders)."""
@@ -629,7 +579,7 @@ def blend(
     out: Path = typer.Option(Path("blend.png"), "--out"),
     data: Optional[Path] = typer.Option(None, "--data", help="Store for class latent means (unconditional autoencoders)."),
     seed: int = typer.Option(0),
-    device: str = typer.Option("cpu"),
+    device: str = DEVICE_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Blend two classes (the pegasus from CIFAR-10 birds and horses)."""
@@ -651,7 +601,7 @@ def metrics_fid(
     features: Path = typer.Option(..., help="Feature network: a facelab classifier run trained on --data."),
     split: str = typer.Option("test", help="Real rows: test | val | train"),
     n: int = typer.Option(5000, min=10, help="Generated samples."),
-    device: str = typer.Option("cpu"),
+    device: str = DEVICE_OPT,
     seed: int = typer.Option(0),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -659,7 +609,7 @@ def metrics_fid(
     from facelab.eval.generative_metrics import score_generator
 
     res = score_generator(run, data=data, feature_run=features, split=split, n=n, device=device, seed=seed)  # type: ignore[arg-type]
-    emit_json(res) if as_json else console.print_json(data=res, default=_json_default)
+    emit_json(res) if as_json else console.print_json(data=finite_or_none(res), default=_json_default)
 
 
 @metrics_app.command("fidelity")
@@ -669,7 +619,7 @@ def metrics_fidelity(
     labels: Optional[str] = typer.Option(None, help="Conditions to test (default: all)."),
     n_per_value: int = typer.Option(500, min=1),
     data: Optional[Path] = typer.Option(None, "--data", help="Store whose rows give the other conditions."),
-    device: str = typer.Option("cpu"),
+    device: str = DEVICE_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Share of samples conditioned on a value that the classifier assigns that value."""
@@ -677,7 +627,7 @@ def metrics_fidelity(
 
     res = conditional_fidelity(run, classifier, labels=labels.split(",") if labels else None,
                                n_per_value=n_per_value, data=data, device=device)
-    emit_json(res) if as_json else console.print_json(data=res, default=_json_default)
+    emit_json(res) if as_json else console.print_json(data=finite_or_none(res), default=_json_default)
 
 
 @metrics_app.command("cas")
@@ -687,15 +637,20 @@ def metrics_cas(
     label: str = typer.Option(..., help="The condition to classify."),
     n_train: int = typer.Option(10000, min=10),
     epochs: int = typer.Option(5, min=1),
-    out: Path = typer.Option(Path("runs/cas"), help="Folder for the two classifier runs."),
-    device: str = typer.Option("cpu"),
+    out: Path = typer.Option(Path("runs"), help="Folder under which the CAS folder (cas-<timestamp>: its two "
+                             "classifier runs and cas.json) is created."),
+    name: Optional[str] = typer.Option(None, help="CAS folder cas-NAME under --out (default: a timestamp)."),
+    device: str = DEVICE_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Classification Accuracy Score: train on generated images only, test on real ones (with the real-data reference)."""
-    from facelab.eval.generative_metrics import classification_accuracy_score
+    from facelab.experiments.cas import CasConfig, classification_accuracy_score
 
-    res = classification_accuracy_score(run, data=data, label=label, run_dir=out, n_train=n_train, epochs=epochs, device=device)
-    emit_json(res) if as_json else console.print_json(data=res, default=_json_default)
+    cfg = CasConfig(generator=str(run), data=str(data), label=label, n_train=n_train, epochs=epochs, device=device)
+    with _run_folder("cas", name=name, out=out, config=cfg) as run_dir:
+        res = classification_accuracy_score(run, data=data, label=label, run_dir=run_dir, n_train=n_train,
+                                            epochs=epochs, device=device)
+    emit_json(res) if as_json else console.print_json(data=finite_or_none(res), default=_json_default)
 
 
 # ---- demo ------------------------------------------------------------------------------------
@@ -708,12 +663,11 @@ def demo(
     option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="Any DemoConfig field, e.g. -o p=0.2"),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """The main job, end to end on built-in synthetic faces: store, classifier, augmentation study, report."""
+    """The main job, end to end on built-in synthetic faces: store, classifier, class-imbalance study, report."""
     from facelab.experiments.demo import DemoConfig, run_demo
 
-    data = {k: v for k, v in {"n": n, "size": size, "seeds": seeds}.items() if v is not None}
-    data.update(parse_options(option))
-    summary = run_demo(DemoConfig.from_dict(data, where="demo options"), runs_root=out)
+    cfg = resolve_config(DemoConfig, flags={"n": n, "size": size, "seeds": seeds}, options=option, where="demo options")
+    summary = run_demo(cfg, runs_root=out)
     if as_json:
         emit_json(summary)
         return
@@ -721,22 +675,9 @@ def demo(
     console.print(f"classifier: test mean accuracy {c['test_mean_accuracy']:.4f} "
                   f"(majority baseline {c['test_majority_accuracy']:.4f})")
     console.print(f"study ({st['target']}, p={st['p']}): balanced accuracy " +
-                  ", ".join(f"{m} {v:.3f}" for m, v in st["balanced_accuracy"].items()))
+                  ", ".join(f"{m} {v:.3f}" for m, v in st["balanced_accuracy"].items() if v is not None))
     console.print(f"done in {summary['seconds']:.0f}s")
     print(summary["report"])
-
-
-@contextlib.contextmanager
-def _drop_if_nothing_ran(run_dir: Path, resumed: bool) -> Iterator[None]:
-    """Remove a new run folder when its run fails before writing any metric or checkpoint (e.g. a wrong
-    --pretrained file), so failed starts do not litter --out; a run that trained keeps everything."""
-    try:
-        yield
-    except FacelabError:
-        started = (run_dir / "metrics.jsonl").exists() or any((run_dir / "checkpoints").glob("*/*"))
-        if not resumed and not started:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
 
 
 def _show_library_log() -> None:
@@ -754,10 +695,12 @@ def _show_library_log() -> None:
 def main() -> None:
     """Entry point with friendly errors: user mistakes print one clear line and exit 2."""
     _show_library_log()
+    from rich.text import Text
+
     try:
         app()
     except FacelabError as e:
-        console.print(f"[bold red]error:[/] {e}")
+        console.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False)  # no markup in paths
         raise SystemExit(2) from None
 
 

@@ -17,12 +17,12 @@ from PIL import Image
 
 from facelab.data.store import Store
 from facelab.errors import ConfigError, FacelabError
-from facelab.runs import create_run_dir
+from facelab.runs.folder import create_run_dir
 from facelab.train import classifier as classifier_module
-from facelab.train.checkpoint import STATE, WEIGHTS, read_meta, read_training_state, read_weights
+from facelab.models.checkpoint import STATE, WEIGHTS, read_meta, read_training_state, read_weights
 from facelab.train.classifier import ClassifierConfig, train_classifier
 from facelab.train.trainer import Callback
-from tests.e2e.conftest import EVERY_BATCH, TINY_CLASSIFIER, cli, cli_error, cli_json
+from tests.e2e.conftest import EVERY_BATCH, TINY_CLASSIFIER, TINY_CLASSIFIER_CFG, cli, cli_error, cli_json
 from tests.helpers import make_store
 
 
@@ -86,9 +86,9 @@ def test_train_writes_a_complete_self_describing_run(clf_run, store):
     assert meta.kind == "classifier" and meta.arch == "vgg_scratch"
     assert [d["name"] for d in meta.labels] == st.label_names
     assert {d["name"]: d["kind"] for d in meta.labels}["yaw"] == "categorical"
-    assert meta.preprocessing["image_size"] == 32 and meta.preprocessing["store_hash"] == st.content_hash
-    assert len(meta.preprocessing["mean"]) == 3 and len(meta.preprocessing["std"]) == 3
-    assert meta.preprocessing["crop"] == st.manifest["crop"]
+    assert meta.preprocessing.image_size == 32 and meta.preprocessing.store_hash == st.content_hash
+    assert len(meta.preprocessing.mean) == 3 and len(meta.preprocessing.std) == 3
+    assert meta.preprocessing.crop == st.manifest.crop
     # config round trip and environment
     cfg = ClassifierConfig.from_yaml(run / "config.yaml")
     assert cfg.trainer.epochs == 2 and cfg.batch_size == 32 and cfg.trainer.monitor == "val_mean_accuracy"
@@ -157,15 +157,17 @@ def test_train_identities_keeps_every_photo_of_that_many_people(store, tmp_path)
     st = Store.open(store)
     train = splits_for(st, policy="official")["train"]
     people = np.unique(st.identities[train])
-    summary = cli_json("train", store, "--epochs", 1, *TINY_CLASSIFIER, "--train-identities", 3,
-                       "--out", tmp_path, "--name", "three")
-    assert summary["train_identities"] == 3
+    summary = cli_json("train", store, "--epochs", 1, *TINY_CLASSIFIER, "-o", "batch_size=4",
+                       "--train-identities", 3, "--out", tmp_path, "--name", "three")
+    assert summary["train_identities"] == 3 and summary["steps"] > 0
     run = Path(summary["run_dir"])
     assert yaml.safe_load((run / "config.yaml").read_text())["train_identities"] == 3
+    from facelab.runs.splits import load_run_splits
     from facelab.train.classifier import make_splits
 
+    rows = load_run_splits(run, st).rows("train")  # what the run recorded ...
     cfg = ClassifierConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
-    rows = make_splits(cfg, st, classifier_module.build_task(st, None))["train"]
+    np.testing.assert_array_equal(rows, make_splits(cfg, st, classifier_module.build_task(st, None))[0]["train"])
     kept = np.unique(st.identities[rows])
     assert len(kept) == 3 and set(kept) <= set(people)
     for person in kept:  # all of their training photos, none of anyone else's
@@ -205,11 +207,19 @@ def test_resume_after_a_kill_between_epochs_matches_the_uninterrupted_run(clf_ru
     assert [h["val_loss"] for h in ours] == pytest.approx([h["val_loss"] for h in theirs], abs=1e-6)
 
 
-def test_resume_without_a_checkpoint_is_a_clear_error(store, tmp_path):
-    cfg = ClassifierConfig.from_dict({"store": str(store), "trainer": {"epochs": 1}})
+def test_a_run_killed_before_its_first_checkpoint_is_no_dead_end(store, tmp_path):
+    """Nothing was saved before the kill: --resume trains it from the start with its saved config, and the
+    same --name may be used again (nothing in the folder would be lost)."""
+    cfg = ClassifierConfig.from_dict({"store": str(store), "trainer": {"epochs": 1, "progress": False},
+                                      **TINY_CLASSIFIER_CFG})
     run = create_run_dir("train", name="empty", root=tmp_path, config=cfg)
-    err = cli_error("train", "--resume", run)
-    assert "nothing to resume" in str(err)
+    summary = cli_json("train", "--resume", run)
+    assert summary["epochs"] == 1 and (run / "checkpoints" / "last" / STATE).is_file()
+    again = create_run_dir("train", name="again", root=tmp_path, config=cfg)  # killed before training, too
+    summary = cli_json("train", store, "--epochs", 1, *TINY_CLASSIFIER, "--out", tmp_path, "--name", "again")
+    assert summary["run_dir"] == str(again) and summary["epochs"] == 1
+    err = cli_error("train", store, "--epochs", 1, *TINY_CLASSIFIER, "--out", tmp_path, "--name", "again")
+    assert "already holds a run" in str(err)  # now it has trained: never mixed with a new run
 
 
 # ---- facelab eval -------------------------------------------------------------------------------
@@ -218,7 +228,7 @@ def test_eval_reports_per_label_metrics_baseline_and_confusion_plots(clf_run, st
     report = cli_json("eval", run, "--data", store, "--split", "test")
     st = Store.open(store)
     assert report["rows"] == "the run's own test split"
-    assert report["count"] == st.manifest["partitions"]["test"]
+    assert report["count"] == st.manifest.partitions["test"]
     assert set(report["per_label"]) == set(st.label_names)
     for name, m in report["per_label"].items():
         assert set(m) >= {"accuracy", "balanced_accuracy", "f1_macro", "auroc", "majority_accuracy"}, name

@@ -26,7 +26,7 @@ def test_demo_runs_every_step_and_ends_with_its_report(tmp_path):
     results = [json.loads(x) for x in (Path(study["run_dir"]) / "results.jsonl").read_text().splitlines()]
     assert sorted(r["method"] for r in results) == ["cvae", "none", "oversample"]
     assert 0.0 <= next(r for r in results if r["method"] == "cvae")["notes"]["synthetic_fidelity"] <= 1.0
-    assert set(summary["timings_s"]) == {"store_and_stats", "classifier", "augmentation_study"}
+    assert set(summary["timings_s"]) == {"store_and_stats", "classifier", "imbalance_study"}
     assert json.loads((run / "summary.json").read_text())["study"] == study
     html = Path(summary["report"]).read_text()
     assert Path(summary["report"]) == run / "report.html" and "data:image/png;base64," in html

@@ -1,4 +1,4 @@
-"""``facelab experiment augment`` and ``batch-schedule`` end to end, with leakage checks on every model."""
+"""``facelab experiment imbalance`` and ``batch-schedule`` end to end, with leakage checks on every model."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import yaml
 from facelab.data.store import Store
 from facelab.data.views import load_view, splits_for
 from facelab.errors import ConfigError
-from facelab.experiments import augmentation_study
-from facelab.experiments.augmentation_study import STUDY_METRICS, AugmentStudyConfig
+from facelab.experiments import balancing, imbalance_study
+from facelab.experiments.imbalance_study import STUDY_METRICS, ImbalanceStudyConfig
 from facelab.train import classifier as classifier_module
 from facelab.train import generative as generative_module
 from facelab.train.classifier import ClassifierConfig
@@ -32,7 +32,7 @@ TINY_STUDY = ("-o", "classifier.trainer.epochs=1", "-o", "classifier.batch_size=
 def study_args(store: Path, out: Path, **over: Any) -> list[Any]:
     opts = {"--store": store, "--target": "Male", "--p": P, "--methods": ",".join(METHODS), "--seeds": len(SEEDS),
             "--out": out, **over}
-    return ["experiment", "augment", *(x for kv in opts.items() for x in kv), *TINY_STUDY]
+    return ["experiment", "imbalance", *(x for kv in opts.items() for x in kv), *TINY_STUDY]
 
 
 @dataclass
@@ -67,11 +67,11 @@ class Study:
 def study(store, tmp_path_factory) -> Study:
     calls = Calls()
     with pytest.MonkeyPatch.context() as mp:
-        spy(mp, generative_module, "train_generative",
+        spy(mp, balancing, "train_generative",
             lambda cfg, **kw: calls.generator.append({"cfg": cfg, **kw}))
-        spy(mp, classifier_module, "train_classifier",
+        spy(mp, imbalance_study, "train_classifier",
             lambda cfg, **kw: calls.classifier.append({"cfg": cfg, **kw}))
-        spy(mp, augmentation_study, "evaluate_binary",
+        spy(mp, imbalance_study, "binary_scores",
             lambda run_dir, st, rows, target, minority: calls.evaluate.append(
                 {"run_dir": Path(run_dir), "store": st.path, "rows": np.asarray(rows), "target": target}))
         summary = cli_json(*study_args(store, tmp_path_factory.mktemp("study")))
@@ -104,7 +104,7 @@ def test_results_have_one_line_per_cell(study):
 
 def test_summary_aggregates_mean_and_ci_per_metric(study):
     summary = json.loads((study.dir / "summary.json").read_text())
-    assert summary["kind"] == "augment_study" and summary["target"] == "Male"
+    assert summary["kind"] == "imbalance_study" and summary["target"] == "Male"
     assert summary["aggregate"] == json.loads(json.dumps(study.summary["aggregate"]))  # --json printed the same
     agg = summary["aggregate"][f"{P:g}"]
     assert set(agg) == set(METHODS)
@@ -196,7 +196,10 @@ def test_classifiers_validate_on_real_rows_and_get_synthetic_rows_for_training_o
         rec = by_dir[Path(call["run_dir"])]
         v = view(study, rec["seed"])
         np.testing.assert_array_equal(call["splits"]["val"], v["val"])
-        assert "test" not in call["splits"]
+        np.testing.assert_array_equal(call["splits"]["test"], v["test"])  # recorded in the run's splits.json ...
+        assert not set(call["splits"]["test"]) & (set(v["train"]) | set(v["val"]))  # ... never trained or validated on
+        recorded = load_view(Path(call["run_dir"]) / "splits.json", study.store)
+        assert set(recorded["train"]) == set(call["splits"]["train"])
         assert set(call["splits"]["train"]) <= set(v["train"])  # oversampling repeats rows, adds none
         extra = call["extra"]
         if rec["method"] in ("smote", "cvae"):
@@ -226,8 +229,8 @@ def test_bad_study_input_is_a_config_error_before_any_training(store, tmp_path, 
     def no_training(*args, **kwargs):
         raise AssertionError("nothing may be trained before the study is validated")
 
-    monkeypatch.setattr(classifier_module, "train_classifier", no_training)
-    monkeypatch.setattr(generative_module, "train_generative", no_training)
+    monkeypatch.setattr(imbalance_study, "train_classifier", no_training)
+    monkeypatch.setattr(balancing, "train_generative", no_training)
     out = tmp_path / "out"
     err = cli_error(*study_args(store, out, **over))
     assert isinstance(err, ConfigError)
@@ -238,7 +241,7 @@ def test_bad_study_input_is_a_config_error_before_any_training(store, tmp_path, 
 
 def test_study_dry_run_prints_the_config_and_trains_nothing(store, tmp_path):
     out = tmp_path / "out"
-    cfg = AugmentStudyConfig.from_dict(yaml.safe_load(cli(*study_args(store, out), "--dry-run").stdout))
+    cfg = ImbalanceStudyConfig.from_dict(yaml.safe_load(cli(*study_args(store, out), "--dry-run").stdout))
     assert cfg.methods == list(METHODS) and cfg.seeds == list(SEEDS) and cfg.p == [P]
     assert cfg.classifier["trainer"]["epochs"] == 1 and cfg.generator["model_options"]["cvae"]["width"] == 8
     assert not out.exists()
@@ -251,8 +254,8 @@ def test_resume_recomputes_only_the_missing_cell(study, monkeypatch):
     lost = json.loads(lines[-1])
     path.write_text("\n".join(lines[:-1]) + "\n")
     ran: list[tuple[int, str]] = []
-    spy(monkeypatch, augmentation_study, "run_cell", lambda cfg, ctx, method, *a: ran.append((ctx.seed, method)))
-    summary = cli_json("experiment", "augment", "--resume", study.dir)
+    spy(monkeypatch, imbalance_study, "run_cell", lambda cfg, ctx, method, *a: ran.append((ctx.seed, method)))
+    summary = cli_json("experiment", "imbalance", "--resume", study.dir)
     assert ran == [(lost["seed"], lost["method"])]
     new = path.read_text().splitlines()
     assert new[:-1] == lines[:-1]
@@ -270,17 +273,17 @@ def test_resume_recomputes_only_the_missing_cell(study, monkeypatch):
 def test_resume_refuses_options_that_would_change_the_study(study):
     """The finished cells ran with the saved config: a new --p or -o must not be silently ignored."""
     before = (study.dir / "results.jsonl").read_text()
-    refused = cli("experiment", "augment", "--resume", study.dir, "--p", "0.5", "-o", "seeds=[7]", ok=False)
+    refused = cli("experiment", "imbalance", "--resume", study.dir, "--p", "0.5", "-o", "seeds=[7]", ok=False)
     assert refused.exit_code == 2 and "drop --p, -o" in refused.output
     assert (study.dir / "results.jsonl").read_text() == before
-    err = cli_error("experiment", "augment", "--resume", study.dir / "nope")
+    err = cli_error("experiment", "imbalance", "--resume", study.dir / "nope")
     assert "no config.yaml" in str(err)
 
 
 def test_runs_lists_the_study(study):
     rows = cli_json("runs", study.dir.parent)
     row = next(r for r in rows if Path(r["run"]) == study.dir)
-    assert row["kind"] == "augment_study" and row["metric"].startswith(f"balanced acc p={P:g}")
+    assert row["kind"] == "imbalance_study" and row["metric"].startswith(f"balanced acc p={P:g}")
     best = max(e["balanced_accuracy"]["mean"] for e in study.summary["aggregate"][f"{P:g}"].values())
     assert row["value"] == pytest.approx(best)
 
@@ -378,7 +381,7 @@ def test_batch_schedule_seeds_and_resume_after_a_kill(train_val_store, tmp_path,
     assert len((killed / "results.jsonl").read_text().splitlines()) == 2
 
     calls = []
-    spy(monkeypatch, classifier_module, "train_classifier", lambda cfg, **kw: calls.append((cfg.seed, kw["resume"])))
+    spy(monkeypatch, batch_schedule, "train_classifier", lambda cfg, **kw: calls.append((cfg.seed, kw["resume"])))
     resumed = cli_json("experiment", "batch-schedule", "--resume", killed)
     assert calls == [(1, True), (1, False)]  # the interrupted cell continues, the finished ones are kept
     for v, r in res.items():
@@ -397,7 +400,7 @@ def test_smote_features_refits_the_head_on_training_rows_only(store, tmp_path, m
     from facelab.experiments.balancing import METHODS as BALANCING, StudyContext
     from facelab.models.loading import load_model
     from facelab.train.classifier import train_classifier
-    from facelab.train.checkpoint import read_weights
+    from facelab.models.checkpoint import read_weights
 
     st = Store.open(store)
     splits = splits_for(st, policy="auto", seed=0, stratify=["Male"])
@@ -420,7 +423,7 @@ def test_smote_features_refits_the_head_on_training_rows_only(store, tmp_path, m
         seen.append(np.asarray(rows))
         return real_loader(store_, rows, **kw)
 
-    monkeypatch.setattr(loader_module, "BatchLoader", spy_loader)
+    monkeypatch.setattr(balancing, "BatchLoader", spy_loader)
     notes = plan.post_train(run)
     assert notes["synthetic_features"] == int((male[keep] == 0).sum()) - 8  # balanced
     assert len(seen) == 1 and set(seen[0]) == set(keep)  # features of the reduced training rows only

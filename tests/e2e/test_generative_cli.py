@@ -12,8 +12,8 @@ import yaml
 from PIL import Image
 
 from facelab.data.store import Store
-from facelab.runs import create_run_dir
-from facelab.train.checkpoint import STATE, WEIGHTS, read_meta, read_training_state, read_weights
+from facelab.runs.folder import create_run_dir
+from facelab.models.checkpoint import STATE, WEIGHTS, read_meta, read_training_state, read_weights
 from facelab.train.generative import GenerativeRunConfig, train_generative
 from facelab.train.trainer import Callback
 from tests.e2e.conftest import TINY_GEN, cli, cli_error, cli_json
@@ -55,8 +55,8 @@ def test_train_gen_writes_samples_report_and_checkpoints(which, request, store):
     assert (run / "samples" / f"epoch_{epochs:03d}.png").read_bytes() == latest.read_bytes()
     assert (run / "checkpoints" / "best" / WEIGHTS).is_file() and (run / "checkpoints" / "last" / STATE).is_file()
     meta = read_meta(run)
-    assert meta.kind == "generative" and meta.preprocessing["image_size"] == 32
-    assert meta.preprocessing["store_hash"] == Store.open(store).content_hash
+    assert meta.kind == "generative" and meta.preprocessing.image_size == 32
+    assert meta.preprocessing.store_hash == Store.open(store).content_hash
     html = (run / "report.html").read_text()
     assert "Samples" in html and html.count("data:image/png;base64,") >= 2
 

@@ -249,3 +249,16 @@ def format_stats_table(stats: Mapping[str, Any]) -> Table:
         for i, (name, cells) in enumerate(_cells(spec, [stats["splits"][s]["labels"][spec.name] for s in splits])):
             table.add_row(name, spec.kind.value if i == 0 else "", *cells, end_section=False)
     return table
+
+
+def stats_with_plots(store: Store, folder: str | Path | None = None) -> dict[str, Any]:
+    """:func:`dataset_stats` plus prevalence.png and (with two labels or more) correlation.png in ``folder``
+    (default ``STORE/stats``); the figures name the plots they wrote."""
+    figures = dataset_stats(store)
+    folder = Path(folder) if folder is not None else store.path / "stats"
+    folder.mkdir(parents=True, exist_ok=True)
+    names, matrix = correlation_matrix(store)
+    correlation = plot_correlation(folder / "correlation.png", names, matrix) if len(names) >= 2 else None
+    prevalence = plot_prevalence(folder / "prevalence.png", figures)
+    figures["plots"] = {"correlation": str(correlation) if correlation else None, "prevalence": str(prevalence)}
+    return figures

@@ -19,12 +19,44 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from facelab.data.schema import LabelKind, LabelSpec, Partition
+from facelab.data.schema import CropSpec, LabelKind, LabelSpec, Partition
 from facelab.errors import StoreError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+
+
+class StoreManifest(BaseModel):
+    """``manifest.json``: what a store holds and how it was made (written last: its presence marks a complete
+    store). Builders write it (:mod:`facelab.data.build`, :mod:`facelab.data.write`), everything reads it here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: int
+    source: str
+    root: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    image_size: int
+    crop: CropSpec | None = None
+    facelab_version: str | None = None
+    created: str | None = None
+    count: int
+    indexed: int
+    labels: list[dict[str, Any]]
+    has_identities: bool = False
+    has_partitions: bool = False
+    has_landmarks: bool = False
+    partitions: dict[str, int] = Field(default_factory=dict)
+    skipped: list[dict[str, str]] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    content_hash: str
+    keys_sha256: str | None = None  # hash of the source's record keys (None: built before it was recorded)
+    build_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
 
 
 @dataclass
@@ -32,7 +64,7 @@ class Store:
     """A read-only view of a prepared store. Images are memory-mapped, never loaded whole."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: StoreManifest
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
@@ -47,11 +79,18 @@ class Store:
                 else "; build one with `facelab data prepare SOURCE ROOT --out " + str(path) + "`"
             )
             raise StoreError(f"{path} is not a facelab store (no {MANIFEST}){hint}")
-        manifest = json.loads(mpath.read_text())
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise StoreError(
-                f"{path}: store format {manifest.get('format_version')} is not supported (expected {FORMAT_VERSION}); rebuild it"
-            )
+        try:
+            data = json.loads(mpath.read_text())
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{mpath}: unreadable manifest ({e}); rebuild the store") from None
+        version = data.get("format_version") if isinstance(data, dict) else None
+        if version != FORMAT_VERSION:
+            raise StoreError(f"{path}: store format {version} is not supported (expected {FORMAT_VERSION}); rebuild it")
+        try:
+            manifest = StoreManifest.model_validate(data)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()[:5])
+            raise StoreError(f"{mpath}: not a valid store manifest ({problems}); rebuild the store") from None
         return cls(path=path, manifest=manifest)
 
     # ---- arrays -------------------------------------------------------------------------------
@@ -88,15 +127,15 @@ class Store:
 
     # ---- metadata -----------------------------------------------------------------------------
     def __len__(self) -> int:
-        return int(self.manifest["count"])
+        return self.manifest.count
 
     @property
     def image_size(self) -> int:
-        return int(self.manifest["image_size"])
+        return self.manifest.image_size
 
     @cached_property
     def label_specs(self) -> list[LabelSpec]:
-        return [LabelSpec.from_dict(d) for d in self.manifest["labels"]]
+        return [LabelSpec.from_dict(d) for d in self.manifest.labels]
 
     @property
     def label_names(self) -> list[str]:
@@ -104,19 +143,19 @@ class Store:
 
     @property
     def source(self) -> str:
-        return str(self.manifest["source"])
+        return self.manifest.source
 
     @property
     def content_hash(self) -> str:
-        return str(self.manifest["content_hash"])
+        return self.manifest.content_hash
 
     @property
     def has_identities(self) -> bool:
-        return bool(self.manifest.get("has_identities"))
+        return self.manifest.has_identities
 
     @property
     def has_partitions(self) -> bool:
-        return bool(self.manifest.get("has_partitions"))
+        return self.manifest.has_partitions
 
     def spec(self, name: str) -> LabelSpec:
         """The LabelSpec called ``name``; StoreError listing the available labels otherwise."""

@@ -407,3 +407,77 @@ def load_view(path: str | Path, store: Store) -> dict[str, np.ndarray]:
             f"{store.content_hash}; use the matching store or recreate the view"
         )
     return {name: np.asarray(rows, dtype=np.int64) for name, rows in doc["splits"].items()}
+
+
+#: smallest training split a validation set is held out of
+MIN_ROWS_FOR_HOLDOUT = 20
+
+
+def run_splits(
+    store: Store,
+    *,
+    policy: Policy = "auto",
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    stratify: str | Sequence[str] | None = None,
+    val_share: float | None = None,
+    need_test: bool = False,
+    hold_out_val: bool = True,
+) -> tuple[dict[str, np.ndarray], str]:
+    """The train/val/test rows of a run (the one place where runs and studies make their splits), and how.
+
+    :func:`splits_for` completed by :func:`complete_splits` (a test set from val when the caller needs one
+    and there is none, a validation hold-out from train when there is no val split).
+
+    Args:
+        store, policy, fractions, seed, stratify: as :func:`splits_for`.
+        val_share: share of train held out when there is no val split (default: ``fractions``' val share of
+            train + val, or 0.1).
+        need_test: whether the caller scores a test split itself (studies); a run that only trains does not.
+        hold_out_val: hold a val split out of train when there is none (False: generative models, which
+            would rather train on every row than report a validation loss).
+
+    Returns:
+        ({"train", "val", "test"} -> sorted rows, a sentence saying how they were chosen).
+    """
+    names = [stratify] if isinstance(stratify, str) else list(stratify or [])
+    s = splits_for(store, policy=policy, fractions=fractions, seed=seed, stratify=names)
+    official = policy == "official" or (policy == "auto" and store.has_partitions)
+    how = "official partitions" if official else f"seeded random split (seed {seed}, fractions {tuple(fractions)})"
+    if val_share is None:
+        val_share = (fractions[1] / (fractions[0] + fractions[1]) if fractions[1] else 0.0) or 0.1
+    s, notes = complete_splits(store, s, seed=seed, stratify=names, val_share=val_share, need_test=need_test,
+                               hold_out_val=hold_out_val)
+    return s, "; ".join([how, *notes])
+
+
+def complete_splits(
+    store: Store,
+    splits: Mapping[str, np.ndarray],
+    *,
+    seed: int = 0,
+    stratify: Sequence[str] = (),
+    val_share: float = 0.15,
+    need_test: bool = False,
+    hold_out_val: bool = True,
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Fill in what a split lacks for the caller's purpose; returns the splits and notes on what was done.
+
+    - ``need_test`` and no test rows (the CelebA subset ships train and val only): the val rows become the
+      test set;
+    - ``hold_out_val`` and no val rows (CIFAR-10 ships train and test; or after the move above): a
+      ``val_share`` of train, identity-disjoint and stratified on ``stratify``, is held out for validation
+      (model selection), never the test rows.
+    """
+    empty = np.zeros(0, np.int64)
+    train, val, test = (np.asarray(splits.get(k, empty), dtype=np.int64) for k in SPLIT_NAMES)
+    notes = []
+    if need_test and test.size == 0 and val.size:
+        test, val = val, empty
+        notes.append("the val rows are the test set (there is no test partition)")
+    if hold_out_val and val.size == 0 and train.size >= MIN_ROWS_FOR_HOLDOUT:
+        held = split(store, indices=train, fractions=(1 - val_share, val_share, 0.0), seed=seed, stratify=list(stratify))
+        train, val = held["train"], held["val"]
+        on = f", stratified on {', '.join(stratify)}" if stratify else ""
+        notes.append(f"val is {val_share:.0%} of train (seed {seed}, identity-disjoint{on})")
+    return {"train": train, "val": val, "test": test}, notes

@@ -16,14 +16,14 @@ import numpy as np
 
 import facelab
 from facelab.data.build import content_hash
-from facelab.data.schema import NO_IDENTITY, NO_PARTITION, LabelSpec, Partition
+from facelab.data.schema import NO_IDENTITY, NO_PARTITION, CropSpec, LabelSpec, Partition
 from facelab.data.store import FORMAT_VERSION, MANIFEST, Store
 from facelab.errors import FacelabError
 from facelab.utils.io import atomic_write_json
 
 
 def write_store_arrays(path: str | Path, images: np.ndarray, labels: np.ndarray, specs: Sequence[LabelSpec],
-                       partitions: np.ndarray, *, source: str, crop: dict[str, Any] | None = None) -> Store:
+                       partitions: np.ndarray, *, source: str, crop: CropSpec | dict[str, Any] | None = None) -> Store:
     """Write arrays as a facelab store (format of :mod:`facelab.data.store`), atomically, and open it.
 
     Args:
@@ -43,6 +43,7 @@ def write_store_arrays(path: str | Path, images: np.ndarray, labels: np.ndarray,
     if path.exists():
         raise FacelabError(f"{path} already exists; remove it or choose another folder")
     images, labels, partitions = _checked(images, labels, specs, partitions)
+    crop = CropSpec.from_dict(crop, where="crop") if isinstance(crop, dict) else crop
     n = images.shape[0]
     keys = np.array([f"row{i:07d}" for i in range(n)], dtype=str)
     partial = path.with_name(path.name + ".partial")
@@ -55,7 +56,7 @@ def write_store_arrays(path: str | Path, images: np.ndarray, labels: np.ndarray,
     manifest = {
         "format_version": FORMAT_VERSION, "source": source, "root": None, "options": {},
         "image_size": int(images.shape[1]),
-        "crop": crop, "facelab_version": facelab.__version__, "count": n, "indexed": n,
+        "crop": crop.model_dump(mode="json") if crop is not None else None, "facelab_version": facelab.__version__, "count": n, "indexed": n,
         "labels": [s.to_dict() for s in specs], "has_identities": False, "has_partitions": True,
         "has_landmarks": False, "partitions": {**counts, "none": int((partitions < 0).sum())}, "skipped": [],
         "notes": [], "content_hash": content_hash(images, labels, keys),

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import torch
 
 from facelab.data.schema import LabelSpec
 from facelab.data.store import Store
+from facelab.data.views import official_splits, run_splits
 from facelab.errors import FacelabError
-from facelab.eval.classification import predict_rows, score
+from facelab.eval.inference import predict_rows
+from facelab.eval.label_shift import adapt_probabilities, label_priors
+from facelab.eval.metrics import label_metrics, score
+from facelab.eval.plots import plot_confusion, plot_label_bars
+from facelab.models.checkpoint import CheckpointMeta
+from facelab.models.classifiers.ensemble import describe, load_classifier, member_metas
 from facelab.models.classifiers.heads import Task
-from facelab.train.checkpoint import CheckpointMeta
+from facelab.models.loading import load_model
+from facelab.report import render_report
+from facelab.runs.splits import load_run_splits
 from facelab.utils.io import atomic_write_json
 
 SplitName = Literal["train", "val", "test", "all"]
@@ -40,49 +50,70 @@ def check_labels(meta: CheckpointMeta, store: Store) -> None:
         )
 
 
-def check_preprocessing(meta: CheckpointMeta, store: Store) -> None:
-    size = meta.preprocessing.get("image_size")
-    if size is not None and int(size) != store.image_size:
-        raise FacelabError(
-            f"{store.path}: images are {store.image_size}px but the model was trained on {size}px; "
-            f"prepare the evaluation store with --size {size}"
-        )
+def check_preprocessing(meta: CheckpointMeta, store: Store, *, what: str = "the model") -> list[str]:
+    """The store's images must be what the model was trained on (:meth:`Preprocessing.check_store`); returns
+    the warnings (another source, crop or store of the same source)."""
+    if meta.preprocessing is None:
+        raise FacelabError(f"{meta.path}: the checkpoint records no preprocessing, so its inputs cannot be rebuilt; "
+                           "it was not written by facelab train")
+    return meta.preprocessing.check_store(store, what=what).warnings
 
 
-def eval_rows(meta: CheckpointMeta, store: Store, split: SplitName) -> tuple[np.ndarray, str]:
-    """Rows to evaluate and a note on how they were chosen.
+@dataclass(frozen=True)
+class EvalRows:
+    """The rows an evaluation scores and how they were chosen."""
 
-    On the training store the run's own split policy (same seed) is reused, so ``test`` really is unseen;
-    on an external store the official partition is used when it has one, otherwise every row.
+    rows: np.ndarray
+    how: str
+    own_split: bool = False  # the run's own split of its training store (its val rows chose its best checkpoint)
+
+
+def eval_rows(meta: CheckpointMeta, store: Store, split: SplitName) -> EvalRows:
+    """Rows of ``store`` to evaluate a run on.
+
+    On the run's own store (same content hash) these are the rows the run recorded in its splits.json, so
+    ``test`` is unseen and ``val`` is exactly what it validated on; on an external store, the official
+    partition when it has one, otherwise every row.
     """
-    from facelab.data.views import splits_for
-
     if split == "all":
-        return np.arange(len(store)), "all rows"
-    cfg = meta.config
-    if meta.preprocessing.get("store_hash") == store.content_hash:
-        splits = splits_for(store, policy=cfg.get("split", "auto"), fractions=tuple(cfg.get("split_fractions", (0.7, 0.15, 0.15))),
-                            seed=cfg.get("seed", 0), stratify=[o["name"] for o in cfg["task"]["outputs"]][:1])
-        return splits[split], f"the run's own {split} split"
+        return EvalRows(np.arange(len(store)), "all rows")
+    if meta.preprocessing is not None and meta.preprocessing.store_hash == store.content_hash:
+        recorded = load_run_splits(meta.run_dir, store) if meta.run_dir is not None else None
+        if recorded is not None:
+            return EvalRows(recorded.rows(split), f"the run's own {split} split", own_split=True)
+        return EvalRows(_recomputed_rows(meta, store)[split],
+                        f"the run's own {split} split (recomputed from its config: the run records no splits.json)",
+                        own_split=True)
     if store.has_partitions:
-        rows = splits_for(store, policy="official")[split]
-        return rows, f"official {split} partition of an external store"
-    return np.arange(len(store)), "all rows of an external store (it has no partitions)"
+        return EvalRows(official_splits(store)[split], f"official {split} partition of an external store")
+    return EvalRows(np.arange(len(store)), "all rows of an external store (it has no partitions)")
 
 
-def ensemble_eval_rows(metas: list[CheckpointMeta], store: Store, split: SplitName) -> tuple[np.ndarray, str]:
+def _recomputed_rows(meta: CheckpointMeta, store: Store) -> dict[str, np.ndarray]:
+    """A run that predates splits.json: its split policy replayed (its train_limit / train_identities are not:
+    they only ever shrank train)."""
+    cfg = meta.config
+    stratify = [o["name"] for o in cfg["task"]["outputs"]][:1]
+    splits, _ = run_splits(store, policy=cfg.get("split", "auto"), seed=cfg.get("seed", 0), stratify=stratify,
+                           fractions=tuple(cfg.get("split_fractions", (0.7, 0.15, 0.15))))
+    return splits
+
+
+def ensemble_eval_rows(metas: list[CheckpointMeta], store: Store, split: SplitName) -> EvalRows:
     """:func:`eval_rows` for several runs scored together: the rows in every run's ``split``.
 
     Runs trained on this store with other seeds or split policies hold out different rows, and a row one
     run trained on is not a test of the ensemble; so the ensemble is scored on the rows every run held out.
     """
     chosen = [eval_rows(m, store, split) for m in metas]
-    rows, how = chosen[0]
-    if all(np.array_equal(r, rows) for r, _ in chosen[1:]):
-        return rows, how
-    for r, _ in chosen[1:]:
-        rows = np.intersect1d(rows, r)
-    return rows, f"the rows in all {len(metas)} runs' {split} splits (the runs split the store differently)"
+    first = chosen[0]
+    if all(np.array_equal(c.rows, first.rows) for c in chosen[1:]):
+        return first
+    rows = first.rows
+    for c in chosen[1:]:
+        rows = np.intersect1d(rows, c.rows)
+    return EvalRows(rows, f"the rows in all {len(metas)} runs' {split} splits (the runs split the store differently)",
+                    own_split=all(c.own_split for c in chosen))
 
 
 def training_priors(metas: list[CheckpointMeta], store: Store) -> tuple[dict[str, list[float]], str]:
@@ -94,8 +125,6 @@ def training_priors(metas: list[CheckpointMeta], store: Store) -> tuple[dict[str
         FacelabError: a run was trained with class weights or a balanced sampler (its probabilities do not
             carry its training priors), or an older checkpoint is evaluated on an external store.
     """
-    from facelab.eval.label_shift import label_priors
-
     task = Task.from_dict(metas[0].config["task"])
     found, sources = [], set()
     for meta in metas:
@@ -106,8 +135,8 @@ def training_priors(metas: list[CheckpointMeta], store: Store) -> tuple[dict[str
         if all(n in meta.label_priors for n in task.names):
             found.append(meta.label_priors)
             sources.add("the checkpoints")
-        elif meta.preprocessing.get("store_hash") == store.content_hash:
-            rows, _ = eval_rows(meta, store, "train")
+        elif meta.preprocessing is not None and meta.preprocessing.store_hash == store.content_hash:
+            rows = eval_rows(meta, store, "train").rows
             cols = [store.label_index(n) for n in task.names]
             found.append(label_priors(store.labels[rows][:, cols].astype(np.int64), task))
             sources.add("the run's train split of this store (the checkpoint records no priors)")
@@ -123,13 +152,11 @@ def _run_names(run: RunPaths) -> str | list[str]:
     return [str(r) for r in run] if isinstance(run, (list, tuple)) else str(run)
 
 
-def _prepare(runs: RunPaths, store: Store, *, which: str, device: str):
-    from facelab.models.classifiers.ensemble import load_classifier
-
+def _prepare(runs: RunPaths, store: Store, *, which: str, device: str) -> tuple[torch.nn.Module, CheckpointMeta, list[str]]:
+    """The classifier (or ensemble), its metadata and the store's compatibility warnings."""
     model, meta = load_classifier(runs, which=which, device=device)
     check_labels(meta, store)
-    check_preprocessing(meta, store)
-    return model, meta
+    return model, meta, check_preprocessing(meta, store)
 
 
 def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "test", out_dir: str | Path | None = None,
@@ -147,24 +174,20 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
         out_dir: where report.json and the plots go (default: RUN/eval/STORE-SPLIT, for an ensemble
             FIRST_RUN/eval/ensemble-of-N-HASH-STORE-SPLIT, HASH naming its members).
     """
-    from facelab.eval.plots import plot_confusion, plot_label_bars
-    from facelab.models.classifiers.ensemble import describe, member_metas
-
     store = Store.open(store_path)
-    model, meta = _prepare(run, store, which=which, device=device)
+    model, meta, warnings = _prepare(run, store, which=which, device=device)
     metas = member_metas(model, meta)
     task = Task.from_dict(meta.config["task"])
-    rows, how = ensemble_eval_rows(metas, store, split)
+    chosen = ensemble_eval_rows(metas, store, split)
+    rows, how = chosen.rows, chosen.how
     if len(rows) == 0:
-        others = [s for s in ("train", "val", "test") if s != split and len(ensemble_eval_rows(metas, store, s)[0])]
+        others = [s for s in ("train", "val", "test") if s != split and len(ensemble_eval_rows(metas, store, s).rows)]
         hint = " or ".join(f"--split {s}" for s in [*others, "all"])
         raise FacelabError(f"{store.path}: the {split} split ({how}) is empty; choose {hint}")
     priors = training_priors(metas, store) if adapt_priors else None  # refuse before the forward pass
     probs, y, loss = predict_rows(model, meta, store, rows, batch_size=batch_size, device=device, tta_flip=tta_flip)
     shift = None
     if priors is not None:
-        from facelab.eval.label_shift import adapt_probabilities
-
         unadapted = score(task, y, probs)["summary"]
         probs, per_label = adapt_probabilities(probs, task, priors[0])
         shift = {"method": "EM re-estimate of the class priors of the evaluated rows from their unlabelled "
@@ -173,10 +196,10 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
     report = score(task, y, probs)
     runs = _run_names(run)
     report.update({"run": runs, "store": str(store.path), "split": split, "rows": how, "loss": loss,
-                   "checkpoint": which, **describe(meta)})
+                   "checkpoint": which, **describe(meta), "warnings": warnings})
     if shift is not None:
         report["label_shift"] = shift
-    if which == "best" and split == "val" and how.startswith("the run's own val split"):
+    if which == "best" and split == "val" and chosen.own_split:
         report["note"] = ("the best checkpoint was chosen on these rows (the run's validation split), so this figure is "
                           "optimistic; --checkpoint last, or a split the run never saw, gives an unbiased one")
     first = Path(runs[0] if isinstance(runs, list) else runs)
@@ -196,8 +219,6 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
     report["plots"] = plots
     atomic_write_json(out / "report.json", report)
     if out.parent == first / "eval" and (first / "summary.json").is_file():
-        from facelab.report import render_report
-
         report["report"] = str(render_report(first))  # the run's report.html lists this evaluation too
     return report
 
@@ -206,10 +227,30 @@ def evaluate_rows(run: RunPaths, store: Store, rows: np.ndarray, *, batch_size: 
                   device: str = "cpu", which: str = "best") -> dict[str, Any]:
     """Scores of a classifier run (or an ensemble of runs) on chosen ``rows`` of ``store`` (experiments that
     make their own splits); the same figures as :func:`evaluate_run`, without files or plots."""
-    from facelab.models.classifiers.ensemble import describe
-
-    model, meta = _prepare(run, store, which=which, device=device)
+    model, meta, warnings = _prepare(run, store, which=which, device=device)
     probs, y, loss = predict_rows(model, meta, store, np.asarray(rows), batch_size=batch_size, device=device)
     report = score(Task.from_dict(meta.config["task"]), y, probs)
-    report.update({"run": _run_names(run), "store": str(store.path), "count": int(len(rows)), "loss": loss, **describe(meta)})
+    report.update({"run": _run_names(run), "store": str(store.path), "count": int(len(rows)), "loss": loss,
+                   **describe(meta), "warnings": warnings})
     return report
+
+
+#: the figures of a binary classifier that the class-imbalance study compares
+BINARY_METRICS = ("accuracy", "balanced_accuracy", "minority_recall", "f1_macro", "auroc")
+
+
+@torch.no_grad()
+def binary_scores(run: str | Path, store: Store, rows: np.ndarray, target: str, minority: int, *,
+                  device: str = "cpu", which: str = "best") -> dict[str, float]:
+    """Accuracy, balanced accuracy, minority recall, macro-F1 and AUROC of a single-label binary classifier run
+    on ``rows`` of ``store`` (``minority``: the stored value whose recall is reported)."""
+    model, meta = load_model(run, kind="classifier", which=which, device=device)
+    check_labels(meta, store)
+    check_preprocessing(meta, store)
+    probs, y, _ = predict_rows(model, meta, store, rows, device=device)
+    p = probs[target]
+    m = label_metrics(y[:, 0], p)
+    pred = (p >= 0.5).astype(int)
+    is_min = y[:, 0] == minority
+    m["minority_recall"] = float((pred[is_min] == minority).mean()) if is_min.any() else float("nan")
+    return {k: m[k] for k in BINARY_METRICS}

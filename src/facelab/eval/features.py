@@ -26,7 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facelab.data.preprocessing import Preprocessing
 from facelab.errors import FacelabError
+from facelab.models.checkpoint import WEIGHTS, resolve_checkpoint
+from facelab.models.classifiers import create_classifier
+from facelab.models.classifiers.transfer import load_pretrained, read_weights
+from facelab.models.loading import load_model
 from facelab.registry import Registry
 from facelab.utils.io import sha256_file
 
@@ -88,12 +93,14 @@ class FeatureExtractor(nn.Module):
         num_features: D, the feature size (torchmetrics reads this attribute).
         weights_hash: sha256 of the weights file, part of every feature-cache key.
         trained_on: content hash of the store the network was trained on (None: not a facelab store).
-        preprocessing: the network's preprocessing (image_size, mean, std, source, store_hash).
+        preprocessing: the network's preprocessing as recorded in results (image_size, mean, std, source, ...).
+        training: the :class:`Preprocessing` of the data it was trained on, checked against the data it
+            measures (None: a network trained elsewhere, e.g. on ImageNet, usable on any data).
     """
 
     def __init__(self, network: nn.Module, *, name: str, input_size: int, mean: Sequence[float],
                  std: Sequence[float], weights_hash: str, trained_on: str | None = None,
-                 preprocessing: dict[str, Any] | None = None) -> None:
+                 preprocessing: dict[str, Any] | None = None, training: Preprocessing | None = None) -> None:
         super().__init__()
         self.network = network.eval()
         for p in self.network.parameters():
@@ -101,6 +108,7 @@ class FeatureExtractor(nn.Module):
         self.name, self.input_size, self.weights_hash = name, int(input_size), weights_hash
         self.trained_on = trained_on
         self.preprocessing = dict(preprocessing or {})
+        self.training = training
         self.num_features = int(network.embedding_dim)
         self.register_buffer("mean", torch.tensor([float(v) for v in mean]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([float(v) for v in std]).view(1, 3, 1, 1), persistent=False)
@@ -145,26 +153,26 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", str(text).lower()) or "data"
 
 
-def checkpoint_name(arch: str, preprocessing: dict[str, Any]) -> str:
+def checkpoint_name(arch: str, preprocessing: Preprocessing) -> str:
     """``facelab-<arch>-<source><size>-<8 hex of the training store hash>`` for a classifier checkpoint."""
     pre = preprocessing
-    return f"facelab-{arch}-{_slug(pre['source'])}{int(pre['image_size'])}-{str(pre['store_hash'])[:8]}"
+    return f"facelab-{arch}-{_slug(pre.source)}{pre.image_size}-{str(pre.store_hash)[:8]}"
 
 
-def check_checkpoint_preprocessing(path: str | Path, preprocessing: dict[str, Any]) -> None:
-    """Raise FacelabError unless a classifier checkpoint records everything an extractor needs."""
-    missing = [k for k in REQUIRED_PREPROCESSING if preprocessing.get(k) is None]
+def check_checkpoint_preprocessing(path: str | Path, preprocessing: Preprocessing | None) -> Preprocessing:
+    """The checkpoint's preprocessing, or FacelabError unless it records everything an extractor needs."""
+    missing = list(REQUIRED_PREPROCESSING) if preprocessing is None else [
+        k for k in REQUIRED_PREPROCESSING if getattr(preprocessing, k) is None]
     if missing:
         raise FacelabError(
             f"{path}: the checkpoint's preprocessing lacks {missing}; it was not written by `facelab train` "
             "(ClassifierObjective.checkpoint_meta). Retrain it with the current facelab, or use an inception extractor"
         )
+    return preprocessing
 
 
 def weights_file(path: str | Path, which: str = "best") -> Path:
     """The model.safetensors file of a run folder, checkpoint folder or file."""
-    from facelab.train.checkpoint import WEIGHTS, resolve_checkpoint
-
     ckpt = resolve_checkpoint(path, which)
     return ckpt if ckpt.is_file() else ckpt / WEIGHTS
 
@@ -181,22 +189,17 @@ def facelab_extractor(path: str | Path, *, which: str = "best", device: str | to
     Raises:
         FacelabError: not a classifier checkpoint, or its metadata lacks the preprocessing.
     """
-    from facelab.models.loading import load_model
-
     model, meta = load_model(path, kind="classifier", which=which, device=device)
-    pre = meta.preprocessing
-    check_checkpoint_preprocessing(path, pre)
-    preprocessing = {k: pre[k] for k in REQUIRED_PREPROCESSING}
+    pre = check_checkpoint_preprocessing(path, meta.preprocessing)
     return FeatureExtractor(
-        model, name=checkpoint_name(meta.arch, pre), input_size=int(pre["image_size"]), mean=pre["mean"],
-        std=pre["std"], weights_hash=sha256_file(weights_file(path, which)), trained_on=str(pre["store_hash"]),
-        preprocessing=preprocessing,
+        model, name=checkpoint_name(meta.arch, pre), input_size=pre.image_size, mean=pre.mean, std=pre.std,
+        weights_hash=sha256_file(weights_file(path, which)), trained_on=pre.store_hash,
+        preprocessing={k: v for k, v in pre.model_dump(mode="json").items() if k in REQUIRED_PREPROCESSING},
+        training=pre,
     ).to(device)
 
 
 def _inception_head(path: Path) -> int | None:
-    from facelab.models.classifiers.transfer import read_weights
-
     fc = read_weights(path).state.get("fc.weight")
     return None if fc is None else int(fc.shape[0])
 
@@ -221,9 +224,6 @@ def inception_extractor(weights: str | Path, *, pooling: Literal["torchvision", 
         FacelabError: the file is missing, not a plain state dict of Inception-v3, or its head size says it
             belongs to the other pooling.
     """
-    from facelab.models.classifiers import create_classifier
-    from facelab.models.classifiers.transfer import load_pretrained
-
     path = Path(weights).expanduser()
     if not path.is_file():
         raise FacelabError(f"Inception weights {path} not found; facelab downloads nothing: see docs/metrics.md "

@@ -8,8 +8,9 @@ key of (store content, rows, extractor + weights, resolution), written atomicall
 - :func:`score_generator`: FID and KID between ``n`` generated images and the real rows of a split;
 - :func:`conditional_fidelity`: how often an independent classifier recognises the condition a sample
   was generated with;
-- :func:`classification_accuracy_score`: CAS (Ravuri & Vinyals 2019): a classifier trained only on
-  generated images, tested on real ones, next to the same recipe trained on as many real images.
+
+CAS (a classifier trained only on generated images, tested on real ones) trains classifiers, so it is an
+experiment: :mod:`facelab.experiments.cas`.
 
 See docs/metrics.md for definitions, choices and caveats.
 """
@@ -20,7 +21,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,20 +29,20 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
 
-from facelab.data.schema import LabelKind, LabelSpec, Partition
+from facelab.data.preprocessing import Preprocessing
+from facelab.data.schema import LabelKind, LabelSpec
 from facelab.data.store import Store
-from facelab.data.write import write_store_arrays
+from facelab.data.views import as_indices, complete_splits, official_splits, split, splits_for
 from facelab.errors import FacelabError
-from facelab.eval.features import (
-    FeatureExtractor,
-    checkpoint_name,
-    facelab_extractor,
-    images_to_uint8,
-    network_input,
-    quantize,
-)
-from facelab.train.checkpoint import CheckpointMeta
+from facelab.eval.features import FeatureExtractor, checkpoint_name, facelab_extractor, network_input, quantize
+from facelab.models.checkpoint import CheckpointMeta
+from facelab.models.classifiers.heads import Task, task_predict
+from facelab.models.generative import encode_label_rows
+from facelab.models.loading import load_model
+from facelab.runs.splits import RunSplits, load_run_splits
 from facelab.utils.io import atomic_write_bytes, atomic_write_json
 
 CACHE_VERSION = 1
@@ -103,8 +103,6 @@ def real_features(extractor: FeatureExtractor, store: Store, rows: Sequence[int]
     Returns:
         (len(rows), D) float32 features.
     """
-    from facelab.data.views import as_indices
-
     rows = np.sort(as_indices(store, rows))
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     key = feature_cache_key(extractor, store, rows)
@@ -169,9 +167,6 @@ def fid_kid(extractor: FeatureExtractor, real_feats: np.ndarray | torch.Tensor, 
     Returns:
         {"fid", "kid_mean", "kid_std", "n_real", "n_fake", "kid_subset_size", "extractor"}.
     """
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.kid import KernelInceptionDistance
-
     real = _as_features(extractor, real_feats, batch_size, "real features")
     fake_t = _as_features(extractor, fake, batch_size, "generated images")
     d = extractor.num_features
@@ -195,49 +190,54 @@ def fid_kid(extractor: FeatureExtractor, real_feats: np.ndarray | torch.Tensor, 
 # ---- generators, data checks, splits ---------------------------------------------------------------
 def load_generator(gen_run: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Module, CheckpointMeta]:
     """A generative run's model (eval mode) and metadata; FacelabError when it is no generative checkpoint."""
-    from facelab.models.loading import load_model
-
     return load_model(gen_run, kind="generative", device=device)
 
 
-def check_same_data(what: str, preprocessing: dict[str, Any], store: Store) -> list[str]:
-    """Errors when a network was trained on another source or resolution than ``store``; warnings otherwise.
-
-    Returns:
-        Warnings for the result (a different store of the same source, e.g. another build or subset).
-    """
-    source, size = preprocessing.get("source"), preprocessing.get("image_size")
-    if source is not None and source != store.source:
-        raise FacelabError(f"{what} was trained on {source!r} data but {store.path} holds {store.source!r}; "
-                           f"compare against a store of {source!r} (or use a network trained on {store.source!r})")
-    if size is not None and int(size) != store.image_size:
-        raise FacelabError(f"{what} works at {size}px but {store.path} is {store.image_size}px; "
-                           f"prepare the store with --size {size}")
-    stored = preprocessing.get("store_hash")
-    if stored is not None and stored != store.content_hash:
-        return [f"{what} was trained on another {source} store (hash {str(stored)[:8]}, this one "
-                f"{store.content_hash[:8]}): same source and size, but its training rows may overlap these rows"]
-    return []
+def check_same_data(what: str, preprocessing: Preprocessing | None, store: Store) -> list[str]:
+    """A network measuring ``store`` must have been trained on the same source at the same resolution
+    (:meth:`Preprocessing.check_store`, with another source an error here: FID between datasets is no quality
+    measure); returns the warnings (e.g. another store of the same source). ``None``: a network trained
+    elsewhere (ImageNet), usable on any data."""
+    if preprocessing is None:
+        return []
+    found = preprocessing.check_store(store, what=what)
+    if not found.same_source:
+        raise FacelabError(f"{what} was trained on {preprocessing.source!r} data but {store.path} holds "
+                           f"{store.source!r}; compare against a store of {preprocessing.source!r} (or use a network "
+                           f"trained on {store.source!r})")
+    return found.warnings
 
 
-def run_splits(meta: CheckpointMeta, store: Store) -> tuple[dict[str, np.ndarray], str, list[str]]:
-    """Train/val/test rows of ``store`` for a generative run: its own split on its own store.
+def generator_splits(meta: CheckpointMeta, store: Store, *, need_test: bool = False,
+               seed: int = 0) -> tuple[dict[str, np.ndarray], str, list[str]]:
+    """Train/val/test rows of ``store`` for a generative run: the rows it recorded on its own store.
+
+    On another store: its official partitions, or a seeded random split. ``need_test``: a store without a test
+    split uses its val rows as the test set (and holds a val split out of train), as every study does.
 
     Returns:
         (splits, how they were chosen, warnings).
     """
-    from facelab.data.views import splits_for
-
-    cfg = meta.config
-    if meta.preprocessing.get("store_hash") == store.content_hash:
-        policy, seed = cfg.get("split", "auto"), int(cfg.get("seed", 0))
-        if policy == "all":
-            return (splits_for(store, policy="auto", seed=seed), "auto split of the generator's store",
-                    ["the generator was trained on all rows (split 'all'): the real rows were seen in training"])
-        return splits_for(store, policy=policy, seed=seed), f"the generator run's own {policy!r} split", []
-    if store.has_partitions:
-        return splits_for(store, policy="official"), "official partitions of the store", []
-    return splits_for(store, policy="random", seed=0), "seeded random split (seed 0) of the store", []
+    warns: list[str] = []
+    own = meta.preprocessing is not None and meta.preprocessing.store_hash == store.content_hash
+    recorded = load_run_splits(meta.run_dir, store) if own and meta.run_dir is not None else None
+    if own and recorded is None and meta.config.get("split", "auto") != "all":  # a run from before splits.json
+        policy = meta.config.get("split", "auto")
+        recorded = RunSplits(splits_for(store, policy=policy, seed=int(meta.config.get("seed", 0))),
+                             f"its {policy!r} split, recomputed: the run records no splits.json")
+    if recorded is not None:
+        splits, how = recorded.splits, f"the generator run's own split ({recorded.how})"
+        if splits.get("test", np.zeros(0)).size == 0 and splits.get("val", np.zeros(0)).size == 0:
+            warns.append("the generator was trained on all rows: the real rows were seen in training")
+            splits, how = official_splits(store) if store.has_partitions else split(store, seed=seed), \
+                "the store's own split (the generator trained on every row)"
+    elif store.has_partitions:
+        splits, how = official_splits(store), "official partitions of the store"
+    else:
+        splits, how = split(store, seed=seed), f"seeded random split (seed {seed}) of the store"
+    splits, notes = complete_splits(store, splits, seed=seed, need_test=need_test, hold_out_val=need_test,
+                                    val_share=0.1)
+    return splits, "; ".join([how, *notes]), warns
 
 
 def named_conditions(model: nn.Module, what: str) -> list[Any]:
@@ -266,8 +266,6 @@ def condition_labels(model: nn.Module, store: Store, rows: np.ndarray) -> np.nda
 def generate(model: nn.Module, n: int, labels: np.ndarray | None, *, batch_size: int,
              seed: int) -> Iterator[torch.Tensor]:
     """Batches of (b, 3, S, S) samples in [-1, 1]; conditional models get the label rows ``labels`` (n, n_conds)."""
-    from facelab.models.generative import encode_label_rows
-
     g = torch.Generator().manual_seed(seed)
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
@@ -316,10 +314,9 @@ def score_generator(gen_run: str | Path, *, data: str | Path, feature_run: Featu
     model, meta = load_generator(gen_run, device=device)
     store = Store.open(data)
     extractor = _extractor(feature_run, device)
-    trained = extractor.preprocessing if extractor.trained_on else {}  # ImageNet networks: any data
-    warns = check_same_data(f"feature network {extractor.name}", trained, store)
+    warns = check_same_data(f"feature network {extractor.name}", extractor.training, store)
     warns += check_same_data(f"generator {gen_run}", meta.preprocessing, store)
-    splits, how, more = run_splits(meta, store)
+    splits, how, more = generator_splits(meta, store)
     rows = splits.get(split)
     if rows is None or rows.size < 2:
         count = 0 if rows is None else rows.size
@@ -365,12 +362,10 @@ def _base_labels(conds: list[Any], n: int, store: Store | None, rng: np.random.G
 @torch.no_grad()
 def _predicted(classifier: nn.Module, cmeta: CheckpointMeta, images: torch.Tensor, label: str) -> np.ndarray:
     """(B,) predicted values of ``label`` (binary: P >= 0.5; categorical: argmax)."""
-    from facelab.models.classifiers.heads import Task, task_predict
-
     pre, dev = cmeta.preprocessing, next(classifier.parameters()).device
-    mean = torch.tensor(pre["mean"], dtype=torch.float32, device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(pre["std"], dtype=torch.float32, device=dev).view(1, 3, 1, 1)
-    x = network_input(images.to(dev), size=int(pre["image_size"]), mean=mean, std=std)  # (B, 3, s, s)
+    mean = torch.tensor(pre.mean, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std, dtype=torch.float32, device=dev).view(1, 3, 1, 1)
+    x = network_input(images.to(dev), size=pre.image_size, mean=mean, std=std)  # (B, 3, s, s)
     p = task_predict(classifier(x).float(), Task.from_dict(cmeta.config["task"]))[label]
     return (p >= 0.5).long().cpu().numpy() if p.ndim == 1 else p.argmax(1).cpu().numpy()
 
@@ -403,11 +398,14 @@ def _fidelity_labels(conds: list[Any], labels: list[str] | None, gen: tuple[Any,
                            f"its conditions: {', '.join(by_name)}")
     judged = {name: _judged_values(by_name[name], _classifier_spec(cmeta, name, classifier_run), classifier_run)
               for name in labels}
-    csize = cmeta.preprocessing.get("image_size")
-    if csize is not None and int(csize) != size:
+    if cmeta.preprocessing is None:
+        raise FacelabError(f"classifier {classifier_run}: its checkpoint records no preprocessing; retrain it")
+    csize = cmeta.preprocessing.image_size
+    if csize != size:
         raise FacelabError(f"classifier {classifier_run} works at {csize}px but the generator makes {size}px images; "
                            f"use a classifier trained at {size}px")
-    csource, gsource = cmeta.preprocessing.get("source"), gmeta.preprocessing.get("source")
+    csource = cmeta.preprocessing.source
+    gsource = gmeta.preprocessing.source if gmeta.preprocessing is not None else None
     return judged, ([] if csource == gsource else [f"classifier trained on {csource!r} data, generator on {gsource!r}"])
 
 
@@ -439,8 +437,6 @@ def conditional_fidelity(gen_run: str | Path, classifier_run: str | Path, *, lab
         FacelabError: unconditional generator, unknown label, a classifier that does not predict a label (or
             with other classes), or one working at another resolution.
     """
-    from facelab.models.loading import load_model
-
     model, gmeta = load_generator(gen_run, device=device)
     conds = named_conditions(model, f"generator {gen_run}")
     classifier, cmeta = load_model(classifier_run, kind="classifier", device=device)
@@ -460,7 +456,7 @@ def conditional_fidelity(gen_run: str | Path, classifier_run: str | Path, *, lab
             hits = sum(int((_predicted(classifier, cmeta, quantize(x), name) == judged_as[v]).sum()) for x in batches)
             per_label[name][value_name] = hits / n_per_value
     means = {k: float(np.mean(list(d.values()))) for k, d in per_label.items()}
-    cname = checkpoint_name(cmeta.arch, cmeta.preprocessing) if cmeta.preprocessing.get("store_hash") else cmeta.arch
+    cname = checkpoint_name(cmeta.arch, cmeta.preprocessing) if cmeta.preprocessing.store_hash else cmeta.arch
     return {
         "per_label": per_label, "per_label_mean": means,
         "mean": float(np.mean([s for d in per_label.values() for s in d.values()])),
@@ -470,147 +466,3 @@ def conditional_fidelity(gen_run: str | Path, classifier_run: str | Path, *, lab
         else "base: other binary attributes 0, other categorical labels uniform",
         "seed": seed, "warnings": warns,
     }
-
-
-# ---- classification accuracy score ------------------------------------------------------------------
-def _training_store(path: Path, images: np.ndarray, labels: np.ndarray, val: tuple[np.ndarray, np.ndarray],
-                    specs: list[LabelSpec], source: str, crop: Any) -> Store:
-    """A store with ``images`` as TRAIN and the real validation rows as VAL (early stopping on real data)."""
-    parts = np.r_[np.full(len(images), int(Partition.TRAIN)), np.full(len(val[0]), int(Partition.VAL))]
-    return write_store_arrays(path, np.concatenate([images, val[0]]), np.concatenate([labels, val[1]]), specs, parts,
-                              source=source, crop=crop)
-
-
-def _train_and_test(train_store: Store, run_dir: Path, cfg_kwargs: dict[str, Any], test: tuple[Store, np.ndarray],
-                    label: str, device: str | torch.device) -> dict[str, float]:
-    """Train the recipe on ``train_store`` (official split) and score it on the real test rows."""
-    from facelab.eval.classification import predict_rows
-    from facelab.eval.metrics import label_metrics
-    from facelab.models.loading import load_model
-    from facelab.train.classifier import ClassifierConfig, train_classifier
-
-    options = {"store": str(train_store.path), "labels": [label], "split": "official", **cfg_kwargs}
-    cfg = ClassifierConfig.from_dict(options, where="CAS classifier config")
-    train_classifier(cfg, run_dir=run_dir)
-    model, meta = load_model(run_dir, kind="classifier", device=device)
-    store, rows = test
-    probs, y, _ = predict_rows(model, meta, store, rows, device=device, prefetch=0)
-    return label_metrics(y[:, 0], probs[label])
-
-
-def cas_splits(splits: dict[str, np.ndarray], *, max_val: int, seed: int) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Train/val/test rows for CAS from a split that lacks one of them (CIFAR-10 has no val, the CelebA
-    subset no test). A missing test split is replaced by val; a missing val split is carved from train
-    (at most ``max_val`` rows, 10% at most), and those rows are removed from the real classifier's
-    training pool. Returns (splits, notes saying what was done)."""
-    out = {k: np.asarray(splits.get(k, np.array([], dtype=np.int64))) for k in ("train", "val", "test")}
-    notes: list[str] = []
-    if out["test"].size == 0 and out["val"].size:
-        out["test"], out["val"] = out["val"], np.array([], dtype=np.int64)
-        notes.append("no test split: the real val rows are the CAS test set")
-    if out["val"].size == 0 and out["train"].size >= 20:
-        k = max(1, min(max_val, out["train"].size // 10))
-        perm = np.random.default_rng(seed + 1).permutation(out["train"])
-        out["val"], out["train"] = np.sort(perm[:k]), np.sort(perm[k:])
-        notes.append(f"no val split: {k} training rows were held out for the CAS classifiers' model selection "
-                     "(the generator saw them in training)")
-    return out, notes
-
-
-def _cas_stores(gen: nn.Module, meta: CheckpointMeta, store: Store, splits: dict[str, np.ndarray], folder: Path, *,
-                n_train: int, max_val: int, seed: int) -> tuple[Store, Store]:
-    """(generated training store, real training store), both with the same real validation rows.
-
-    Generated images take the condition vectors of random real training rows (with replacement) and are
-    labelled by them; the real store holds up to ``n_train`` real training rows (without replacement).
-    """
-    rng = np.random.default_rng(seed)
-    gen_labels = condition_labels(gen, store, rng.choice(splits["train"], size=n_train))  # (n_train, n_conds)
-    fake = np.concatenate([images_to_uint8(x) for x in generate(gen, n_train, gen_labels, batch_size=256, seed=seed)])
-    real_rows = np.sort(rng.permutation(splits["train"])[:n_train])
-    val_rows = np.sort(rng.permutation(splits["val"])[:max_val])
-    specs = [store.spec(c.name) for c in gen.config.conditions]
-    val = (np.asarray(store.images[val_rows]), condition_labels(gen, store, val_rows))
-    crop = store.manifest.get("crop")
-    shutil.rmtree(folder, ignore_errors=True)
-    fake_store = _training_store(folder / "generated", fake, gen_labels, val, specs, f"generated-{meta.arch}", crop)
-    real_store = _training_store(folder / "real", np.asarray(store.images[real_rows]),
-                                condition_labels(gen, store, real_rows), val, specs, store.source, crop)
-    return fake_store, real_store
-
-
-def classification_accuracy_score(gen_run: str | Path, *, data: str | Path, label: str, run_dir: str | Path,
-                                  n_train: int = 10000, epochs: int = 5, batch_size: int = 128,
-                                  model: str = "vgg_scratch", model_kwargs: dict[str, Any] | None = None,
-                                  trainer: dict[str, Any] | None = None, max_val: int = 2000,
-                                  device: str | torch.device = "cpu", seed: int = 0,
-                                  keep_stores: bool = False) -> dict[str, Any]:
-    """CAS (Ravuri & Vinyals 2019): a classifier trained only on generated images, tested on real ones.
-
-    ``n_train`` samples are generated with the condition vectors of random real training rows and labelled
-    by their condition. The classifier recipe (``model``, ``epochs``, ...) is trained on them, with real
-    validation rows (at most ``max_val``) choosing the best epoch, and tested on the real test split. The
-    same recipe trained on ``n_train`` real training rows gives the reference ("real-data accuracy").
-
-    Args:
-        gen_run: a generative run conditioned on ``label``.
-        data: the real store (the generator's own store keeps its train/val/test split).
-        label: the condition to classify.
-        run_dir: folder for the two classifier runs, the temporary stores and cas.json.
-        n_train: generated (and real) training images.
-        epochs: training epochs of both classifiers.
-        batch_size: training batch size (capped at the training set size).
-        model: classifier architecture; model_kwargs: its options.
-        trainer: TrainerConfig overrides (default: ``epochs``, monitor val_mean_accuracy, no progress bar).
-        max_val: real validation rows used for model selection.
-        device: where generation and training run.
-        seed: seeds the generated samples, the drawn rows and training.
-        keep_stores: keep the generated/real training stores in ``run_dir/stores``.
-
-    Returns:
-        {"cas", "real_accuracy", balanced accuracies, "majority_accuracy", "metrics" with exact names, ...}.
-    """
-    if n_train < 2 or epochs < 1 or max_val < 1:
-        raise FacelabError(f"CAS needs n_train >= 2, epochs >= 1 and max_val >= 1; got {n_train}, {epochs}, {max_val}")
-    run_dir = Path(run_dir)
-    gen, meta = load_generator(gen_run, device=device)
-    store = Store.open(data)
-    conds = named_conditions(gen, f"generator {gen_run}")
-    if label not in [c.name for c in conds]:
-        raise FacelabError(f"generator {gen_run} is not conditioned on {label!r}; "
-                           f"its conditions: {', '.join(c.name for c in conds)}")
-    warns = check_same_data(f"generator {gen_run}", meta.preprocessing, store)
-    splits, how, more = run_splits(meta, store)
-    splits, carved = cas_splits(splits, max_val=max_val, seed=seed)
-    if splits["train"].size < 2 or splits["test"].size == 0 or splits["val"].size == 0:
-        raise FacelabError(f"{store.path}: CAS needs train, val and test rows; {how} has "
-                           f"{', '.join(f'{k} {v.size}' for k, v in splits.items())}")
-    more += carved
-    stores = run_dir / "stores"
-    fake_store, real_store = _cas_stores(gen, meta, store, splits, stores, n_train=n_train, max_val=max_val, seed=seed)
-    n_real = int((real_store.partitions == Partition.TRAIN).sum())
-    n_val = int((real_store.partitions == Partition.VAL).sum())
-    tcfg = {"epochs": epochs, "monitor": "val_mean_accuracy", "monitor_mode": "max", "progress": False,
-            **(trainer or {})}
-    cfg_kwargs = {"model": model, "model_kwargs": dict(model_kwargs or {}), "device": str(device), "seed": seed,
-                  "batch_size": max(1, min(batch_size, n_train, n_real)), "trainer": tcfg}
-    test = (store, splits["test"])
-    on_fake = _train_and_test(fake_store, run_dir / "classifier-generated", cfg_kwargs, test, label, device)
-    on_real = _train_and_test(real_store, run_dir / "classifier-real", cfg_kwargs, test, label, device)
-    if not keep_stores:
-        shutil.rmtree(stores, ignore_errors=True)
-    recipe = f"{model}-{label}"
-    names = {"cas": metric_name("cas", n_train, "test", recipe), "real": metric_name("realacc", n_real, "test", recipe)}
-    if n_real < n_train:
-        warns.append(f"only {n_real} real training rows exist: the real-data reference used {n_real}, not {n_train}")
-    result = {
-        "metrics": {names["cas"]: on_fake["accuracy"], names["real"]: on_real["accuracy"]}, "metric_names": names,
-        "cas": on_fake["accuracy"], "real_accuracy": on_real["accuracy"],
-        "cas_balanced_accuracy": on_fake["balanced_accuracy"], "real_balanced_accuracy": on_real["balanced_accuracy"],
-        "majority_accuracy": on_fake["majority_accuracy"], "label": label, "classifier": model, "epochs": epochs,
-        "n_train": n_train, "n_real_train": n_real, "n_val": n_val,
-        "n_test": int(splits["test"].size), "rows": how, "generator": str(gen_run), "generator_arch": meta.arch,
-        "data": str(store.path), "seed": seed, "run_dir": str(run_dir), "warnings": warns + more,
-    }
-    atomic_write_json(run_dir / "cas.json", result)
-    return result

@@ -1,11 +1,17 @@
-"""Per-label classification metrics next to the majority-class baseline of the same data."""
+"""Classification metrics from labels and probabilities: per label, next to the majority-class baseline of
+the same data, their means over a task's labels, and confusion matrices."""
 
 from __future__ import annotations
 
 import warnings
 
+from typing import Any
+
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, roc_auc_score
+
+from facelab.data.schema import LabelKind
+from facelab.models.classifiers.heads import Task
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "f1_macro", "auroc", "majority_accuracy")
 
@@ -60,3 +66,13 @@ def summarize(per_label: dict[str, dict[str, float]]) -> dict[str, float]:
 def confusion(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
     """(K, K) counts, rows = true class, columns = predicted class."""
     return confusion_matrix(y, pred, labels=list(range(n_classes)))
+
+
+def score(task: Task, y: np.ndarray, probs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per-label metrics (with majority baseline), their means, and confusion matrices of categorical labels."""
+    per_label = {o.name: label_metrics(y[:, i], probs[o.name]) for i, o in enumerate(task.outputs)}
+    confusions = {}
+    for i, o in enumerate(task.outputs):
+        if o.kind is LabelKind.CATEGORICAL:
+            confusions[o.name] = confusion(y[:, i], probs[o.name].argmax(1), o.num_classes).tolist()
+    return {"per_label": per_label, "summary": summarize(per_label), "confusion": confusions, "count": int(len(y))}

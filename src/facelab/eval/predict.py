@@ -13,10 +13,13 @@ import numpy as np
 import torch
 
 from facelab.data.decode import IMAGE_SUFFIXES, crop_resize, decode_file, decode_min_side
+from facelab.data.preprocessing import Preprocessing
 from facelab.data.schema import CropSpec, LabelKind, LabelSpec
 from facelab.errors import FacelabError, ImageDecodeError
-from facelab.eval.classification import forward_logits
+from facelab.eval.evaluate import check_preprocessing
+from facelab.eval.inference import forward_logits
 from facelab.models.classifiers.heads import Task, task_predict
+from facelab.utils.device import resolve_device
 from facelab.utils.io import atomic_write_text
 
 
@@ -25,9 +28,11 @@ class PredictReport:
     out: str
     count: int
     skipped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the store differs from the training data (source, crop)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"out": self.out, "count": self.count, "skipped_count": len(self.skipped), "skipped": self.skipped}
+        return {"out": self.out, "count": self.count, "skipped_count": len(self.skipped), "skipped": self.skipped,
+                "warnings": self.warnings}
 
 
 def list_images(folder: Path) -> tuple[list[Path], list[dict[str, str]]]:
@@ -44,10 +49,10 @@ def list_images(folder: Path) -> tuple[list[Path], list[dict[str, str]]]:
     return images, skipped_rows
 
 
-def _folder_batches(folder: Path, files: list[Path], preprocessing: dict[str, Any], batch_size: int,
+def _folder_batches(folder: Path, files: list[Path], preprocessing: Preprocessing, batch_size: int,
                     skipped: list[dict[str, str]]) -> Iterator[tuple[list[str], np.ndarray]]:
-    size = int(preprocessing["image_size"])
-    crop = CropSpec.from_dict(preprocessing.get("crop") or {}, where="checkpoint crop")
+    size = preprocessing.image_size
+    crop = preprocessing.crop or CropSpec()
     keys, imgs = [], []
     for p in files:
         try:
@@ -116,15 +121,15 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
     from facelab.models.classifiers.ensemble import load_classifier
 
     model, meta = load_classifier(run, which=which, device=device)
+    device = resolve_device(device)
     task = Task.from_dict(meta.config["task"])
     specs = {d["name"]: LabelSpec.from_dict(d) for d in meta.labels}
     target = Path(target)
     skipped: list[dict[str, str]] = []
+    warnings: list[str] = []
     if (target / MANIFEST).is_file():
-        from facelab.eval.evaluate import check_preprocessing
-
         store = Store.open(target)
-        check_preprocessing(meta, store)
+        warnings = check_preprocessing(meta, store)
         batches, total = _store_batches(store, batch_size), len(store)
     else:
         files, skipped = list_images(target)
@@ -139,7 +144,7 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
     with Progress(disable=not progress, transient=True, console=Console(stderr=True)) as prog, torch.no_grad():
         bar = prog.add_task("predict", total=total)
         for keys, imgs in batches:
-            x = _to_tensor(imgs, meta.preprocessing["mean"], meta.preprocessing["std"], device)
+            x = _to_tensor(imgs, meta.preprocessing.mean, meta.preprocessing.std, device)
             probs = {k: v.cpu().numpy() for k, v in task_predict(forward_logits(model, x, tta_flip=tta_flip), task).items()}
             writer.writerows(_rows(keys, probs, task, specs, threshold))
             count += len(keys)
@@ -149,4 +154,4 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
         raise FacelabError(f"{target}: none of its {len(skipped)} files could be read as an image, nothing written "
                            f"to {out} ({reasons})")
     atomic_write_text(Path(out), buf.getvalue())
-    return PredictReport(out=str(out), count=count, skipped=skipped)
+    return PredictReport(out=str(out), count=count, skipped=skipped, warnings=warnings)

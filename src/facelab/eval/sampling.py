@@ -41,7 +41,7 @@ def sample_run(run: str | Path, *, n: int = 64, cond: str | None = None, grid: s
     labels = parse_cond(cond, model)
     c = model.make_cond(labels) if labels is not None else None
     if c is None and model.is_conditional:
-        from facelab.train.generative import grid_conditions
+        from facelab.models.generative import grid_conditions
 
         c = grid_conditions(model, n)
     g = torch.Generator().manual_seed(seed)
@@ -64,7 +64,7 @@ def interpolate_run(run: str | Path, *, out: str | Path, steps: int = 10, rows: 
     labels = parse_cond(cond, model)
     c = model.make_cond(labels) if labels is not None else None
     if c is None and model.is_conditional:
-        from facelab.train.generative import grid_conditions
+        from facelab.models.generative import grid_conditions
 
         c = grid_conditions(model, 1)
     g = torch.Generator().manual_seed(seed)

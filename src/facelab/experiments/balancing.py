@@ -13,10 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from imblearn.over_sampling import SMOTE, RandomOverSampler
+from sklearn.linear_model import LogisticRegression
 
+from facelab.data.loader import BatchLoader
 from facelab.data.store import Store
-from facelab.errors import ConfigError
+from facelab.errors import ConfigError, FacelabError
+from facelab.eval.evaluate import binary_scores
+from facelab.eval.generative_metrics import conditional_fidelity
+from facelab.eval.grids import to_uint8
+from facelab.models.checkpoint import resolve_checkpoint, save_checkpoint
+from facelab.models.loading import load_model
 from facelab.registry import Registry
+from facelab.train.generative import GenerativeRunConfig, train_generative
 
 METHODS: Registry[Any] = Registry("balancing method")
 
@@ -38,6 +48,9 @@ class StudyContext:
     synthetic_amount: float | None  # None: balance the classes; else this share of the minority count
     generator: dict[str, Any] = field(default_factory=dict)  # {model_options, epochs, batch_size}
     device: str = "auto"
+    keep: float = 1.0  # the share p of the minority kept in train_rows
+    #: model name -> GenerativeRunConfig fields of the generator a generative method trains (the study's options)
+    generator_config: Callable[[str], dict[str, Any]] | None = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -78,8 +91,6 @@ def _none(ctx: StudyContext) -> MethodPlan:
 @METHODS.register("oversample")
 def _oversample(ctx: StudyContext) -> MethodPlan:
     """Random oversampling (imbalanced-learn RandomOverSampler): duplicate minority rows until balanced."""
-    from imblearn.over_sampling import RandomOverSampler
-
     ros = RandomOverSampler(random_state=ctx.seed)
     rows, _ = ros.fit_resample(ctx.train_rows.reshape(-1, 1), ctx.labels)
     return MethodPlan(np.sort(rows.ravel()), notes={"rows_after": int(rows.size)})
@@ -109,8 +120,6 @@ def _random_erasing(ctx: StudyContext) -> MethodPlan:
 @METHODS.register("smote")
 def _smote(ctx: StudyContext) -> MethodPlan:
     """SMOTE (imbalanced-learn) on pixels: new minority images between minority neighbours."""
-    from imblearn.over_sampling import SMOTE
-
     n_new = ctx.n_synthetic()
     minor = ctx.train_rows[ctx.labels == ctx.minority]
     if minor.size < 2 or n_new == 0:
@@ -140,21 +149,13 @@ def _smote_features(ctx: StudyContext) -> MethodPlan:
 def refit_head_with_smote(ctx: StudyContext, run_dir: Path, *, which: str = "best") -> dict[str, Any]:
     """Refit the binary head of the classifier in ``run_dir`` on SMOTE-balanced backbone features of the
     training rows; overwrites checkpoint ``which`` (its metadata says so). Returns notes."""
-    import torch
-    from imblearn.over_sampling import SMOTE
-    from sklearn.linear_model import LogisticRegression
-
-    from facelab.data.loader import BatchLoader
-    from facelab.models.loading import load_model
-    from facelab.train.checkpoint import resolve_checkpoint, save_checkpoint
-
     model, meta = load_model(run_dir, kind="classifier", which=which)
     head = model.get_classifier()
     if not isinstance(head, torch.nn.Linear) or head.out_features != 1:
         raise ConfigError(f"smote_features refits a single-logit linear head; {meta.arch} has {head}")
     pre = meta.preprocessing
     loader = BatchLoader(ctx.store, np.sort(ctx.train_rows), batch_size=256, labels=[ctx.target], shuffle=False,
-                         mean=pre["mean"], std=pre["std"], prefetch=0)
+                         mean=pre.mean, std=pre.std, prefetch=0)
     feats, ys = [], []
     with torch.no_grad():
         for batch in loader:
@@ -181,25 +182,12 @@ def refit_head_with_smote(ctx: StudyContext, run_dir: Path, *, which: str = "bes
 
 def _generative(ctx: StudyContext, model: str) -> MethodPlan:
     """Train a generator conditioned on the target on the reduced training rows; sample the minority."""
-    import torch
-
-    from facelab.eval.grids import to_uint8
-    from facelab.train.generative import GenerativeRunConfig, train_generative
-
     if ctx.n_minority < MIN_MINORITY_FOR_GENERATOR:
         raise ConfigError(f"{model}: only {ctx.n_minority} minority images left in training; a generator needs at "
                           f"least {MIN_MINORITY_FOR_GENERATOR} (raise p)")
-    g = ctx.generator
-    cfg = GenerativeRunConfig.from_dict({
-        "store": str(ctx.store.path), "model": model, "conditions": [ctx.target], "seed": ctx.seed,
-        "batch_size": g.get("batch_size", 64), "device": ctx.device, "grid_every_epochs": 1000,
-        "model_options": g.get("model_options", {}).get(model, {}),
-        "trainer": {"epochs": g.get("epochs", 10), "time_budget_minutes": g.get("minutes"), "progress": False},
-    }, where=f"{model} generator")
+    cfg = GenerativeRunConfig.from_dict(_generator_fields(ctx, model), where=f"{model} generator")
     run_dir = ctx.work_dir / f"gen-{model}"
     summary = train_generative(cfg, run_dir=run_dir, rows=ctx.train_rows, val_rows=ctx.val_rows)
-    from facelab.models.loading import load_model
-
     gen, _ = load_model(run_dir, kind="generative")
     n = ctx.n_synthetic()
     cond = gen.make_cond({ctx.target: ctx.minority})
@@ -209,6 +197,17 @@ def _generative(ctx: StudyContext, model: str) -> MethodPlan:
     notes = {"synthetic": int(len(images)), "generator_run": str(run_dir), "generator_seconds": summary["fit_seconds"]}
     notes.update(synthetic_fidelity(ctx, run_dir))
     return MethodPlan(ctx.train_rows, extra=(images, np.full((len(images), 1), ctx.minority, np.int64)), notes=notes)
+
+
+def _generator_fields(ctx: StudyContext, model: str) -> dict[str, Any]:
+    """The generator's config: the study's (``ctx.generator_config``), else one built from ``ctx.generator``."""
+    if ctx.generator_config is not None:
+        return ctx.generator_config(model)
+    g = ctx.generator
+    return {"store": str(ctx.store.path), "model": model, "conditions": [ctx.target], "seed": ctx.seed,
+            "batch_size": g.get("batch_size", 64), "device": ctx.device, "grid_every_epochs": 1000,
+            "model_options": (g.get("model_options") or {}).get(model, {}),
+            "trainer": {"epochs": g.get("epochs", 10), "time_budget_minutes": g.get("minutes"), "progress": False}}
 
 
 #: The method whose classifier judges the generated minority samples (trained on real reduced rows only).
@@ -225,11 +224,6 @@ def synthetic_fidelity(ctx: StudyContext, gen_run: Path, *, n: int = 500) -> dic
     reach. A generator far below that adds images that do not look like the minority class.
     Returns {} (with a note) when the ``none`` cell has not been trained before this one.
     """
-    from facelab.errors import FacelabError
-    from facelab.eval.generative_metrics import conditional_fidelity
-    from facelab.experiments.augmentation_study import binary_scores
-    from facelab.train.checkpoint import resolve_checkpoint
-
     judge = ctx.work_dir / JUDGE_METHOD
     try:
         resolve_checkpoint(judge)

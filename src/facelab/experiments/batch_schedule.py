@@ -16,12 +16,24 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
+from rich.console import Console
 
 from facelab.config import StrictConfig
 from facelab.data.store import Store
+from facelab.data.views import run_splits
 from facelab.errors import ConfigError
+from facelab.eval.evaluate import evaluate_rows
+from facelab.models.checkpoint import STATE
 from facelab.registry import Registry
+from facelab.report import render_report
+from facelab.report.batch_schedule import results_table
+from facelab.runs.folder import read_metrics
+from facelab.runs.splits import save_run_splits
+from facelab.runs.summary import BatchScheduleSummary, write_summary
+from facelab.train.classifier import ClassifierConfig, train_classifier
 from facelab.train.trainer import Callback, Trainer
+from facelab.utils.device import resolve_device
+from facelab.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 
 VARIANTS: Registry[Any] = Registry("batch-schedule variant")
 Variant = Literal["lr_decay", "batch_increase", "hybrid"]
@@ -91,9 +103,7 @@ def _hybrid(cfg: BatchScheduleConfig) -> tuple[dict[str, Any], list[float]]:
     return {"name": "step", "milestones": lr_fractions, "gamma": 1.0 / cfg.factor}, batch_ms
 
 
-def _variant_config(cfg: BatchScheduleConfig, schedule: dict[str, Any], seed: int):
-    from facelab.train.classifier import ClassifierConfig
-
+def _variant_config(cfg: BatchScheduleConfig, schedule: dict[str, Any], seed: int) -> ClassifierConfig:
     return ClassifierConfig.from_dict({
         "store": cfg.store, "labels": cfg.labels, "model": cfg.model, "model_kwargs": cfg.model_kwargs,
         "batch_size": cfg.batch_size, "device": cfg.device, "seed": seed, "train_limit": cfg.train_limit,
@@ -104,29 +114,21 @@ def _variant_config(cfg: BatchScheduleConfig, schedule: dict[str, Any], seed: in
 
 
 def study_splits(cfg: BatchScheduleConfig, store: Store) -> tuple[dict[str, np.ndarray], str]:
-    """Train/val/test rows shared by every variant and seed, and how they were made.
+    """Train/val/test rows shared by every variant and seed, and how they were made; also checks the labels,
+    the device and that the grown batch still fits the training rows.
 
-    Test accuracy needs rows that neither training nor checkpoint selection saw. A store whose official
-    partitions lack a test set keeps its official val partition as the test set and holds out an
-    identity-disjoint, stratified share of train for validation (the CelebA subset: train and val only);
-    one that lacks a val set (CIFAR-10: train and test) holds it out of train the same way.
+    Test accuracy needs rows that neither training nor checkpoint selection saw
+    (:func:`facelab.data.views.run_splits` with ``need_test``): a store whose official partitions lack a test
+    set tests on its val partition and holds an identity-disjoint, stratified 15% of train out for validation
+    (the CelebA subset); one that lacks a val set (CIFAR-10) holds it out of train the same way.
     """
-    from facelab.data.views import split, splits_for
-
     missing = [n for n in cfg.labels if n not in store.label_names]
     if missing:
         raise ConfigError(f"labels {missing} are not in {store.path}; its labels: {', '.join(store.label_names)}")
-    stratify = cfg.labels[:1]
-    s = splits_for(store, policy=cfg.split, seed=cfg.seed, stratify=stratify)
-    train, val, test = s["train"], s.get("val", np.array([], int)), s.get("test", np.array([], int))
-    how = f"{cfg.split} split"
-    if test.size == 0 and val.size:
-        test, val = val, np.array([], int)
-        how = f"{cfg.split} split; its val rows are the test set"
-    if val.size == 0:
-        held = split(store, indices=train, fractions=(1 - VAL_SHARE, VAL_SHARE, 0.0), seed=cfg.seed, stratify=stratify)
-        train, val = held["train"], held["val"]
-        how += f"; val is {VAL_SHARE:.0%} of train (identity-disjoint, stratified on {stratify[0]})"
+    resolve_device(cfg.device)
+    s, how = run_splits(store, policy=cfg.split, seed=cfg.seed, stratify=cfg.labels[:1], val_share=VAL_SHARE,
+                        need_test=True)
+    train, val, test = s["train"], s["val"], s["test"]
     if min(train.size, val.size, test.size) == 0:
         raise ConfigError(f"{store.path}: the {cfg.split} split leaves train {train.size}, val {val.size}, test "
                           f"{test.size} rows; the study needs all three (try -o split=random)")
@@ -139,8 +141,6 @@ def study_splits(cfg: BatchScheduleConfig, store: Store) -> tuple[dict[str, np.n
 
 
 def _done(results_path: Path) -> dict[tuple[str, int], dict[str, Any]]:
-    from facelab.utils.io import read_jsonl
-
     return {(r["variant"], r["seed"]): r for r in read_jsonl(results_path)}
 
 
@@ -148,18 +148,11 @@ def run_batch_schedule(cfg: BatchScheduleConfig, *, run_dir: str | Path, progres
     """Train every variant and seed into ``run_dir/<variant>/seed<k>``; write results.json, results.md and
     curves.png. Each finished (variant, seed) is appended to results.jsonl, so calling this again on the
     same folder (``--resume``) skips them and resumes an interrupted one from its last checkpoint."""
-    from rich.console import Console
-
-    from facelab.eval.evaluate import evaluate_rows
-    from facelab.runs import read_metrics
-    from facelab.train.checkpoint import STATE
-    from facelab.train.classifier import train_classifier
-    from facelab.utils.io import append_jsonl, atomic_write_json, atomic_write_text
-
     run_dir = Path(run_dir)
     t0 = time.monotonic()
     store = Store.open(cfg.store)
     splits, how = study_splits(cfg, store)
+    save_run_splits(run_dir, splits, store, how=how)
     results_path = run_dir / "results.jsonl"
     done = _done(results_path)
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
@@ -177,7 +170,8 @@ def run_batch_schedule(cfg: BatchScheduleConfig, *, run_dir: str | Path, progres
         if progress:
             console.print(f"[bold]{variant}[/], seed {seed} ({i}/{len(cells)})" + (": resuming" if resume else ""))
         cb = BatchSizeCallback(cfg.batch_size, cfg.factor, batch_ms)
-        summary = train_classifier(vcfg, run_dir=vdir, callbacks=[cb], splits=splits, resume=resume)
+        summary = train_classifier(vcfg, run_dir=vdir, callbacks=[cb], splits=splits, splits_how=f"the study's {how}",
+                                   resume=resume)
         test = evaluate_rows(vdir, store, splits["test"], device=str(summary["device"]))
         rec = {"variant": variant, "seed": seed,
                "test_mean_accuracy": test["summary"]["mean_accuracy"],
@@ -191,15 +185,13 @@ def run_batch_schedule(cfg: BatchScheduleConfig, *, run_dir: str | Path, progres
     _plot(run_dir / "curves.png", results)
     atomic_write_json(run_dir / "results.json", results)
     atomic_write_text(run_dir / "results.md", results_table(results))
-    summary = {"kind": "batch_schedule", "run_dir": str(run_dir), "store": cfg.store, "labels": cfg.labels, "seeds": seeds,
-               "splits": {k: int(v.size) for k, v in splits.items()}, "splits_how": how,
-               "results": {k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in results.items()},
-               "seconds": round(time.monotonic() - t0, 1)}
-    atomic_write_json(run_dir / "summary.json", summary)
-    from facelab.report import render_report
-
-    summary["report"] = str(render_report(run_dir))
-    return summary
+    summary = BatchScheduleSummary(
+        run_dir=str(run_dir), store=cfg.store, labels=cfg.labels, seeds=seeds,
+        splits={k: int(v.size) for k, v in splits.items()}, splits_how=how,
+        results={k: {kk: vv for kk, vv in v.items() if kk != "history"} for k, v in results.items()},
+        seconds=round(time.monotonic() - t0, 1))
+    write_summary(run_dir, summary)
+    return {**summary.to_dict(), "report": str(render_report(run_dir))}
 
 
 def _aggregate(records: list[dict[str, Any]], histories: list[list[dict[str, Any]]]) -> dict[str, Any]:
@@ -219,22 +211,6 @@ def _aggregate(records: list[dict[str, Any]], histories: list[list[dict[str, Any
                           for k in ("val_mean_accuracy", "train_loss") if any(h[e].get(k) is not None for h in histories)}}
                       for e in range(n)]
     return out
-
-
-def mean_std(r: dict[str, Any], key: str) -> str:
-    """``r[key]`` ± ``r[key_std]`` (the mean alone for one seed), as the tables and the report show it."""
-    std = r.get(f"{key}_std")
-    return f"{r[key]:.4f}" + (f" ± {std:.4f}" if std is not None else "")
-
-
-def results_table(results: dict[str, Any]) -> str:
-    """Markdown table of the variants (mean ± sample standard deviation over the seeds)."""
-    lines = ["| variant | test mean acc | test balanced acc | parameter updates | final batch | training s |",
-             "|---|---|---|---|---|---|"]
-    for v, r in results.items():
-        lines.append(f"| {v} | {mean_std(r, 'test_mean_accuracy')} | {mean_std(r, 'test_mean_balanced_accuracy')} | "
-                     f"{r['parameter_updates']} | {r['final_batch_size']} | {r['train_seconds']:.1f} |")
-    return "\n".join(lines) + "\n"
 
 
 def _plot(path: Path, results: dict[str, Any]) -> None:

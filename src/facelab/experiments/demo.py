@@ -18,8 +18,16 @@ from typing import Any
 from pydantic import Field
 
 from facelab.config import StrictConfig
-from facelab.runs import create_run_dir
-from facelab.utils.io import atomic_write_json
+from facelab.data import stats as st
+from facelab.data.build import prepare_store
+from facelab.data.sources import create_source
+from facelab.data.store import Store
+from facelab.eval.evaluate import evaluate_run
+from facelab.experiments.imbalance_study import ImbalanceStudyConfig, run_study
+from facelab.report import render_report
+from facelab.runs.folder import create_run_dir
+from facelab.runs.summary import DemoSummary, write_summary
+from facelab.train.classifier import ClassifierConfig, train_classifier
 
 
 class DemoConfig(StrictConfig):
@@ -45,10 +53,8 @@ def _step(log: dict[str, float], name: str, t0: float) -> float:
     return now
 
 
-def _study_config(cfg: DemoConfig, store: str) -> Any:
-    from facelab.experiments.augmentation_study import AugmentStudyConfig
-
-    return AugmentStudyConfig.from_dict({
+def _study_config(cfg: DemoConfig, store: str) -> ImbalanceStudyConfig:
+    return ImbalanceStudyConfig.from_dict({
         "store": store, "target": cfg.target, "p": [cfg.p], "methods": cfg.methods, "minority": cfg.minority,
         "seeds": list(range(cfg.seeds)),
         "classifier": {"model": "vgg_scratch", "batch_size": 64, "augment": "flip",
@@ -60,15 +66,6 @@ def _study_config(cfg: DemoConfig, store: str) -> Any:
 
 def run_demo(cfg: DemoConfig, *, runs_root: str | Path = "runs") -> dict[str, Any]:
     """Run every step; returns a JSON-able summary (also written to summary.json)."""
-    from facelab.data import stats as st
-    from facelab.data.build import prepare_store
-    from facelab.data.sources import create_source
-    from facelab.data.store import Store
-    from facelab.eval.evaluate import evaluate_run
-    from facelab.experiments.augmentation_study import run_study
-    from facelab.report import render_report
-    from facelab.train.classifier import ClassifierConfig, train_classifier
-
     t_start = t0 = time.monotonic()
     timings: dict[str, float] = {}
     # every option is checked before anything is built: the source (target), the study (methods, p)
@@ -99,21 +96,20 @@ def run_demo(cfg: DemoConfig, *, runs_root: str | Path = "runs") -> dict[str, An
     sdir.mkdir()
     scfg.save(sdir / "config.yaml")
     study = run_study(scfg, run_dir=sdir)
-    _step(timings, "augmentation_study", t0)
+    _step(timings, "imbalance_study", t0)
 
-    summary = {
-        "kind": "demo", "run_dir": str(run), "store": str(store.path), "build": report.to_dict(), "stats": figures,
-        "plots": [str(run / "correlation.png"), str(run / "prevalence.png")],
-        "classifier": {"run_dir": str(cdir), "best_val_mean_accuracy": csum["best"],
-                       "test_mean_accuracy": test["summary"]["mean_accuracy"],
-                       "test_majority_accuracy": test["summary"]["mean_majority_accuracy"],
-                       "test_mean_balanced_accuracy": test["summary"]["mean_balanced_accuracy"]},
-        "study": {"run_dir": str(sdir), "target": cfg.target, "p": cfg.p,
-                  "balanced_accuracy": {m: e["balanced_accuracy"]["mean"] for m, e in study["aggregate"][f"{cfg.p:g}"].items()},
-                  "minority_recall": {m: e["minority_recall"]["mean"] for m, e in study["aggregate"][f"{cfg.p:g}"].items()},
-                  "report": study["report"]},
-        "timings_s": timings, "seconds": round(time.monotonic() - t_start, 1),
-    }
-    atomic_write_json(run / "summary.json", summary)
-    summary["report"] = str(render_report(run))
-    return summary
+    at_p = study["aggregate"][f"{cfg.p:g}"]
+    summary = DemoSummary(
+        run_dir=str(run), store=str(store.path), build=report.to_dict(), stats=figures,
+        plots=[str(run / "correlation.png"), str(run / "prevalence.png")],
+        classifier={"run_dir": str(cdir), "best_val_mean_accuracy": csum["best"],
+                    "test_mean_accuracy": test["summary"]["mean_accuracy"],
+                    "test_majority_accuracy": test["summary"]["mean_majority_accuracy"],
+                    "test_mean_balanced_accuracy": test["summary"]["mean_balanced_accuracy"]},
+        study={"run_dir": str(sdir), "target": cfg.target, "p": cfg.p,
+               "balanced_accuracy": {m: e["balanced_accuracy"]["mean"] for m, e in at_p.items()},
+               "minority_recall": {m: e["minority_recall"]["mean"] for m, e in at_p.items()},
+               "report": study["report"]},
+        timings_s=timings, seconds=round(time.monotonic() - t_start, 1))
+    write_summary(run, summary)
+    return {**summary.to_dict(), "report": str(render_report(run))}

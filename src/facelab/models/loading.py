@@ -10,8 +10,10 @@ from typing import Any
 import torch
 
 from facelab.errors import FacelabError
+from facelab.models.checkpoint import CheckpointMeta, read_meta, read_weights, resolve_checkpoint
 from facelab.registry import Registry
-from facelab.train.checkpoint import CheckpointMeta, read_meta, read_weights, resolve_checkpoint
+from facelab.utils.device import resolve_device
+
 
 @dataclass(frozen=True)
 class ModelKind:
@@ -52,7 +54,9 @@ def load_model(path: str | Path, *, kind: str | None = None, which: str = "best"
         path: run folder, checkpoint folder or model.safetensors file.
         kind: expected kind ("classifier", "generative"); a different one is a FacelabError.
         which: checkpoint of a run folder: "best" (default) or "last".
+        device: where the model goes ("cpu", "cuda:1", "auto"; checked to exist here).
     """
+    device = resolve_device(device)
     ckpt = resolve_checkpoint(path, which)
     meta = read_meta(ckpt)
     if kind is not None and meta.kind != kind:

@@ -1,4 +1,4 @@
-"""Building blocks of self-contained HTML reports, and the registry of reporters by run kind."""
+"""Building blocks of self-contained HTML reports, and :func:`render_report` for any kind of run."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from facelab.errors import FacelabError
-from facelab.registry import Registry
+from facelab.report.kinds import RUN_KINDS
+from facelab.runs.folder import read_metrics
+from facelab.runs.summary import read_summary
 from facelab.utils.io import atomic_write_text
-
-#: run kind (``summary.json["kind"]``) -> function(run_dir) -> list of HTML sections
-REPORTERS: Registry[list[str]] = Registry("report kind")
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
@@ -54,6 +52,9 @@ def section(title: str, *parts: str) -> str:
 
 
 def fmt(v: Any, digits: int = 4) -> str:
+    """A figure as report text: floats to ``digits`` places, undefined ones (None, NaN) as "-"."""
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
     if isinstance(v, float):
         return f"{v:.{digits}f}"
     return str(v)
@@ -62,6 +63,15 @@ def fmt(v: Any, digits: int = 4) -> str:
 def page(title: str, sections: Sequence[str]) -> str:
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{esc(title)}</h1>{''.join(sections)}</body></html>")
+
+
+def metrics_table(run_dir: Path) -> str:
+    """The run's metrics.jsonl as a table: one row per epoch, its first numeric columns."""
+    hist = read_metrics(run_dir)
+    if not hist:
+        return "<p>No metrics recorded.</p>"
+    keys = [k for k in hist[-1] if k not in ("epoch",) and isinstance(hist[-1][k], (int, float))][:8]
+    return table(["epoch", *keys], [[h["epoch"], *(fmt(h.get(k, "")) for k in keys)] for h in hist])
 
 
 def config_section(run_dir: Path) -> str:
@@ -79,19 +89,15 @@ def config_section(run_dir: Path) -> str:
 
 
 def render_report(run_dir: str | Path) -> Path:
-    """(Re-)render ``run_dir/report.html`` from what the run folder holds."""
-    run_dir = Path(run_dir)
-    sp = run_dir / "summary.json"
-    if not sp.is_file():
-        raise FacelabError(f"{run_dir}: no summary.json (not a finished facelab run folder)")
-    summary = json.loads(sp.read_text())
-    kind = summary.get("kind")
-    if kind is None:
-        raise FacelabError(f"{sp} does not say which kind of run it is (no 'kind' field)")
-    import facelab.report.runs  # noqa: F401  (registers the reporters)
+    """(Re-)render ``run_dir/report.html`` from what the run folder holds.
 
-    sections = REPORTERS.create(kind, run_dir, summary)
+    Raises:
+        FacelabError: no summary.json (an unfinished run), or a kind of run no reporter knows.
+    """
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    sections = RUN_KINDS.get(summary.kind).sections(run_dir, summary)
     sections.append(config_section(run_dir))
     out = run_dir / "report.html"
-    atomic_write_text(out, page(f"facelab {kind}: {run_dir.name}", sections))
+    atomic_write_text(out, page(f"facelab {summary.kind}: {run_dir.name}", sections))
     return out

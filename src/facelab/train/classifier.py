@@ -1,8 +1,10 @@
-"""Train an attribute classifier on a store: config -> run folder with checkpoints, metrics and plots."""
+"""Train an attribute classifier on a store: config -> run folder with splits, checkpoints, metrics and plots."""
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,9 +13,18 @@ import torch
 from pydantic import Field, field_validator
 
 from facelab.config import StrictConfig, overlay
+from facelab.data.augment import BatchAugment
+from facelab.data.loader import BatchLoader
+from facelab.data.preprocessing import Preprocessing
+from facelab.data.schema import NO_IDENTITY, LabelKind
 from facelab.data.store import Store
+from facelab.data.views import run_splits
 from facelab.errors import ConfigError
-from facelab.eval.classification import evaluate_model
+from facelab.eval.inference import evaluate_model
+from facelab.eval.label_shift import label_priors
+from facelab.eval.plots import plot_curves
+from facelab.models.checkpoint import CheckpointMeta
+from facelab.models.classifiers import create_classifier, freeze_backbone, list_classifiers, load_pretrained, unfreeze
 from facelab.models.classifiers.heads import (
     Task,
     class_weights_from_labels,
@@ -21,8 +32,13 @@ from facelab.models.classifiers.heads import (
     pos_weight_from_labels,
     task_loss,
 )
-from facelab.train.checkpoint import CheckpointMeta
+from facelab.report import render_report
+from facelab.runs.splits import load_run_splits, save_run_splits
+from facelab.runs.summary import ClassifierSummary, write_summary
 from facelab.train.trainer import Callback, StepOutput, Trainer, TrainerConfig
+from facelab.utils.device import resolve_device
+
+log = logging.getLogger("facelab")
 
 
 def default_trainer_config() -> TrainerConfig:
@@ -63,15 +79,12 @@ class ClassifierConfig(StrictConfig):
         return overlay(default_trainer_config().model_dump(), v)  # {epochs: 2} keeps the classifier's monitor
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; anything else is passed to torch.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class ClassifierObjective:
-    """Task loss of a classifier; evaluation = per-label metrics averaged over labels."""
+    """Task loss of a classifier; evaluation = per-label metrics averaged over labels.
+
+    Training variants (another loss, an auxiliary head) subclass it and are passed to
+    :func:`train_classifier` as ``objective=``.
+    """
 
     def __init__(self, model: torch.nn.Module, task: Task, *, cfg: ClassifierConfig, store: Store,
                  pos_weight: torch.Tensor | None = None, class_weights: dict[str, torch.Tensor] | None = None,
@@ -128,17 +141,16 @@ class ClassifierObjective:
         )
 
 
-def preprocessing_of(model: torch.nn.Module, store: Store) -> dict[str, Any]:
+#: what builds a classifier run's objective: ClassifierObjective or a subclass (same signature)
+ObjectiveFactory = Callable[..., ClassifierObjective]
+#: what builds its network: :func:`facelab.models.classifiers.create_classifier` or a function of that signature
+ModelFactory = Callable[..., torch.nn.Module]
+
+
+def preprocessing_of(model: torch.nn.Module, store: Store) -> Preprocessing:
     """What inference must do to an image so the model sees what it saw in training."""
     cfg = model.pretrained_cfg
-    return {
-        "image_size": store.image_size,
-        "crop": store.manifest.get("crop"),
-        "source": store.source,
-        "mean": list(cfg.mean),
-        "std": list(cfg.std),
-        "store_hash": store.content_hash,
-    }
+    return Preprocessing.of_store(store, mean=cfg.mean, std=cfg.std)
 
 
 class UnfreezeCallback(Callback):
@@ -158,8 +170,6 @@ class UnfreezeCallback(Callback):
 
     def unfreeze(self, trainer: Trainer) -> None:
         """Make the backbone trainable and add it to the optimizer at ``lr_scale`` times the base lr."""
-        from facelab.models.classifiers.transfer import unfreeze
-
         groups = unfreeze(trainer.model, lr_scale=self.lr_scale)
         opt = trainer.optimizers["model"]
         base = trainer.base_lrs["model"][0]
@@ -179,16 +189,24 @@ def build_task(store: Store, labels: list[str] | None) -> Task:
 
 
 def check_config(cfg: ClassifierConfig) -> Task:
-    """What can be checked before a run folder is made: the store opens, the model and the labels exist."""
-    from facelab.models.classifiers import list_classifiers
-
+    """What can be checked before a run folder is made: the store opens, the model, labels and device exist,
+    and the training split holds at least one batch."""
     if cfg.model not in list_classifiers():
         raise ConfigError(f"unknown classifier {cfg.model!r}; known classifiers: {', '.join(list_classifiers())}")
+    resolve_device(cfg.device)
     store = Store.open(cfg.store)
     task = build_task(store, cfg.labels)
-    if cfg.train_identities:
-        make_splits(cfg, store, task)  # enough people in the training split, identities recorded
+    splits, _ = make_splits(cfg, store, task)
+    check_batches(cfg, splits["train"].size)
     return task
+
+
+def check_batches(cfg: ClassifierConfig, train_rows: int) -> None:
+    """A batch larger than the training rows would train on nothing (the loader drops partial batches)."""
+    if train_rows < cfg.batch_size:
+        raise ConfigError(f"the training split has {train_rows} rows, fewer than one batch of {cfg.batch_size}: "
+                          "every epoch would end without a single optimizer step; lower --batch-size "
+                          f"(at most {train_rows}) or train on more rows")
 
 
 def _training_labels(store: Store, rows: np.ndarray, task: Task) -> torch.Tensor:
@@ -203,32 +221,23 @@ def balanced_sample_weights(y: np.ndarray) -> np.ndarray:
     return w / w.sum()
 
 
-def make_splits(cfg: ClassifierConfig, store: Store, task: Task) -> dict[str, np.ndarray]:
-    """Train/val/test rows: official partitions or a seeded stratified split (identities kept apart)."""
-    from facelab.data.views import splits_for
-
-    from facelab.data.views import split
-
-    stratify = list(task.names)[:1]
-    splits = splits_for(store, policy=cfg.split, fractions=cfg.split_fractions, seed=cfg.seed, stratify=stratify)
-    if splits["val"].size == 0 and splits["train"].size >= 20:
-        # official partitions without a validation set (CIFAR-10: train/test): hold out a stratified,
-        # identity-disjoint share of train for model selection, never the test rows
-        share = cfg.split_fractions[1] / (cfg.split_fractions[0] + cfg.split_fractions[1]) or 0.1
-        held = split(store, indices=splits["train"], fractions=(1 - share, share, 0.0), seed=cfg.seed, stratify=stratify)
-        splits = {**splits, "train": held["train"], "val": held["val"]}
+def make_splits(cfg: ClassifierConfig, store: Store, task: Task) -> tuple[dict[str, np.ndarray], str]:
+    """Train/val/test rows of a new run and how they were chosen: :func:`facelab.data.views.run_splits`
+    (official partitions or a seeded stratified split, identities kept apart, a validation hold-out when
+    there is no val partition), then ``train_identities`` and ``train_limit`` applied to train."""
+    splits, how = run_splits(store, policy=cfg.split, fractions=cfg.split_fractions, seed=cfg.seed,
+                             stratify=list(task.names)[:1])
     if cfg.train_identities:
-        splits = {**splits, "train": _rows_of_people(store, splits["train"], cfg.train_identities, cfg.seed)}
-    if cfg.train_limit:
-        rows = np.random.default_rng(cfg.seed).permutation(splits["train"])[: cfg.train_limit]
-        splits = {**splits, "train": np.sort(rows)}
-    return splits
+        splits["train"] = _rows_of_people(store, splits["train"], cfg.train_identities, cfg.seed)
+        how += f"; train: every photo of {cfg.train_identities} randomly chosen training people (seed {cfg.seed})"
+    if cfg.train_limit and cfg.train_limit < splits["train"].size:
+        splits["train"] = np.sort(np.random.default_rng(cfg.seed).permutation(splits["train"])[: cfg.train_limit])
+        how += f"; train: {cfg.train_limit} random rows of it (seed {cfg.seed})"
+    return splits, how
 
 
 def _people(store: Store, rows: np.ndarray) -> np.ndarray:
     """The distinct known identities of ``rows``."""
-    from facelab.data.schema import NO_IDENTITY
-
     ids = store.identities[rows]
     return np.unique(ids[ids != NO_IDENTITY])
 
@@ -248,9 +257,6 @@ def _rows_of_people(store: Store, rows: np.ndarray, n: int, seed: int) -> np.nda
 def make_loaders(cfg: ClassifierConfig, store: Store, task: Task, splits: dict[str, np.ndarray],
                  device: torch.device, mean, std, *, extra: tuple[np.ndarray, np.ndarray] | None = None):
     """Train and validation loaders; ``extra`` = synthetic (images, task labels) appended to training only."""
-    from facelab.data.augment import BatchAugment
-    from facelab.data.loader import BatchLoader
-
     train_rows = splits["train"]
     overrides = {"random_erasing": {"p": cfg.random_erasing}} if cfg.random_erasing else {}
     specs = {s.name: s for s in store.label_specs}
@@ -269,16 +275,13 @@ def make_loaders(cfg: ClassifierConfig, store: Store, task: Task, splits: dict[s
     return train, val
 
 
-def build_classifier(cfg: ClassifierConfig, store: Store, task: Task,
-                     train_y: torch.Tensor) -> tuple[torch.nn.Module, str | None]:
+def build_classifier(cfg: ClassifierConfig, store: Store, task: Task, train_y: torch.Tensor, *,
+                     create: ModelFactory = create_classifier) -> tuple[torch.nn.Module, str | None]:
     """Create the model, load pretrained weights, freeze, initialise the head bias with label priors.
 
     Returns: (model, what the pretrained loading did, or None without ``cfg.pretrained``).
     """
-    from facelab.models.classifiers import create_classifier
-    from facelab.models.classifiers.transfer import freeze_backbone, load_pretrained
-
-    model = create_classifier(cfg.model, num_outputs=task.num_logits, image_size=store.image_size, **cfg.model_kwargs)
+    model = create(cfg.model, num_outputs=task.num_logits, image_size=store.image_size, **cfg.model_kwargs)
     loaded = None
     if cfg.pretrained is not None:
         loaded = load_pretrained(model, cfg.pretrained).summary()
@@ -290,38 +293,77 @@ def build_classifier(cfg: ClassifierConfig, store: Store, task: Task,
     return model, loaded
 
 
+def one_class_warnings(train_y: torch.Tensor, task: Task) -> list[str]:
+    """Labels whose training rows show one class only: the model can only learn to predict that class."""
+    out = []
+    for i, o in enumerate(task.outputs):
+        col = train_y[:, i]
+        present = torch.unique(col[col >= 0]).tolist()
+        if o.kind is LabelKind.BINARY and len(present) < 2:
+            out.append(f"label {o.name!r}: every training row is {present or 'unknown'}; the model can only "
+                       "predict that value, and its balanced accuracy and AUROC are undefined")
+        elif o.kind is LabelKind.CATEGORICAL and len(present) < 2:
+            out.append(f"label {o.name!r}: the training rows show one class only ({present})")
+    return out
+
+
+def _run_rows(cfg: ClassifierConfig, store: Store, task: Task, run_dir: Path, *, resume: bool,
+              splits: dict[str, np.ndarray] | None, how: str | None) -> tuple[dict[str, np.ndarray], str]:
+    """The run's rows: recorded in its splits.json when resuming, else given (experiments) or made, then
+    recorded, once."""
+    recorded = load_run_splits(run_dir, store) if resume else None
+    if recorded is not None:
+        return {k: recorded.rows(k) for k in ("train", "val", "test")}, recorded.how
+    if splits is None:
+        splits, how = make_splits(cfg, store, task)
+    splits = {k: np.asarray(splits.get(k, np.zeros(0, np.int64)), dtype=np.int64) for k in ("train", "val", "test")}
+    how = how or "chosen by the caller"
+    save_run_splits(run_dir, splits, store, how=how)
+    return splits, how
+
+
 def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool = False,
                      callbacks: list[Callback] | None = None, splits: dict[str, np.ndarray] | None = None,
-                     extra: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+                     splits_how: str | None = None, extra: tuple[np.ndarray, np.ndarray] | None = None,
+                     objective: ObjectiveFactory = ClassifierObjective,
+                     create_model: ModelFactory = create_classifier) -> dict[str, Any]:
     """Train (or resume) a classifier run in ``run_dir``; returns the summary written to summary.json.
 
+    The run's train/val/test rows are written once to ``run_dir/splits.json`` and read back on resume.
+
     Args:
-        splits: train/val(/test) store rows to use instead of the config's split policy (experiments).
+        splits: train/val(/test) store rows to use instead of the config's split policy (experiments), and
+            ``splits_how`` a sentence saying how they were chosen.
         extra: synthetic training rows (images (M, S, S, 3) uint8, labels (M, num task labels)); tagged
             synthetic by the loader, never used for validation.
-    """
-    from facelab.eval.label_shift import label_priors
-    from facelab.eval.plots import plot_curves
-    from facelab.utils.io import atomic_write_json
+        objective: the training objective (a :class:`ClassifierObjective` subclass for a training variant).
+        create_model: builds the network (default: the registry's :func:`create_classifier`).
 
+    Raises:
+        ConfigError: fewer training rows than one batch, among the config checks.
+    """
     run_dir = Path(run_dir)
     torch.manual_seed(cfg.seed)
     store = Store.open(cfg.store)
     task = build_task(store, cfg.labels)
     device = resolve_device(cfg.device)
-    splits = splits if splits is not None else make_splits(cfg, store, task)
+    splits, how = _run_rows(cfg, store, task, run_dir, resume=resume, splits=splits, how=splits_how)
+    check_batches(cfg, int(splits["train"].size) + (0 if extra is None else len(extra[0])))
     train_y = _training_labels(store, splits["train"], task)
     if extra is not None:
         train_y = torch.cat([train_y, torch.from_numpy(np.asarray(extra[1], dtype=np.int64))])
-    model, loaded = build_classifier(cfg, store, task, train_y)
+    warnings = one_class_warnings(train_y, task)
+    for w in warnings:
+        log.warning(w)
+    model, loaded = build_classifier(cfg, store, task, train_y, create=create_model)
     pc = model.pretrained_cfg
     train_loader, val_loader = make_loaders(cfg, store, task, splits, device, pc.mean, pc.std, extra=extra)
     pos_w = class_w = None
     if cfg.balance == "class_weights":
         pos_w = pos_weight_from_labels(train_y, task) if task.binary_index[0] else None
         class_w = class_weights_from_labels(train_y, task) or None
-    obj = ClassifierObjective(model, task, cfg=cfg, store=store, pos_weight=pos_w, class_weights=class_w,
-                              label_priors=label_priors(train_y.numpy(), task))
+    obj = objective(model, task, cfg=cfg, store=store, pos_weight=pos_w, class_weights=class_w,
+                    label_priors=label_priors(train_y.numpy(), task))
     cbs = list(callbacks or [])
     if cfg.freeze_backbone and cfg.unfreeze_at_epoch is not None:
         cbs.append(UnfreezeCallback(cfg.unfreeze_at_epoch, cfg.backbone_lr_scale))
@@ -329,20 +371,14 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
     t0 = time.monotonic()
     result = trainer.fit(resume=resume)
     plot_curves(run_dir / "curves.png", trainer.history)
-    summary = {
-        "kind": "classifier", "run_dir": str(run_dir), "model": cfg.model, "labels": list(task.names),
-        "params": sum(p.numel() for p in model.parameters()),
-        "train_rows": int(len(splits["train"])), "synthetic_rows": 0 if extra is None else int(len(extra[0])),
-        **({"train_identities": len(_people(store, splits["train"]))} if store.has_identities else {}),
-        "val_rows": int(len(splits["val"])),
-        "test_rows": int(len(splits.get("test", []))), "device": str(device),
-        **({"pretrained": loaded} if loaded else {}),
-        **result, "fit_seconds": round(time.monotonic() - t0, 2),
-        "final": trainer.history[-1] if trainer.history else {},
-    }
-    atomic_write_json(run_dir / "summary.json", summary)
-    from facelab.report import render_report
-
-    summary["report"] = str(render_report(run_dir))
-    return summary
-
+    summary = ClassifierSummary(
+        run_dir=str(run_dir), model=cfg.model, labels=list(task.names),
+        params=sum(p.numel() for p in model.parameters()),
+        train_rows=int(splits["train"].size), synthetic_rows=0 if extra is None else int(len(extra[0])),
+        train_identities=len(_people(store, splits["train"])) if store.has_identities else None,
+        val_rows=int(splits["val"].size), test_rows=int(splits["test"].size), device=str(device),
+        pretrained=loaded, **result, fit_seconds=round(time.monotonic() - t0, 2),
+        final=trainer.history[-1] if trainer.history else {}, splits=how, warnings=warnings,
+    )
+    write_summary(run_dir, summary)
+    return {**summary.to_dict(), "report": str(render_report(run_dir))}

@@ -11,11 +11,21 @@ import torch
 from pydantic import Field, field_validator
 
 from facelab.config import StrictConfig, overlay
+from facelab.data.augment import BatchAugment
+from facelab.data.loader import BatchLoader
+from facelab.data.preprocessing import Preprocessing
 from facelab.data.store import Store
+from facelab.data.views import run_splits
 from facelab.errors import ConfigError
-from facelab.train.checkpoint import CheckpointMeta
-from facelab.train.classifier import resolve_device
+from facelab.eval.grids import save_grid
+from facelab.eval.plots import plot_curves
+from facelab.models.checkpoint import CheckpointMeta
+from facelab.models.generative import Condition, GenBatch, create_generative, encode_label_rows, grid_conditions
+from facelab.report import render_report
+from facelab.runs.splits import load_run_splits, save_run_splits
+from facelab.runs.summary import GenerativeSummary, write_summary
 from facelab.train.trainer import Callback, StepOutput, Trainer, TrainerConfig
+from facelab.utils.device import resolve_device
 
 GEN_MEAN = (0.5, 0.5, 0.5)  # images reach generative models in [-1, 1]
 GEN_STD = (0.5, 0.5, 0.5)
@@ -60,9 +70,7 @@ class GenerativeObjective:
     def step_schedule(self) -> list[tuple[str, int]]:
         return self.model.train_step_schedule()
 
-    def gen_batch(self, batch: Any):
-        from facelab.models.generative import GenBatch, encode_label_rows
-
+    def gen_batch(self, batch: Any) -> GenBatch:
         cond = None
         if self.model.is_conditional:
             cond = encode_label_rows(self.model.config.conditions, batch.y).to(batch.x.device)
@@ -90,9 +98,7 @@ class GenerativeObjective:
         return CheckpointMeta(
             kind="generative", arch=self.cfg.model, arch_kwargs=self.model.config.model_dump(mode="json"),
             labels=[self.store.spec(n).to_dict() for n in conds],
-            preprocessing={"image_size": self.store.image_size, "crop": self.store.manifest.get("crop"),
-                           "source": self.store.source, "mean": list(GEN_MEAN), "std": list(GEN_STD),
-                           "store_hash": self.store.content_hash},
+            preprocessing=Preprocessing.of_store(self.store, mean=GEN_MEAN, std=GEN_STD),
             config=self.cfg.model_dump(mode="json"),
         )
 
@@ -106,8 +112,6 @@ class GridCallback(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         if epoch % self.every and epoch != trainer.cfg.epochs and trainer.stop_reason is None:
             return  # the last epoch (planned, or cut by a time budget or early stopping) always gets its grid
-        from facelab.eval.grids import save_grid
-
         model = trainer.eval_model()
         cond = grid_conditions(model, self.n)
         g = torch.Generator(device="cpu").manual_seed(self.seed)
@@ -116,23 +120,7 @@ class GridCallback(Callback):
         save_grid(images, trainer.run_dir / "samples" / "latest.png")
 
 
-def grid_conditions(model: torch.nn.Module, n: int) -> torch.Tensor | None:
-    """Conditions for a grid: row r of a categorical condition shows class r; binary ones alternate."""
-    if not model.is_conditional:
-        return None
-    rows = []
-    for i in range(n):
-        r = i // 8
-        row = {}
-        for c in model.config.conditions:
-            row[c.name] = (r % c.width) if c.kind == "categorical" else (r + i) % 2
-        rows.append(row)
-    return model.make_cond(rows)
-
-
 def _conditions(cfg: GenerativeRunConfig, store: Store) -> list[dict[str, Any]] | None:
-    from facelab.models.generative import Condition
-
     if not cfg.conditions:
         return None
     return [Condition.from_label_spec(store.spec(n)).model_dump() for n in cfg.conditions]
@@ -140,8 +128,6 @@ def _conditions(cfg: GenerativeRunConfig, store: Store) -> list[dict[str, Any]] 
 
 def build_generative(cfg: GenerativeRunConfig, store: Store) -> torch.nn.Module:
     """The model for ``cfg`` at the store's resolution, conditioned on ``cfg.conditions``."""
-    from facelab.models.generative import create_generative
-
     if store.image_size not in (32, 64):
         raise ConfigError(f"{store.path}: generative models work at 32 or 64 px, the store is {store.image_size}px; "
                           "prepare a store with --size 32 or --size 64")
@@ -153,42 +139,71 @@ def build_generative(cfg: GenerativeRunConfig, store: Store) -> torch.nn.Module:
 
 
 def check_config(cfg: GenerativeRunConfig) -> None:
-    """Build the model once before a run folder is made: unknown models, conditions or options fail early."""
-    build_generative(cfg, Store.open(cfg.store))
+    """Build the model once before a run folder is made: unknown models, conditions, options or devices fail
+    early, and so does a batch larger than the training rows."""
+    resolve_device(cfg.device)
+    store = Store.open(cfg.store)
+    build_generative(cfg, store)
+    splits, _ = make_splits(cfg, store)
+    check_batches(cfg, splits["train"].size)
+
+
+def check_batches(cfg: GenerativeRunConfig, train_rows: int) -> None:
+    """A batch larger than the training rows would train on nothing (the loader drops partial batches)."""
+    if train_rows < cfg.batch_size:
+        raise ConfigError(f"the training split has {train_rows} rows, fewer than one batch of {cfg.batch_size}: "
+                          "every epoch would end without a single optimizer step; lower --batch-size "
+                          f"(at most {train_rows}) or train on more rows")
+
+
+def make_splits(cfg: GenerativeRunConfig, store: Store) -> tuple[dict[str, np.ndarray], str]:
+    """Train/val/test rows of a generative run and how they were chosen (``split: all`` trains on every row)."""
+    if cfg.split == "all":
+        empty = np.zeros(0, np.int64)
+        return {"train": np.arange(len(store), dtype=np.int64), "val": empty, "test": empty}, "every row of the store"
+    return run_splits(store, policy=cfg.split, seed=cfg.seed, hold_out_val=False)
+
+
+def _run_rows(cfg: GenerativeRunConfig, store: Store, run_dir: Path, *, resume: bool, rows: np.ndarray | None,
+              val_rows: np.ndarray | None) -> tuple[dict[str, np.ndarray], str]:
+    """The run's rows: recorded in splits.json when resuming, else made (or given), then recorded once."""
+    recorded = load_run_splits(run_dir, store) if resume else None
+    if recorded is not None:
+        return {k: recorded.rows(k) for k in ("train", "val", "test")}, recorded.how
+    splits, how = make_splits(cfg, store)
+    if rows is not None:
+        splits = {**splits, "train": np.sort(np.asarray(rows, dtype=np.int64))}
+        how = "training rows chosen by the caller (an experiment's reduced training split)"
+    if val_rows is not None:
+        splits = {**splits, "val": np.sort(np.asarray(val_rows, dtype=np.int64))}
+    save_run_splits(run_dir, splits, store, how=how)
+    return splits, how
 
 
 def train_generative(cfg: GenerativeRunConfig, *, run_dir: str | Path, resume: bool = False,
                      rows: np.ndarray | None = None, val_rows: np.ndarray | None = None,
                      callbacks: list[Callback] | None = None) -> dict[str, Any]:
-    """Train (or resume) a generative run.
+    """Train (or resume) a generative run; its rows are recorded in ``run_dir/splits.json``.
 
     Args:
         rows: train only on these store rows (e.g. an experiment's reduced training split) instead of the
             config's split; ``val_rows``: the rows of the validation loss (autoencoders).
     """
-    from facelab.data.augment import BatchAugment
-    from facelab.data.loader import BatchLoader
-    from facelab.data.views import splits_for
-    from facelab.eval.plots import plot_curves
-    from facelab.utils.io import atomic_write_json
-
     run_dir = Path(run_dir)
     torch.manual_seed(cfg.seed)
     store = Store.open(cfg.store)
     model = build_generative(cfg, store)
     device = resolve_device(cfg.device)
-    splits = {"train": np.arange(len(store)), "val": np.array([], dtype=np.int64)} if cfg.split == "all" else \
-        splits_for(store, policy=cfg.split, seed=cfg.seed)
-    train_rows = np.asarray(rows) if rows is not None else splits["train"]
-    if val_rows is not None:
-        splits = {**splits, "val": np.asarray(val_rows)}
+    splits, how = _run_rows(cfg, store, run_dir, resume=resume, rows=rows, val_rows=val_rows)
+    check_batches(cfg, splits["train"].size)
     labels = list(cfg.conditions or [])
     served = labels or store.label_names
     augment = BatchAugment.from_preset(cfg.augment, label_specs=[store.spec(n) for n in served])
     common = dict(labels=served, mean=GEN_MEAN, std=GEN_STD, device=device)
-    train = BatchLoader(store, train_rows, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
-                        augment=augment, **common)
-    val = BatchLoader(store, splits["val"][:2048], batch_size=256, shuffle=False, **common) if len(splits["val"]) and model.has_encoder else None
+    train = BatchLoader(store, splits["train"], batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
+                        drop_last=True, augment=augment, **common)
+    val = (BatchLoader(store, splits["val"][:2048], batch_size=256, shuffle=False, **common)
+           if len(splits["val"]) and model.has_encoder else None)
     tcfg = cfg.trainer.model_copy(deep=True)
     recommended = model.recommended_optimizers()
     tcfg.optim.groups = {g: {**recommended.get(g, {}), **tcfg.optim.groups.get(g, {})} for g in model.parameter_groups()}
@@ -202,12 +217,11 @@ def train_generative(cfg: GenerativeRunConfig, *, run_dir: str | Path, resume: b
     t0 = time.monotonic()
     result = trainer.fit(resume=resume)
     plot_curves(run_dir / "curves.png", trainer.history)
-    summary = {"kind": "generative", "run_dir": str(run_dir), "model": cfg.model, "conditions": labels, "train_rows": int(len(train_rows)),
-               "params": sum(p.numel() for p in model.parameters()), "device": str(device), **result,
-               "fit_seconds": round(time.monotonic() - t0, 2), "grid": str(run_dir / "samples" / "latest.png"),
-               "final": trainer.history[-1] if trainer.history else {}}
-    atomic_write_json(run_dir / "summary.json", summary)
-    from facelab.report import render_report
-
-    summary["report"] = str(render_report(run_dir))
-    return summary
+    summary = GenerativeSummary(
+        run_dir=str(run_dir), model=cfg.model, conditions=labels, train_rows=int(splits["train"].size),
+        val_rows=int(splits["val"].size), test_rows=int(splits["test"].size),
+        params=sum(p.numel() for p in model.parameters()), device=str(device), **result,
+        fit_seconds=round(time.monotonic() - t0, 2), grid=str(run_dir / "samples" / "latest.png"),
+        final=trainer.history[-1] if trainer.history else {}, splits=how)
+    write_summary(run_dir, summary)
+    return {**summary.to_dict(), "report": str(render_report(run_dir))}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -23,11 +24,12 @@ from pydantic import Field
 
 from facelab.config import StrictConfig
 from facelab.errors import FacelabError
-from facelab.train.checkpoint import CheckpointMeta, read_training_state, save_checkpoint
+from facelab.models.checkpoint import CheckpointMeta, read_training_state, read_weights, save_checkpoint
 from facelab.train.optim import create_optimizer
 from facelab.train.schedules import PlateauTracker, ScheduleConfig, lr_factor_fn
 from facelab.utils.io import append_jsonl
 
+log = logging.getLogger("facelab")
 BUDGET_STOP = "time budget"  # how stop_reason starts when time_budget_minutes stopped training
 
 
@@ -223,7 +225,15 @@ class Trainer:
 
     # ---- the loop ---------------------------------------------------------------------------
     def fit(self, *, resume: bool = False) -> dict[str, Any]:
-        """Train until ``epochs`` or early stopping; return the final summary."""
+        """Train until ``epochs`` or early stopping; return the final summary.
+
+        ``resume`` continues from ``checkpoints/last``; a run stopped before its first checkpoint has nothing
+        to continue from, so it starts from the beginning (with a notice), as a fresh start would.
+        """
+        if resume and read_training_state(self.run_dir / "checkpoints" / "last") is None:
+            log.warning(f"{self.run_dir}: the run stopped before its first checkpoint, so there is nothing to "
+                        "continue from: training starts from the beginning with its saved config")
+            resume = False
         if resume:
             self.load_state()
         else:  # a fresh start in a folder that an interrupted attempt left behind: start a fresh log
@@ -385,8 +395,6 @@ class Trainer:
 
     def load_state(self) -> None:
         """Restore model and training state from ``checkpoints/last`` (FacelabError if there is none)."""
-        from facelab.train.checkpoint import read_weights
-
         last = self.run_dir / "checkpoints" / "last"
         state = read_training_state(last)
         if state is None:

@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+def finite_or_none(value: Any) -> Any:
+    """NaN and infinities become None, recursively (numpy arrays and scalars as lists and floats), so that
+    every summary and ``--json`` output is strict JSON that jq or JavaScript can read."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -38,7 +53,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    """``obj`` as strict JSON (NaN written as null), atomically."""
+    atomic_write_text(path, json.dumps(finite_or_none(obj), indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

@@ -146,7 +146,7 @@ def test_round_trip_pixels_labels_manifest(root: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(store.partitions, [i % 3 for i in range(N_GOOD)])
     np.testing.assert_array_equal(store.identities, [i // 2 for i in range(N_GOOD)])
     assert store.partitions.dtype == np.int8 and store.identities.dtype == np.int64 and store.landmarks is None
-    m = store.manifest
+    m = store.manifest.to_dict()
     assert m["format_version"] == 1 and m["source"] == "tiny-test" and m["root"] == str(root.resolve())
     assert m["options"] == {"landmarks": False} and m["image_size"] == SIZE
     assert m["crop"] == {"mode": "center", "scale": 0.9, "offset_y": 0.0, "box": None}
@@ -180,7 +180,7 @@ def test_broken_images_are_skipped_and_reported(root: Path, tmp_path: Path) -> N
     (root / "img10.jpg").write_bytes(b"")  # zero bytes
     report = _prepare(TinySource(root), tmp_path / "store", workers=2, chunk_size=3)
     store = Store.open(tmp_path / "store")
-    decode_skips = {s["key"]: s["reason"] for s in store.manifest["skipped"] if s["stage"] == "decode"}
+    decode_skips = {s["key"]: s["reason"] for s in store.manifest.skipped if s["stage"] == "decode"}
     assert set(decode_skips) == {"img05.jpg", "img10.jpg"} and "empty" in decode_skips["img10.jpg"]
     assert not any("img05" in r or "img10" in r for r in decode_skips.values())  # the key is not repeated in its reason
     assert len(store) == report.count == N_GOOD - 2 and len(report.skipped) == 3
@@ -346,7 +346,7 @@ def test_landmarks_follow_crop_and_scale(root: Path, tmp_path: Path) -> None:
     src = CountingSource(root, landmarks=True)
     _prepare(src, tmp_path / "store", size=20)
     store = Store.open(tmp_path / "store")
-    assert store.manifest["has_landmarks"] and store.landmarks.shape == (N_GOOD, 10)
+    assert store.manifest.has_landmarks and store.landmarks.shape == (N_GOOD, 10)
     assert all(min_side is None for _, min_side in CountingSource.loads)  # landmarks need full resolution
     # centre crop 0.9 of a 40x50 image: side 36, box (2, 7, 38, 43); 20 px store -> scale 20/36
     x0, y0 = (10 - 2 + 0.5) * 20 / 36 - 0.5, (20 - 7 + 0.5) * 20 / 36 - 0.5

@@ -27,7 +27,7 @@ def arrays(n: int = 6, size: int = 8):
 def test_round_trip(tmp_path):
     images, labels, parts = arrays()
     store = write_store_arrays(tmp_path / "s", images, labels, SPECS, parts, source="generated-cvae",
-                               crop={"kind": "center"})
+                               crop={"mode": "center"})
     again = Store.open(tmp_path / "s")
     np.testing.assert_array_equal(again.images, images)
     np.testing.assert_array_equal(again.labels, labels)

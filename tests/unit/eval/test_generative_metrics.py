@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from facelab.data.preprocessing import Preprocessing
 from facelab.data.schema import LabelKind, LabelSpec, Partition
 from facelab.data.store import Store
 from facelab.errors import FacelabError
@@ -18,7 +19,6 @@ from facelab.eval.features import (
     quantize,
 )
 from facelab.eval.generative_metrics import (
-    classification_accuracy_score,
     conditional_fidelity,
     count_tag,
     feature_cache_key,
@@ -27,10 +27,11 @@ from facelab.eval.generative_metrics import (
     real_features,
     score_generator,
 )
+from facelab.experiments.cas import classification_accuracy_score
 from facelab.models.classifiers import create_classifier
 from facelab.models.classifiers.heads import Task
 from facelab.models.generative import Condition, create_generative
-from facelab.train.checkpoint import CheckpointMeta, save_checkpoint
+from facelab.models.checkpoint import CheckpointMeta, save_checkpoint
 from facelab.train.classifier import preprocessing_of
 from tests.helpers import make_store
 
@@ -58,7 +59,7 @@ def build_store(path, *, n: int = 48, size: int = SIZE, source: str = "test", se
                       source=source, seed=seed)
 
 
-def save_classifier(path, store: Store, labels: list[str], *, preprocessing: dict | None = None):
+def save_classifier(path, store: Store, labels: list[str], *, preprocessing: Preprocessing | None = None):
     torch.manual_seed(0)
     task = Task.from_labels(store.label_specs, labels)
     model = create_classifier("vgg_scratch", num_outputs=task.num_logits, image_size=store.image_size, **TINY_VGG)
@@ -83,8 +84,7 @@ def save_generator(path, store: Store, conditions: list[str] | None, *, arch: st
     meta = CheckpointMeta(
         kind="generative", arch=arch, arch_kwargs=model.config.model_dump(mode="json"),
         labels=[store.spec(n).to_dict() for n in conditions or []],
-        preprocessing={"image_size": store.image_size, "crop": store.manifest.get("crop"), "source": store.source,
-                       "mean": [0.5] * 3, "std": [0.5] * 3, "store_hash": store.content_hash},
+        preprocessing=Preprocessing.of_store(store, mean=(0.5,) * 3, std=(0.5,) * 3),
         config={"store": str(store.path), "split": "auto", "seed": 0, "conditions": conditions},
     )
     return save_checkpoint(path, model=model, meta=meta)
@@ -248,8 +248,8 @@ def test_score_generator_refuses_mismatched_networks_and_data(world, tmp_path):
     kw = dict(split="test", n=8, batch_size=8, cache_dir=tmp_path)
     with pytest.raises(FacelabError, match="holds a classifier"):
         score_generator(world["clf"], data=store.path, feature_run=world["clf"], **kw)
-    other = save_classifier(tmp_path / "other", store, ["Male"], preprocessing={
-        **preprocessing_of(create_classifier("vgg_scratch", num_outputs=1, **TINY_VGG), store), "source": "cifar10"})
+    other = save_classifier(tmp_path / "other", store, ["Male"], preprocessing=preprocessing_of(
+        create_classifier("vgg_scratch", num_outputs=1, **TINY_VGG), store).model_copy(update={"source": "cifar10"}))
     with pytest.raises(FacelabError, match="trained on 'cifar10' data"):
         score_generator(world["cgen"], data=store.path, feature_run=other, **kw)
     big = build_store(tmp_path / "big", size=64)
@@ -305,21 +305,21 @@ def test_classification_accuracy_score_end_to_end(world, tmp_path):
     assert out["metric_names"]["cas"] == "cas_16_test_vgg_scratch-Smiling"
     assert out["metrics"]["realacc_16_test_vgg_scratch-Smiling"] == out["real_accuracy"]
     assert out["n_test"] == 12 and out["n_val"] == 8 and out["n_real_train"] == 16
-    assert (tmp_path / "cas" / "cas.json").is_file() and not (tmp_path / "cas" / "stores").exists()
+    assert (tmp_path / "cas" / "cas.json").is_file() and not list((tmp_path / "cas").glob("cas-stores-*"))
     with pytest.raises(FacelabError, match="not conditioned on 'Male'"):
         classification_accuracy_score(world["cgen"], data=world["store"].path, label="Male", run_dir=tmp_path / "x")
 
 
-def test_cas_splits_fill_a_missing_val_or_test_without_overlap():
-    from facelab.eval.generative_metrics import cas_splits
-
-    full = {"train": np.arange(100), "val": np.arange(100, 110), "test": np.arange(110, 120)}
-    same, notes = cas_splits(full, max_val=50, seed=0)
-    assert notes == [] and all(np.array_equal(same[k], full[k]) for k in full)
-    no_val, notes = cas_splits({"train": np.arange(100), "val": np.array([], int), "test": np.arange(100, 120)},
-                               max_val=50, seed=0)
-    assert no_val["val"].size == 10 and no_val["train"].size == 90 and "held out" in notes[0]
-    assert not set(no_val["val"]) & set(no_val["train"]) and set(no_val["val"]) | set(no_val["train"]) == set(range(100))
-    no_test, notes = cas_splits({"train": np.arange(100), "val": np.arange(100, 130)}, max_val=5, seed=0)
-    assert np.array_equal(no_test["test"], np.arange(100, 130)) and no_test["val"].size == 5
-    assert not set(no_test["val"]) & set(no_test["test"]) and len(notes) == 2
+def test_cas_deletes_only_the_scratch_folder_it_made(world, tmp_path):
+    """CAS into a folder that already holds the user's stores (--out .): they are all still there after it."""
+    mine = make_store(tmp_path / "stores" / "mine", n=8, size=8)
+    (tmp_path / "stores" / "notes.txt").write_text("keep me")
+    classification_accuracy_score(world["cgen"], data=world["store"].path, label="Smiling", run_dir=tmp_path,
+                                  n_train=16, epochs=1, batch_size=8, model_kwargs=TINY_VGG,
+                                  trainer={"precision": "fp32"}, max_val=8)
+    assert Store.open(mine.path).content_hash == mine.content_hash
+    assert (tmp_path / "stores" / "notes.txt").read_text() == "keep me"
+    assert not list(tmp_path.glob("cas-stores-*"))
+    with pytest.raises(FacelabError, match="already holds classifier-generated"):  # nothing is overwritten
+        classification_accuracy_score(world["cgen"], data=world["store"].path, label="Smiling", run_dir=tmp_path,
+                                      n_train=16, epochs=1)

@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
+from facelab.data.preprocessing import Preprocessing
 from facelab.data.schema import LabelKind, LabelSpec
 from facelab.errors import FacelabError
 from facelab.models.classifiers import Task, TaskOutput, create_classifier, task_predict
 from facelab.models.classifiers.ensemble import ClassifierEnsemble, load_classifier
-from facelab.train.checkpoint import CheckpointMeta, save_checkpoint
+from facelab.models.checkpoint import CheckpointMeta, save_checkpoint
 
 TASK = Task((TaskOutput("Male", LabelKind.BINARY), TaskOutput("yaw", LabelKind.CATEGORICAL, 3),
              TaskOutput("Smiling", LabelKind.BINARY)))
@@ -59,12 +60,13 @@ LABELS = [LabelSpec("Male", LabelKind.BINARY), LabelSpec("Smiling", LabelKind.BI
 PRE = {"image_size": 16, "crop": {"mode": "none"}, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "store_hash": "a"}
 
 
+
 def _checkpoint(path: Path, *, labels=LABELS, pre=PRE, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     task = Task.from_labels(labels)
     model = create_classifier("vgg_scratch", num_outputs=task.num_logits, image_size=16, channels=[4, 8])
     meta = CheckpointMeta(kind="classifier", arch="vgg_scratch", arch_kwargs=model.arch_kwargs,
-                          labels=[s.to_dict() for s in labels], preprocessing=dict(pre),
+                          labels=[s.to_dict() for s in labels], preprocessing=Preprocessing.from_dict(pre),
                           config={"task": task.to_dict(), "seed": seed})
     return save_checkpoint(path, model=model, meta=meta)
 
@@ -81,8 +83,8 @@ def test_load_classifier_of_several_paths_is_an_ensemble_with_their_metadata(tmp
     assert meta.arch == "ensemble of 3 vgg_scratch"
     assert meta.arch_kwargs["members"] == [str(p) for p in paths]
     assert [m.config["seed"] for m in model.member_metas] == [0, 1, 2]
-    assert "store_hash" not in meta.preprocessing  # three stores: no single own store
-    assert meta.preprocessing["image_size"] == 16 and meta.labels == [s.to_dict() for s in LABELS]
+    assert meta.preprocessing.store_hash is None  # three stores: no single own store
+    assert meta.preprocessing.image_size == 16 and meta.labels == [s.to_dict() for s in LABELS]
     x = torch.randn(4, 3, 16, 16)
     singles = [load_classifier(p)[0] for p in paths]
     with torch.no_grad():

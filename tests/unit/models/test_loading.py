@@ -6,7 +6,7 @@ import torch
 
 from facelab.models.classifiers import create_classifier
 from facelab.models.loading import load_model
-from facelab.train.checkpoint import CheckpointMeta, save_checkpoint
+from facelab.models.checkpoint import CheckpointMeta, save_checkpoint
 
 OLD_LAYOUT = {"channels": [32, 64, 128, 256, 384], "convs_per_stage": 2, "separable_from": 3, "pool_grid": 1}
 

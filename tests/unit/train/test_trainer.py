@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from facelab.train.checkpoint import CheckpointMeta, read_meta, read_weights
+from facelab.models.checkpoint import CheckpointMeta, read_meta, read_weights
 from facelab.train.trainer import DivergenceError, StepOutput, Trainer, TrainerConfig
 
 

@@ -25,10 +25,15 @@ from torch import nn
 from facelab.data.schema import LabelKind
 from facelab.errors import FacelabError
 from facelab.models.classifiers.heads import Task
-from facelab.train.checkpoint import CheckpointMeta
+from facelab.models.checkpoint import CheckpointMeta
+from facelab.models.loading import load_model
 
 #: the preprocessing every member must share (the source store's hash may differ)
 SHARED_PREPROCESSING = ("image_size", "crop", "mean", "std")
+
+
+def _pre(meta: CheckpointMeta, key: str) -> Any:
+    return getattr(meta.preprocessing, key) if meta.preprocessing is not None else None
 _EPS = 1e-7
 
 
@@ -65,9 +70,9 @@ def _check_compatible(paths: Sequence[Path], metas: Sequence[CheckpointMeta]) ->
             ref_names = [o["name"] for o in ref.config["task"]["outputs"]]
             raise FacelabError(f"{path} predicts {names}, {first} predicts {ref_names}: ensemble members must "
                                "predict the same labels, in the same order and with the same classes")
-        diff = [k for k in SHARED_PREPROCESSING if meta.preprocessing.get(k) != ref.preprocessing.get(k)]
+        diff = [k for k in SHARED_PREPROCESSING if _pre(meta, k) != _pre(ref, k)]
         if diff:
-            detail = "; ".join(f"{k} {meta.preprocessing.get(k)!r} against {ref.preprocessing.get(k)!r}" for k in diff)
+            detail = "; ".join(f"{k} {_pre(meta, k)!r} against {_pre(ref, k)!r}" for k in diff)
             raise FacelabError(f"{path} was trained with other preprocessing than {first} ({detail}): ensemble "
                                "members must see the same images")
 
@@ -75,9 +80,9 @@ def _check_compatible(paths: Sequence[Path], metas: Sequence[CheckpointMeta]) ->
 def ensemble_meta(paths: Sequence[Path], metas: Sequence[CheckpointMeta]) -> CheckpointMeta:
     """Metadata of an ensemble: the members' labels and preprocessing, their architectures and folders."""
     ref = metas[0]
-    pre = dict(ref.preprocessing)
-    if len({m.preprocessing.get("store_hash") for m in metas}) > 1:
-        pre.pop("store_hash", None)  # trained on different stores: no single "own store"
+    pre = ref.preprocessing
+    if pre is not None and len({_pre(m, "store_hash") for m in metas}) > 1:
+        pre = pre.model_copy(update={"store_hash": None})  # trained on different stores: no single "own store"
     archs = [m.arch for m in metas]
     arch = f"ensemble of {len(metas)} {archs[0]}" if len(set(archs)) == 1 else f"ensemble of {len(metas)} ({', '.join(archs)})"
     return CheckpointMeta(kind="classifier", arch=arch, arch_kwargs={"members": [str(p) for p in paths], "archs": archs},
@@ -96,8 +101,6 @@ def load_classifier(paths: str | Path | Sequence[str | Path], *, which: str = "b
         FacelabError: a path is not a classifier checkpoint, or the members predict other labels or were
             trained on other preprocessing.
     """
-    from facelab.models.loading import load_model
-
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     if not paths:
         raise FacelabError("no classifier run given")

@@ -28,7 +28,7 @@ from torch import nn
 
 from facelab.errors import FacelabError
 from facelab.models.classifiers.base import FROZEN_STATS_ATTR, Classifier, identify_architecture
-from facelab.train.checkpoint import WEIGHTS, resolve_checkpoint
+from facelab.models.checkpoint import WEIGHTS, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from facelab.models.generative.base import (
     GenerativeModel,
     ModelOutput,
     create_generative,
+    grid_conditions,
     register_generative,
 )
 from facelab.models.generative.blend import blend_conditions, class_latent_means, interpolate_latents
@@ -35,6 +36,7 @@ __all__ = [
     "class_latent_means",
     "create_generative",
     "encode_label_rows",
+    "grid_conditions",
     "interpolate_latents",
     "register_generative",
 ]

@@ -374,6 +374,20 @@ class GenerativeModel(nn.Module, abc.ABC):
 GENERATIVE: Registry[GenerativeModel] = Registry("generative model")
 
 
+def grid_conditions(model: GenerativeModel, n: int) -> Tensor | None:
+    """Conditions for a grid: row r of a categorical condition shows class r; binary ones alternate."""
+    if not model.is_conditional:
+        return None
+    rows = []
+    for i in range(n):
+        r = i // 8
+        row = {}
+        for c in model.config.conditions:
+            row[c.name] = (r % c.width) if c.kind == "categorical" else (r + i) % 2
+        rows.append(row)
+    return model.make_cond(rows)
+
+
 def register_generative(name: str):
     """Class decorator: register a GenerativeModel subclass as ``name`` (and set its ``name``)."""
 

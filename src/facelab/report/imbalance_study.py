@@ -1,16 +1,15 @@
-"""Aggregate the augmentation study over seeds and render its report (tables, CI bars, samples)."""
+"""The report of the class-imbalance study: tables of mean ± 95% CI, CI bars, real vs generated samples."""
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facelab.eval.statistics import mean_ci, paired_test
-from facelab.report.html import REPORTERS, esc, fmt, image, section, table
+from facelab.report.html import esc, fmt, image, section, table
+from facelab.report.kinds import RUN_KINDS, RunKind
+from facelab.runs.summary import ImbalanceStudySummary
 
 METRICS = ("accuracy", "balanced_accuracy", "minority_recall", "f1_macro", "auroc")
 BASELINE = "none"
@@ -21,41 +20,12 @@ SAMPLE_QUALITY_TEXT = ("Generated minority samples: the share that the study's o
                        "validation split (what a perfect generator would reach).")
 
 
-def aggregate(records: list[dict[str, Any]], cfg: Any = None, *, where: str = "test") -> dict[str, Any]:
-    """{p: {method: {metric: mean/ci95/std/n + test vs 'none'}}} from per-cell records."""
-    cells: dict[float, dict[str, dict[int, dict[str, float]]]] = defaultdict(lambda: defaultdict(dict))
-    notes: dict[tuple[float, str, int], dict[str, Any]] = {}
-    for r in records:
-        if where in r:
-            cells[r["p"]][r["method"]][r["seed"]] = r[where]
-            notes[(r["p"], r["method"], r["seed"])] = r.get("notes") or {}
-    out: dict[str, Any] = {}
-    for p, methods in sorted(cells.items()):
-        base = methods.get(BASELINE, {})
-        pm: dict[str, Any] = {}
-        for method, by_seed in methods.items():
-            seeds = sorted(by_seed)
-            entry = {}
-            for m in METRICS:
-                vals = [by_seed[s][m] for s in seeds]
-                entry[m] = mean_ci(vals)
-                if method != BASELINE and base:
-                    common = [s for s in seeds if s in base]
-                    entry[m]["vs_none"] = paired_test([by_seed[s][m] for s in common], [base[s][m] for s in common])
-            entry["seeds"] = seeds
-            for key in SAMPLE_QUALITY:  # generative methods: how the baseline classifier judged the samples
-                vals = [notes[(p, method, s)][key] for s in seeds if key in notes.get((p, method, s), {})]
-                if vals:
-                    entry[key] = mean_ci(vals)
-            pm[method] = entry
-        out[f"{p:g}"] = pm
-    return out
-
-
 def _mean_ci_text(stat: dict[str, Any], digits: int) -> str:
     """``mean ± ci95`` (the interval left out when it is undefined, e.g. one seed)."""
-    mean, ci = stat["mean"], stat["ci95"]
-    return f"{mean:.{digits}f}" + (f" ± {ci:.{digits}f}" if np.isfinite(ci) else "")
+    mean, ci = stat["mean"], stat["ci95"]  # None where undefined (summary.json holds no NaN)
+    if mean is None or not np.isfinite(mean):
+        return "-"
+    return f"{mean:.{digits}f}" + (f" ± {ci:.{digits}f}" if ci is not None and np.isfinite(ci) else "")
 
 
 def _cell(stat: dict[str, Any]) -> str:
@@ -95,6 +65,10 @@ def _quality_rows(methods: dict[str, Any], *, digits: int) -> list[list[str]]:
             for method, e in methods.items() if any(k in e for k in SAMPLE_QUALITY)]
 
 
+def _finite(v: float | None, default: float) -> float:
+    return v if v is not None and np.isfinite(v) else default
+
+
 def plot_bars(path: Path, agg: dict[str, Any], *, metrics: tuple[str, ...] = ("balanced_accuracy", "minority_recall", "auroc")) -> Path:
     """Grouped bars per method with 95% CI error bars, one panel per metric (first p)."""
     import matplotlib
@@ -107,13 +81,14 @@ def plot_bars(path: Path, agg: dict[str, Any], *, metrics: tuple[str, ...] = ("b
     for row, p in enumerate(ps):
         methods = list(agg[p])
         for ax, m in zip(axes[row], metrics):
-            means = [agg[p][k][m]["mean"] for k in methods]
-            cis = [agg[p][k][m]["ci95"] if np.isfinite(agg[p][k][m]["ci95"]) else 0 for k in methods]
+            means = [_finite(agg[p][k][m]["mean"], float("nan")) for k in methods]
+            cis = [_finite(agg[p][k][m]["ci95"], 0.0) for k in methods]
             colors = ["#999" if k == BASELINE else "#4C72B0" for k in methods]
             ax.bar(range(len(methods)), means, yerr=cis, capsize=3, color=colors)
             ax.set_xticks(range(len(methods)), methods, rotation=40, ha="right", fontsize=8)
-            lo = min(v - c for v, c in zip(means, cis))
-            ax.set_ylim(max(0, lo - 0.05), min(1.0, max(v + c for v, c in zip(means, cis)) + 0.03))
+            lows, highs = [v - c for v, c in zip(means, cis)], [v + c for v, c in zip(means, cis)]
+            if np.isfinite(lows).any():
+                ax.set_ylim(max(0, np.nanmin(lows) - 0.05), min(1.0, np.nanmax(highs) + 0.03))
             ax.set_title(f"{m} (p={p})", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -122,30 +97,16 @@ def plot_bars(path: Path, agg: dict[str, Any], *, metrics: tuple[str, ...] = ("b
     return path
 
 
-def real_minority_grid(run_dir: Path, summary: dict[str, Any]) -> Path | None:
-    """A grid of real minority training images of seed 0 (what the generators learned from)."""
-    from facelab.data.store import Store
-    from facelab.data.views import load_view
-    from facelab.eval.grids import save_grid
-
-    views = sorted(run_dir.glob("p*/seed*/rows.json"))
-    if not views:
-        return None
-    store = Store.open(summary["store"])
-    rows = load_view(views[0], store)["train"]
-    minor = rows[store.column(summary["target"])[rows] == summary["minority"]][:32]
-    if len(minor) == 0:
-        return None
-    return save_grid(np.asarray(store.images[np.sort(minor)]), run_dir / "real_minority.png", nrow=8)
+REAL_MINORITY = "real_minority.png"  # a grid of real minority training images, written by the study
 
 
-@REPORTERS.register("augment_study")
-def study_report(run_dir: Path, summary: dict[str, Any]) -> list[str]:
-    agg = summary["aggregate"]
+def imbalance_sections(run_dir: Path, summary: ImbalanceStudySummary) -> list[str]:
+    agg = summary.aggregate
     bars = plot_bars(run_dir / "bars.png", agg) if agg else None
-    parts = [section("Question", f"<p>Training keeps only a share p of the minority class of <b>{esc(summary['target'])}</b> "
-                     f"(value {esc(summary['minority'])}); validation and test data are real and untouched. "
-                     f"Splits: {esc(summary['splits'])}. Mean ± 95% confidence interval over seeds; "
+    parts = [section("Question", f"<p>Training keeps only a share p of the minority class of <b>{esc(summary.target)}</b> "
+                     f"(value {esc(summary.minority)}); validation and test data are real and untouched. "
+                     f"Splits: {esc(summary.splits)}" + (f" ({esc(summary.splits_how)})" if summary.splits_how else "") +
+                     ". Mean ± 95% confidence interval over seeds; "
                      "<span class='sig'>*</span> / <span class='worse'>*</span>: significantly better / worse than "
                      "no augmentation (paired t-test over seeds, p &lt; 0.05; with 2-3 seeds only large effects can show).</p>")]
     for p, methods in agg.items():
@@ -157,16 +118,12 @@ def study_report(run_dir: Path, summary: dict[str, Any]) -> list[str]:
                                  f"<p>{esc(SAMPLE_QUALITY_TEXT)}</p>" + table(["method", *SAMPLE_QUALITY], quality)))
     if bars:
         parts.append(section("Metrics with 95% confidence intervals", image(bars)))
-    ext = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines() if line.strip()] \
-        if (run_dir / "results.jsonl").is_file() else []
-    if any("external" in r for r in ext):
-        agg_ext = aggregate(ext, where="external")
-        for p, methods in agg_ext.items():
-            rows = [[esc(m), *(_cell(e[k]) for k in METRICS)] for m, e in methods.items()]
-            parts.append(section(f"External evaluation store, p = {p}", table(["method", *METRICS], rows, raw_cells=True)))
-    real = real_minority_grid(run_dir, summary)
+    for p, methods in (summary.external or {}).items():
+        rows = [[esc(m), *(_cell(e[k]) for k in METRICS)] for m, e in methods.items()]
+        parts.append(section(f"External evaluation store, p = {p}", table(["method", *METRICS], rows, raw_cells=True)))
+    real = run_dir / REAL_MINORITY
     synth = sorted(run_dir.glob("p*/seed0/synthetic_*.png"))
-    figs = ([image(real, "real minority (training)")] if real else []) + [
+    figs = ([image(real, "real minority (training)")] if real.is_file() else []) + [
         image(s, f"{s.stem.removeprefix('synthetic_')} ({s.parent.parent.name})") for s in synth]
     if figs:
         parts.append(section("Real vs generated minority samples", "<div class='row'>" + "".join(figs) + "</div>"))
@@ -174,5 +131,18 @@ def study_report(run_dir: Path, summary: dict[str, Any]) -> list[str]:
     if curves:
         parts.append(section("Training curves (seed 0)", "<div class='row'>" + "".join(
             image(c, c.parent.name, width=520) for c in curves) + "</div>"))
-    parts.append(section("Time", f"<p>{fmt(summary.get('seconds', 0.0), 1)} s in total.</p>"))
+    parts.append(section("Time", f"<p>{fmt(summary.seconds, 1)} s in total.</p>"))
     return parts
+
+
+def imbalance_key_metric(summary: ImbalanceStudySummary) -> tuple[str, float | None]:
+    """The best method's balanced accuracy at the first p."""
+    for p, methods in summary.aggregate.items():
+        best = max(methods.items(), key=lambda kv: kv[1]["balanced_accuracy"]["mean"] or 0.0)
+        return f"balanced acc p={p} ({best[0]})", best[1]["balanced_accuracy"]["mean"]
+    return "-", None
+
+
+_KIND = RunKind(sections=imbalance_sections, key_metric=imbalance_key_metric)
+RUN_KINDS.register("imbalance_study")(_KIND)
+RUN_KINDS.register("augment_study")(_KIND)  # the study's former name, in older run folders

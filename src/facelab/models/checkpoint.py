@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 import facelab
+from facelab.data.preprocessing import Preprocessing
 from facelab.errors import FacelabError
 
 WEIGHTS = "model.safetensors"
@@ -39,7 +40,8 @@ class CheckpointMeta:
         kind: "classifier" or "generative": which registry builds it.
         arch: registered model name; arch_kwargs: the factory's keyword arguments.
         labels: label specs (LabelSpec.to_dict) the model predicts or is conditioned on.
-        preprocessing: image_size, crop (CropSpec dump), mean, std, source store hash.
+        preprocessing: image size, crop, mean/std and the training store (:class:`Preprocessing`); None only
+            for models built outside a run.
         config: the resolved run config.
         label_priors: classifiers: {label: class frequencies of the training rows} ([P(0), P(1)] for a
             binary label), the priors its probabilities carry; empty in checkpoints written before they were recorded.
@@ -49,7 +51,7 @@ class CheckpointMeta:
     arch: str
     arch_kwargs: dict[str, Any]
     labels: list[dict[str, Any]] = field(default_factory=list)
-    preprocessing: dict[str, Any] = field(default_factory=dict)
+    preprocessing: Preprocessing | None = None
     config: dict[str, Any] = field(default_factory=dict)
     step: int = 0
     epoch: int = 0
@@ -57,13 +59,27 @@ class CheckpointMeta:
     label_priors: dict[str, list[float]] = field(default_factory=dict)
     version: str = facelab.__version__
 
+    #: where the checkpoint was read from (set by :func:`read_meta`, never written)
+    path: Path | None = field(default=None, compare=False)
+
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, default=str)
+        d = {k: v for k, v in self.__dict__.items() if k != "path"}
+        d["preprocessing"] = self.preprocessing.model_dump(mode="json") if self.preprocessing is not None else None
+        return json.dumps(d, default=str)
 
     @classmethod
-    def from_json(cls, text: str) -> CheckpointMeta:
+    def from_json(cls, text: str, *, where: str = "checkpoint") -> CheckpointMeta:
         d = json.loads(text)
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        d["preprocessing"] = Preprocessing.from_meta(d.get("preprocessing"), where=f"{where}: preprocessing")
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "path"})
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run folder this checkpoint was read from (``RUN/checkpoints/NAME``), if it sits in one."""
+        if self.path is None:
+            return None
+        folder = self.path if self.path.is_dir() else self.path.parent
+        return folder.parent.parent if folder.parent.name == "checkpoints" else None
 
 
 def _state_dict_for_safetensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -104,26 +120,48 @@ def _weights_file(path: Path) -> Path:
 
 
 def read_meta(path: str | Path) -> CheckpointMeta:
-    """Read only the metadata of a checkpoint (folder or .safetensors file)."""
+    """Read only the metadata of a checkpoint (folder or .safetensors file).
+
+    Raises:
+        FacelabError: no checkpoint there, a file that is not safetensors (or is cut short), or one without
+            facelab metadata.
+    """
     wf = _weights_file(resolve_checkpoint(path))
-    with safe_open(str(wf), framework="pt") as f:
-        md = f.metadata() or {}
+    try:
+        with safe_open(str(wf), framework="pt") as f:
+            md = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise FacelabError(f"{wf}: not a readable safetensors file ({e}); it is damaged or cut short: "
+                           "copy it again or retrain") from None
     if "facelab" not in md:
         raise FacelabError(f"{wf}: safetensors file without facelab metadata (not a facelab checkpoint)")
-    return CheckpointMeta.from_json(md["facelab"])
+    try:
+        meta = CheckpointMeta.from_json(md["facelab"], where=str(wf))
+    except (ValueError, TypeError) as e:
+        raise FacelabError(f"{wf}: its facelab metadata is damaged ({e})") from None
+    meta.path = wf.parent if wf.name == WEIGHTS else wf
+    return meta
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(_weights_file(resolve_checkpoint(path))))
+    """The state dict of a checkpoint; FacelabError when the file is damaged or cut short."""
+    wf = _weights_file(resolve_checkpoint(path))
+    try:
+        return load_file(str(wf))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise FacelabError(f"{wf}: the weights cannot be read ({e}); the file is damaged or cut short: "
+                           "copy it again or retrain") from None
 
 
 def read_training_state(path: str | Path) -> dict[str, Any] | None:
+    """The resumable training state saved beside the weights (None when the checkpoint has none)."""
     p = Path(path) / STATE
     if not p.is_file():
         return None
-    return torch.load(p, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise FacelabError(f"{p}: the training state cannot be read ({e}); it is damaged or cut short") from None
 
 
 def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:

@@ -1,4 +1,4 @@
-"""Does generated data help a minority class? ``facelab experiment augment CONFIG``.
+"""The class-imbalance study: does generated data help a minority class? ``facelab experiment imbalance``.
 
 For each minority share ``p`` and seed: split the store (identities kept apart), keep ``p`` of the
 minority class of ``target`` in the *training* split only, and train the same classifier once per
@@ -12,21 +12,32 @@ from __future__ import annotations
 
 import json
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from pydantic import Field, field_validator
+from rich.console import Console
+from rich.progress import Progress
 
 from facelab.config import StrictConfig, overlay
 from facelab.data.schema import LabelKind
 from facelab.data.store import Store
+from facelab.data.views import resolve_value, run_splits, save_view, simulate_imbalance
 from facelab.errors import ConfigError
+from facelab.eval.evaluate import BINARY_METRICS, binary_scores
+from facelab.eval.grids import save_grid
+from facelab.eval.statistics import mean_ci, paired_test
 from facelab.experiments.balancing import GENERATIVE_METHODS, METHODS, MIN_MINORITY_FOR_GENERATOR, StudyContext
-from facelab.utils.io import append_jsonl, atomic_write_json, read_jsonl
+from facelab.report import render_report
+from facelab.report.imbalance_study import BASELINE, METRICS, REAL_MINORITY, SAMPLE_QUALITY, results_markdown
+from facelab.runs.summary import ImbalanceStudySummary, write_summary
+from facelab.train.classifier import ClassifierConfig, check_batches, train_classifier
+from facelab.train.generative import GenerativeRunConfig
+from facelab.utils.io import append_jsonl, atomic_write_text, read_jsonl
 
-STUDY_METRICS = ("accuracy", "balanced_accuracy", "minority_recall", "f1_macro", "auroc")
+STUDY_METRICS = BINARY_METRICS
 
 
 def _default_classifier() -> dict[str, Any]:
@@ -39,7 +50,7 @@ def _default_generator() -> dict[str, Any]:
     return {"epochs": 15, "minutes": None, "batch_size": 64, "model_options": {}}
 
 
-class AugmentStudyConfig(StrictConfig):
+class ImbalanceStudyConfig(StrictConfig):
     """The study; YAML files are short overrides of these defaults."""
 
     store: str
@@ -99,10 +110,13 @@ class AugmentStudyConfig(StrictConfig):
 
 
 # ---- validation before any training --------------------------------------------------------------
-def validate_study(cfg: AugmentStudyConfig) -> tuple[Store, dict[str, np.ndarray], int]:
-    """Open the store, check the target, make the splits and check every p leaves enough minority rows."""
-    from facelab.data.views import resolve_value, splits_for
+def validate_study(cfg: ImbalanceStudyConfig) -> tuple[Store, dict[str, np.ndarray], str, int]:
+    """Everything that can fail before the first cell trains: the store and target, the splits, that every p
+    leaves enough minority rows, and the nested classifier and generator options of every method.
 
+    Returns:
+        (store, train/val/test rows, how they were chosen, the stored value of the minority class).
+    """
     store = Store.open(cfg.store)
     if cfg.target not in store.label_names:
         raise ConfigError(f"target {cfg.target!r} is not a label of {store.path}; labels: {', '.join(store.label_names)}")
@@ -110,16 +124,15 @@ def validate_study(cfg: AugmentStudyConfig) -> tuple[Store, dict[str, np.ndarray
     if spec.kind is not LabelKind.BINARY:
         raise ConfigError(f"target {cfg.target!r} is {spec.kind.value}; the study needs a binary label "
                           f"(binary labels: {', '.join(store.binary_labels())})")
-    splits = splits_for(store, policy=cfg.split, seed=0, stratify=[cfg.target])
+    splits, how = run_splits(store, policy=cfg.split, seed=0, stratify=[cfg.target], need_test=True)
     for name in ("train", "val", "test"):
-        if len(splits.get(name, [])) == 0:
-            raise ConfigError(f"{store.path}: the {name} split is empty; use split: random")
+        if splits[name].size == 0:
+            raise ConfigError(f"{store.path}: the {name} split is empty ({how}); use split: random")
     values = store.column(cfg.target)[splits["train"]]
-    if cfg.minority is None:
-        minority = 1 if (values == 1).sum() <= (values == 0).sum() else 0
-    else:
-        minority = resolve_value(store, spec, cfg.minority)
+    minority = _minority(cfg, store, values)
     n_min = int((values == minority).sum())
+    smallest = min(int((values != minority).sum()) + int(np.floor(p * n_min + 0.5)) for p in cfg.p)
+    _check_nested_options(cfg, smallest)
     if GENERATIVE_METHODS & set(cfg.methods):
         for p in cfg.p:
             kept = int(np.floor(p * n_min + 0.5))
@@ -133,70 +146,113 @@ def validate_study(cfg: AugmentStudyConfig) -> tuple[Store, dict[str, np.ndarray
         ext = Store.open(cfg.eval_data)
         if cfg.target not in ext.label_names or ext.spec(cfg.target) != spec:
             raise ConfigError(f"--eval-data {ext.path} has no binary label {cfg.target!r} matching the study store")
-    return store, splits, minority
+    return store, splits, how, minority
 
 
-# ---- one cell ------------------------------------------------------------------------------------
-def evaluate_binary(run_dir: Path, store: Store, rows: np.ndarray, target: str, minority: int) -> dict[str, float]:
-    """Accuracy, balanced accuracy, minority recall, macro-F1 and AUROC of a run's best model on real rows."""
-    return binary_scores(run_dir, store, rows, target, minority)
+def _minority(cfg: ImbalanceStudyConfig, store: Store, values: np.ndarray) -> int:
+    if cfg.minority is None:
+        return 1 if (values == 1).sum() <= (values == 0).sum() else 0
+    return resolve_value(store, store.spec(cfg.target), cfg.minority)
 
 
-@torch.no_grad()
-def binary_scores(run_dir: Path, store: Store, rows: np.ndarray, target: str, minority: int) -> dict[str, float]:
-    """What :func:`evaluate_binary` computes; also used on validation rows to describe a judge classifier."""
-    from facelab.eval.classification import predict_rows
-    from facelab.eval.metrics import label_metrics
-    from facelab.models.loading import load_model
-
-    model, meta = load_model(run_dir, kind="classifier")
-    probs, y, _ = predict_rows(model, meta, store, rows)
-    p = probs[target]
-    m = label_metrics(y[:, 0], p)
-    pred = (p >= 0.5).astype(int)
-    is_min = y[:, 0] == minority
-    m["minority_recall"] = float((pred[is_min] == minority).mean()) if is_min.any() else float("nan")
-    return {k: m[k] for k in STUDY_METRICS}
+def _check_nested_options(cfg: ImbalanceStudyConfig, train_rows: int) -> None:
+    """The classifier options (as every method changes them) and each generator's options, validated the way
+    the cells will build them, so a typo fails now and not after hours of finished cells."""
+    base = classifier_config(cfg, cfg.seeds[0], {})
+    check_batches(base, train_rows)
+    for method in cfg.methods:
+        if method in GENERATIVE_METHODS:
+            GenerativeRunConfig.from_dict(generator_config(cfg, method, seed=cfg.seeds[0]),
+                                          where=f"generator options of {method} (generator.model_options.{method})")
 
 
-def _classifier_config(cfg: AugmentStudyConfig, seed: int, overrides: dict[str, Any]):
-    from facelab.train.classifier import ClassifierConfig
-
+def classifier_config(cfg: ImbalanceStudyConfig, seed: int, overrides: dict[str, Any]) -> ClassifierConfig:
+    """The classifier of one cell: the study's classifier options, its target and seed, the method's changes."""
     data = json.loads(json.dumps(cfg.classifier))
     data.update({"store": cfg.store, "labels": [cfg.target], "seed": seed, "device": cfg.device})
     data.update(overrides)
-    return ClassifierConfig.from_dict(data, where="study classifier")
+    return ClassifierConfig.from_dict(data, where="study classifier options (classifier.*)")
 
 
-def run_cell(cfg: AugmentStudyConfig, ctx: StudyContext, method: str, splits: dict[str, np.ndarray],
+def generator_config(cfg: ImbalanceStudyConfig, model: str, *, seed: int) -> dict[str, Any]:
+    """The GenerativeRunConfig fields of a generative method's generator (see balancing._generative)."""
+    g = cfg.generator
+    return {"store": cfg.store, "model": model, "conditions": [cfg.target], "seed": seed,
+            "batch_size": g.get("batch_size", 64), "device": cfg.device, "grid_every_epochs": 1000,
+            "model_options": (g.get("model_options") or {}).get(model, {}),
+            "trainer": {"epochs": g.get("epochs", 10), "time_budget_minutes": g.get("minutes"), "progress": False}}
+
+
+# ---- one cell ------------------------------------------------------------------------------------
+def run_cell(cfg: ImbalanceStudyConfig, ctx: StudyContext, method: str, splits: dict[str, np.ndarray],
              eval_store: Store | None) -> dict[str, Any]:
     """Train and evaluate one (p, seed, method); returns its results record."""
-    from facelab.train.classifier import train_classifier
-
     t0 = time.monotonic()
     plan = METHODS.create(method, ctx)
-    ccfg = _classifier_config(cfg, ctx.seed, plan.overrides)
+    ccfg = classifier_config(cfg, ctx.seed, plan.overrides)
     run_dir = ctx.work_dir / method
     run_dir.mkdir(parents=True, exist_ok=True)
     ccfg.save(run_dir / "config.yaml")
-    summary = train_classifier(ccfg, run_dir=run_dir, splits={"train": plan.train_rows, "val": splits["val"]},
-                               extra=plan.extra)
+    rows = {"train": plan.train_rows, "val": splits["val"], "test": splits["test"]}
+    summary = train_classifier(ccfg, run_dir=run_dir, splits=rows, extra=plan.extra,
+                               splits_how=f"the study's split; train keeps p={ctx.keep:g} of the minority (seed {ctx.seed})"
+                                          + (f", then {method}" if method != "none" else ""))
     if plan.post_train is not None:
         plan.notes.update(plan.post_train(run_dir))
     rec: dict[str, Any] = {
         "method": method, "seed": ctx.seed, "train_rows": int(len(plan.train_rows)),
         "synthetic_rows": 0 if plan.extra is None else int(len(plan.extra[0])),
-        "test": evaluate_binary(run_dir, ctx.store, splits["test"], ctx.target, ctx.minority),
+        "test": binary_scores(run_dir, ctx.store, splits["test"], ctx.target, ctx.minority),
         "epochs": summary["epochs"], "notes": plan.notes, "run_dir": str(run_dir),
     }
     if eval_store is not None:
-        rec["external"] = evaluate_binary(run_dir, eval_store, np.arange(len(eval_store)), ctx.target, ctx.minority)
+        rec["external"] = binary_scores(run_dir, eval_store, np.arange(len(eval_store)), ctx.target, ctx.minority)
     if plan.extra is not None and len(plan.extra[0]):
-        from facelab.eval.grids import save_grid
-
         save_grid(plan.extra[0][:32], ctx.work_dir / f"synthetic_{method}.png", nrow=8)
     rec["seconds"] = round(time.monotonic() - t0, 1)
     return rec
+
+
+# ---- aggregation ---------------------------------------------------------------------------------
+def aggregate(records: list[dict[str, Any]], *, where: str = "test") -> dict[str, Any]:
+    """{p: {method: {metric: mean/ci95/std/n + test vs 'none'}}} from per-cell records."""
+    cells: dict[float, dict[str, dict[int, dict[str, float]]]] = defaultdict(lambda: defaultdict(dict))
+    notes: dict[tuple[float, str, int], dict[str, Any]] = {}
+    for r in records:
+        if where in r:
+            cells[r["p"]][r["method"]][r["seed"]] = r[where]
+            notes[(r["p"], r["method"], r["seed"])] = r.get("notes") or {}
+    out: dict[str, Any] = {}
+    for p, methods in sorted(cells.items()):
+        base = methods.get(BASELINE, {})
+        pm: dict[str, Any] = {}
+        for method, by_seed in methods.items():
+            seeds = sorted(by_seed)
+            entry = {}
+            for m in METRICS:
+                vals = [by_seed[s][m] for s in seeds]
+                entry[m] = mean_ci(vals)
+                if method != BASELINE and base:
+                    common = [s for s in seeds if s in base]
+                    entry[m]["vs_none"] = paired_test([by_seed[s][m] for s in common], [base[s][m] for s in common])
+            entry["seeds"] = seeds
+            for key in SAMPLE_QUALITY:  # generative methods: how the baseline classifier judged the samples
+                vals = [notes[(p, method, s)][key] for s in seeds if key in notes.get((p, method, s), {})]
+                if vals:
+                    entry[key] = mean_ci(vals)
+            pm[method] = entry
+        out[f"{p:g}"] = pm
+    return out
+
+
+
+
+def real_minority_grid(store: Store, rows: np.ndarray, target: str, minority: int, path: Path) -> Path | None:
+    """A grid of (up to 32) real minority training images: what the generators learned from."""
+    minor = rows[store.column(target)[rows] == minority][:32]
+    if len(minor) == 0:
+        return None
+    return save_grid(np.asarray(store.images[np.sort(minor)]), path, nrow=8)
 
 
 # ---- the whole study -----------------------------------------------------------------------------
@@ -204,23 +260,15 @@ def _done(results_path: Path) -> dict[tuple[float, int, str], dict[str, Any]]:
     return {(r["p"], r["seed"], r["method"]): r for r in read_jsonl(results_path)}
 
 
-def run_study(cfg: AugmentStudyConfig, *, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+def run_study(cfg: ImbalanceStudyConfig, *, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) every (p, seed, method) cell; aggregate; write summary.json and report.html."""
-    from facelab.data.views import simulate_imbalance, save_view
-    from facelab.experiments.study_report import aggregate, results_markdown
-    from facelab.report import render_report
-    from facelab.utils.io import atomic_write_text
-
     run_dir = Path(run_dir)
     t0 = time.monotonic()
-    store, splits, minority = validate_study(cfg)
+    store, splits, how, minority = validate_study(cfg)
     eval_store = Store.open(cfg.eval_data) if cfg.eval_data else None
     results_path = run_dir / "results.jsonl"
     done = _done(results_path)
     total = len(cfg.p) * len(cfg.seeds) * len(cfg.methods)
-    from rich.console import Console
-    from rich.progress import Progress
-
     with Progress(disable=not progress, transient=False, console=Console(stderr=True)) as prog:  # stdout: --json
         bar = prog.add_task("study", total=total, completed=len(done))
         for p in cfg.p:
@@ -229,9 +277,12 @@ def run_study(cfg: AugmentStudyConfig, *, run_dir: str | Path, progress: bool = 
                 cell_dir = run_dir / f"p{p:g}" / f"seed{seed}"
                 cell_dir.mkdir(parents=True, exist_ok=True)
                 save_view(cell_dir / "rows.json", {"train": reduced, "val": splits["val"], "test": splits["test"]}, store)
+                if p == cfg.p[0] and seed == cfg.seeds[0]:
+                    real_minority_grid(store, reduced, cfg.target, minority, run_dir / REAL_MINORITY)
                 ctx = StudyContext(store=store, target=cfg.target, minority=minority, train_rows=reduced,
-                                   val_rows=splits["val"], seed=seed, work_dir=cell_dir,
-                                   synthetic_amount=cfg.synthetic_amount, generator=cfg.generator, device=cfg.device)
+                                   val_rows=splits["val"], seed=seed, work_dir=cell_dir, keep=p,
+                                   synthetic_amount=cfg.synthetic_amount, generator=cfg.generator, device=cfg.device,
+                                   generator_config=lambda model, s=seed: generator_config(cfg, model, seed=s))
                 for method in cfg.methods:
                     if (p, seed, method) in done:
                         continue
@@ -241,10 +292,11 @@ def run_study(cfg: AugmentStudyConfig, *, run_dir: str | Path, progress: bool = 
                     done[(p, seed, method)] = rec
                     prog.update(bar, advance=1)
     records = list(done.values())
-    summary = {"kind": "augment_study", "run_dir": str(run_dir), "store": cfg.store, "target": cfg.target, "minority": minority,
-               "splits": {k: int(len(v)) for k, v in splits.items()}, "aggregate": aggregate(records, cfg),
-               "seconds": round(time.monotonic() - t0, 1)}
-    atomic_write_json(run_dir / "summary.json", summary)
-    atomic_write_text(run_dir / "results.md", results_markdown(summary["aggregate"]))
-    summary["report"] = str(render_report(run_dir))
-    return summary
+    external = aggregate(records, where="external") if eval_store is not None else None
+    summary = ImbalanceStudySummary(
+        run_dir=str(run_dir), store=cfg.store, target=cfg.target, minority=minority,
+        splits={k: int(len(v)) for k, v in splits.items()}, splits_how=how, aggregate=aggregate(records),
+        external=external, seconds=round(time.monotonic() - t0, 1))
+    write_summary(run_dir, summary)
+    atomic_write_text(run_dir / "results.md", results_markdown(summary.aggregate))
+    return {**summary.to_dict(), "report": str(render_report(run_dir))}

@@ -1,4 +1,4 @@
-"""Run a classifier over a loader and score its predictions label by label."""
+"""Running a classifier: logits (with flip TTA), probabilities per label over a loader or store rows."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from facelab.data.schema import LabelKind
-from facelab.eval.metrics import confusion, label_metrics, summarize
+from facelab.data.loader import BatchLoader
+from facelab.eval.metrics import score
 from facelab.models.classifiers.heads import Task, task_loss, task_predict
+from facelab.utils.device import resolve_device
 
 
 def forward_logits(model: torch.nn.Module, x: torch.Tensor, *, tta_flip: bool = False) -> torch.Tensor:
@@ -62,24 +63,12 @@ def predict_rows(model: torch.nn.Module, meta: Any, store: Any, rows: np.ndarray
     Returns:
         probs: {label: (N,) or (N, K)} as in :func:`collect_predictions`; y: (N, L) true values; loss.
     """
-    from facelab.data.loader import BatchLoader
-
     task = Task.from_dict(meta.config["task"])
     pre = meta.preprocessing
     loader = BatchLoader(store, rows, batch_size=batch_size, labels=list(task.names), shuffle=False,
-                         mean=tuple(pre["mean"]), std=tuple(pre["std"]), device=torch.device(device), **loader_kwargs)
+                         mean=pre.mean, std=pre.std, device=resolve_device(device), **loader_kwargs)
     probs, y, _, loss = collect_predictions(model, loader, task, tta_flip=tta_flip)
     return probs, y, loss
-
-
-def score(task: Task, y: np.ndarray, probs: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Per-label metrics (with majority baseline), their means, and confusion matrices of categorical labels."""
-    per_label = {o.name: label_metrics(y[:, i], probs[o.name]) for i, o in enumerate(task.outputs)}
-    confusions = {}
-    for i, o in enumerate(task.outputs):
-        if o.kind is LabelKind.CATEGORICAL:
-            confusions[o.name] = confusion(y[:, i], probs[o.name].argmax(1), o.num_classes).tolist()
-    return {"per_label": per_label, "summary": summarize(per_label), "confusion": confusions, "count": int(len(y))}
 
 
 def evaluate_model(model: torch.nn.Module, loader: Any, task: Task, *, tta_flip: bool = False) -> dict[str, float]:

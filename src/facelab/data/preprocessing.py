@@ -1,0 +1,92 @@
+"""The preprocessing block of a checkpoint: how an image becomes the model's input, exactly as in training.
+
+Every checkpoint carries one (``CheckpointMeta.preprocessing``), built from the training store by
+:meth:`Preprocessing.of_store`; evaluation, prediction and the generative metrics build their inputs from it
+and check a store against it with :meth:`Preprocessing.check_store`, the one compatibility check, so training
+and inference cannot drift apart.
+
+    >>> p = Preprocessing(image_size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), source="celeba")
+    >>> p.model_dump()["image_size"]
+    64
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from facelab.config import StrictConfig
+from facelab.data.schema import CropSpec
+from facelab.errors import FacelabError
+
+if TYPE_CHECKING:
+    from facelab.data.store import Store
+
+RGB = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Compatibility:
+    """What :meth:`Preprocessing.check_store` found: the store is usable; these are the caveats."""
+
+    same_source: bool
+    same_store: bool  # the very store the network was trained on (same content hash)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Preprocessing(StrictConfig):
+    """Image size, crop and normalisation of the training images, and the store they came from."""
+
+    image_size: int = Field(ge=1)
+    crop: CropSpec | None = None  # how the training store cropped its source images (None: not recorded)
+    source: str | None = None  # dataset source of the training store (celeba, utkface, ...)
+    mean: RGB
+    std: RGB
+    store_hash: str | None = None  # content hash of the training store (None: several stores, e.g. an ensemble)
+
+    @classmethod
+    def of_store(cls, store: Store, *, mean: RGB | list[float], std: RGB | list[float]) -> Preprocessing:
+        """The preprocessing of a network trained on ``store`` with input normalisation ``mean``/``std``."""
+        return cls(image_size=store.image_size, crop=store.manifest.crop, source=store.source,
+                   mean=tuple(mean), std=tuple(std), store_hash=store.content_hash)
+
+    @classmethod
+    def from_meta(cls, data: dict[str, Any] | None, *, where: str) -> Preprocessing | None:
+        """Parse a checkpoint's stored block (None when the checkpoint has none)."""
+        return cls.from_dict(data, where=where) if data else None
+
+    def check_store(self, store: Store, *, what: str) -> Compatibility:
+        """Whether ``store``'s images are what the network ``what`` expects.
+
+        Raises:
+            FacelabError: the store's images have another size (the network would see other pixels).
+
+        Returns:
+            A :class:`Compatibility`: other sources, crops or stores of the same source are warnings; callers
+            that need the same data (FID against a generator's own data) refuse ``same_source=False``.
+        """
+        if store.image_size != self.image_size:
+            raise FacelabError(f"{store.path}: images are {store.image_size}px but {what} works at "
+                               f"{self.image_size}px; prepare the store with --size {self.image_size}")
+        same_source = self.source is None or self.source == store.source
+        same_store = self.store_hash is not None and self.store_hash == store.content_hash
+        warnings = []
+        if not same_source:
+            warnings.append(f"{what} was trained on {self.source!r} images, {store.path} holds {store.source!r}")
+        if self.crop is not None and store.manifest.crop is not None and self.crop != store.manifest.crop:
+            warnings.append(f"{what} was trained on images cropped {_crop_text(self.crop)}, {store.path} is cropped "
+                            f"{_crop_text(store.manifest.crop)}: faces may sit elsewhere in the frame")
+        if same_source and self.store_hash is not None and not same_store:
+            warnings.append(f"{what} was trained on another {self.source} store (hash {self.store_hash[:8]}, this one "
+                            f"{store.content_hash[:8]}): its training rows may overlap these rows")
+        return Compatibility(same_source=same_source, same_store=same_store, warnings=warnings)
+
+
+def _crop_text(crop: CropSpec) -> str:
+    if crop.mode == "box":
+        return f"to the box {crop.box}"
+    if crop.mode == "none":
+        return "not at all"
+    return f"centre x{crop.scale:g} (offset {crop.offset_y:+g})"
