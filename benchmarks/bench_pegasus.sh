@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Birds, horses and the pegasus on CIFAR-10 (docs/results.md, issue 4, session 6): the exact commands.
+# Birds, horses and the pegasus on CIFAR-10 (docs/results.md; AMD EPYC, 2026-11-23): the exact commands.
 #
 #   benchmarks/bench_pegasus.sh CIFAR_ROOT JUDGE_RUN OUT [MINUTES] [WIDTH]
 #

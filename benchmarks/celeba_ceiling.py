@@ -1,4 +1,4 @@
-"""How far trained CelebA attribute models are from the 0.915 target (issue 3), and what kind of gap it is.
+"""How far trained CelebA attribute models are from the CelebA 0.915 target, and what kind of gap it is.
 
 Scores finished classifier runs on the official validation partition of their store and asks three
 questions of their probabilities:
@@ -16,7 +16,7 @@ questions of their probabilities:
 
 The oracle figures read the validation labels and are diagnostics, never results.
 
-    python benchmarks/celeba_ceiling.py bench-out/celeba-attributes/RUN1 bench-out/s8/RUN2 ... --json
+    python benchmarks/celeba_ceiling.py bench-out/celeba-attributes/RUN1 bench-out/celeba-ideas/RUN2 ... --json
 """
 
 from __future__ import annotations

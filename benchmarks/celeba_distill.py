@@ -1,6 +1,6 @@
-"""Do more *people* help the CelebA attribute classifier? (issue 3, session 10)
+"""Do more *people* help the CelebA attribute classifier? (the 0.915 target; AMD EPYC, 2026-11-24)
 
-The 4,560 training images of the CelebA subset show only 152 people, and session 9's ceiling analysis
+The 4,560 training images of the CelebA subset show only 152 people, and the ceiling analysis
 (benchmarks/celeba_ceiling.py) found that no threshold or calibration reaches 0.915: the model must rank
 images better. UTKFace holds 19,930 faces of thousands of other people, but without CelebA's 40 labels. This
 script tests the cheapest way to use them, knowledge distillation on unlabelled images (the "noisy student"

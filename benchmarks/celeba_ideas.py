@@ -1,4 +1,4 @@
-"""Training ideas tried against the CelebA 0.915 target (issue 3, sessions 8 and 9), kept so the figures in
+"""Training ideas tried against the CelebA 0.915 target (AMD EPYC, 2026-11-24), kept so the figures in
 docs/results.md can be re-run. None of them reached the target, so none is a library feature; each is a
 subclass of the classifier objective (or an augmentation preset) swapped in for one run of facelab's
 default recipe (official partitions, 64 px store, vgg_scratch, AdamW 3e-3, one-cycle, batch 64).
@@ -15,7 +15,7 @@ Ideas:
                    label noise averaged within an identity.
     sam            sharpness-aware minimisation (Foret et al. 2021) with radius weight: the gradient is
                    taken at the worst-case nearby weights, then applied at the current ones; 2x the cost.
---head-hidden N (session 9, with any idea): a hidden layer in vgg_scratch's head (flatten -> dropout 0.5 ->
+--head-hidden N (with any idea): a hidden layer in vgg_scratch's head (flatten -> dropout 0.5 ->
 fc N -> ReLU -> dropout 0.3 -> fc), the shape of the common notebook CNN; N = 128 gives 918k parameters.
 Extra augmentation presets: geo_strong (affine p 0.8, 15 degrees, 10% shift, scale 0.9-1.1) and
 geo_color (geometric + brightness/contrast 0.2, saturation 0.1, no hue change).

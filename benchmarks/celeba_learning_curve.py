@@ -1,6 +1,7 @@
-"""How CelebA attribute accuracy grows with training data, and how much data 0.915 would take (issue 3).
+"""How CelebA attribute accuracy grows with training data, and how much data the 0.915 target would take.
 
-Sessions 2-11 found every recipe, model and trick ending at 0.903-0.907 mean accuracy on the official val
+The runs of docs/results.md on the 2-vCPU AMD EPYC (2026-11-23 and 2026-11-24) found every recipe, model
+and trick ending at 0.903-0.907 mean accuracy on the official val
 partition with the subset's 4,560 training images (152 people). This script trains the default recipe on
 a share of them and fits how the error falls with the number of training images:
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# One change at a time to the default CelebA recipe (docs/results.md, issue 3, session 11): the exact
+# One change at a time to the default CelebA recipe (docs/results.md; AMD EPYC, 2026-11-24): the exact
 # commands behind the "learning rate, weight decay, batch, dropout, schedule" rows. Each run is the default
-# recipe for 20 epochs (session 7: 20 epochs end where 30 do for this model), seed 0, with one setting moved;
-# the control is the default itself (0.9050 at seed 0, 0.9030 at seed 1 in session 7).
+# recipe for 20 epochs (20 epochs end where 30 do for this model), seed 0, with one setting moved;
+# the control is the default itself (0.9050 at seed 0, 0.9030 at seed 1, AMD EPYC, 2026-11-24).
 #
 #   benchmarks/celeba_recipe_grid.sh STORE OUT [JOBS]
 #
