@@ -31,7 +31,8 @@ from rich.text import Text
 
 import facelab
 from facelab.data.decode import crop_box, crop_resize, decode_min_side
-from facelab.data.schema import NO_PARTITION, CropSpec, Partition, Record, SourceIndex
+from facelab.data.schema import NO_PARTITION, CropSpec, Partition, Record, Skip, SourceIndex
+from facelab.data.sources.base import text_key
 from facelab.data.store import FORMAT_VERSION, MANIFEST
 from facelab.errors import ConfigError, DataError, ImageDecodeError, StoreError
 from facelab.data.partial import (
@@ -385,7 +386,9 @@ def _validate_index(source: Source, index: SourceIndex) -> None:
     n_labels, seen = len(index.labels), set()
     for r in index.records:
         if r.key in seen:
-            raise DataError(f"source {where}: record key {r.key!r} appears twice; keys must be unique")
+            escaped = ("; a file name that is not UTF-8 gets its other bytes written as backslash escapes, which "
+                       "can equal another file's name: rename one of them") if "\\" in r.key else ""
+            raise DataError(f"source {where}: record key {r.key!r} appears twice; keys must be unique{escaped}")
         seen.add(r.key)
         if len(r.labels) != n_labels:
             raise DataError(f"source {where}: record {r.key!r} has {len(r.labels)} labels, expected {n_labels}")
@@ -430,7 +433,7 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
     existing = _check_out(out, key, overwrite=overwrite)
     if existing is not None and not overwrite:
         return _report(out, existing, "already complete", 0, t0, [])
-    index = source.index()
+    index = _text_keys(source.index())
     _validate_index(source, index)
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
     if partial.exists() and not partial.is_dir():
@@ -442,6 +445,20 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
                                                   chunk_size=chunk_size, t0=t0)
         _move_into_place(partial, out)
     return _report(out, manifest, status, decoded, t0, notes)
+
+
+def _text_keys(index: SourceIndex) -> SourceIndex:
+    """``index`` with every record key and skip valid UTF-8 text (:func:`~facelab.data.sources.base.text_key`;
+    the built-in sources make them so, this covers any other), so hashes, JSON and index.npz can hold them."""
+    try:
+        "\n".join(r.key for r in index.records).encode("utf-8")
+        "\n".join(f"{s.key}\n{s.reason}" for s in index.skipped).encode("utf-8")
+        return index
+    except UnicodeEncodeError:
+        for r in index.records:
+            r.key = text_key(r.key)
+        index.skipped = [Skip(text_key(s.key), text_key(s.reason)) for s in index.skipped]
+        return index
 
 
 def _build(source: Source, index: SourceIndex, partial: Path, key: dict[str, Any], *, size: int, crop: CropSpec,

@@ -4,18 +4,16 @@ above the pixel limit are one ImageDecodeError (never a Pillow DecompressionBomb
 from __future__ import annotations
 
 import io
-import struct
 import warnings
-import zlib
 
 import numpy as np
 import pytest
-import simplejpeg
 from PIL import Image
 
 import facelab.data.decode as decode
 from facelab.data.decode import MAX_PIXELS, decode_bytes
 from facelab.errors import ImageDecodeError
+from tests.fixtures.bad_images import jpeg_claiming, png_bytes
 
 # 16-bit grey values and what they must become (value / 257, rounded): 0, 128 -> 0, 129 -> 1, mid, max.
 GREY16 = np.array([[0, 128, 129, 257], [32896, 40000, 65279, 65535]], dtype=np.uint16)
@@ -26,26 +24,6 @@ def _encoded(im: Image.Image, fmt: str) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format=fmt)
     return buf.getvalue()
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def _png(width: int, height: int, rows: bytes = b"\x00", *, bit_depth: int = 8, colour_type: int = 0) -> bytes:
-    """A PNG whose header announces ``width`` x ``height`` (the pixel data may be far shorter: only the
-    header is read before the size check)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(rows))
-            + _png_chunk(b"IEND", b""))
-
-
-def _jpeg_claiming(width: int, height: int) -> bytes:
-    """A tiny baseline JPEG whose SOF0 header is edited to announce ``width`` x ``height``."""
-    data = bytearray(simplejpeg.encode_jpeg(np.zeros((8, 8, 3), np.uint8)))
-    sof = data.find(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
 
 
 def _expect_grey(img: np.ndarray, grey: np.ndarray) -> None:
@@ -92,7 +70,7 @@ def test_float_image_outside_0_1_is_refused():
 def test_16bit_colour_png_is_not_clipped(colour_type, channels):
     px = np.full((2, 2, channels), 40000, dtype=">u2")  # 40000 / 257 = 155.6
     rows = b"".join(b"\x00" + px[y].tobytes() for y in range(2))
-    img = decode_bytes(_png(2, 2, rows, bit_depth=16, colour_type=colour_type))
+    img = decode_bytes(png_bytes(2, 2, rows, bit_depth=16, colour_type=colour_type))
     assert img.shape == (2, 2, 3) and 155 <= img.min() and img.max() <= 156
 
 
@@ -106,7 +84,7 @@ def test_huge_png_header_is_one_decode_error(side):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a DecompressionBombWarning must not escape either
         with pytest.raises(ImageDecodeError) as e:
-            decode_bytes(_png(side, side), name="bomb.png")
+            decode_bytes(png_bytes(side, side), name="bomb.png")
     # (above twice its limit, Pillow refuses the file before facelab sees its width and height)
     assert str(e.value).startswith("bomb.png: image too large: ")
     assert f"{side * side:,} pixels, above the limit of {MAX_PIXELS:,}" in str(e.value)
@@ -114,7 +92,7 @@ def test_huge_png_header_is_one_decode_error(side):
 
 def test_huge_jpeg_header_is_refused_before_decoding():
     with pytest.raises(ImageDecodeError, match=r"20000x20000 = 400,000,000 pixels, above the limit of 89,478,485"):
-        decode_bytes(_jpeg_claiming(20_000, 20_000), name="big.jpg")
+        decode_bytes(jpeg_claiming(20_000, 20_000), name="big.jpg")
 
 
 def test_limit_applies_to_both_paths(monkeypatch):
