@@ -109,7 +109,11 @@ def build_key(source: Source, *, size: int, crop: CropSpec) -> dict[str, Any]:
 
 
 def _check_out(out: Path, key: dict[str, Any], *, overwrite: bool) -> dict[str, Any] | None:
-    """The manifest of the store already at ``out`` (None when there is none); StoreError when in the way."""
+    """The manifest of the store already at ``out`` (None when there is none); StoreError when in the way.
+
+    Called before indexing (fail fast) and again under the lock of ``<out>.partial``: another build into the
+    same ``out`` may have finished in between.
+    """
     if not out.exists():
         return None
     if not out.is_dir():
@@ -356,18 +360,30 @@ def _finish(partial: Path, index: SourceIndex, failed: dict[int, str], journal: 
     return manifest
 
 
-def _move_into_place(partial: Path, out: Path) -> None:
-    """Drop the working files, fsync, and rename ``partial`` to ``out`` (replacing an old store or empty folder)."""
+def _move_into_place(partial: Path, out: Path, key: dict[str, Any], *, overwrite: bool) -> None:
+    """Drop the working files, fsync, and rename ``partial`` to ``out`` (replacing an empty folder, or an old
+    store when ``overwrite``).
+
+    ``out`` is checked once more right before the rename: a store that is not the one built here is only
+    ever replaced with ``overwrite``, whoever put it there; the finished build then stays in ``partial``.
+    """
     for name in (PROGRESS_FILE, LANDMARKS_FILE, DECODED_FILE, "images.tmp.npy"):
         (partial / name).unlink(missing_ok=True)  # build.json goes last: it marks the folder as ours
     fsync_path(partial, directory=True)
     old = None
     if out.exists():
-        if (out / MANIFEST).is_file():  # _check_out let it through: overwrite was asked
+        try:
+            there = _check_out(out, key, overwrite=overwrite)
+        except StoreError as e:
+            raise StoreError(f"{e} (it appeared while this build ran; the finished build is kept in {partial})") from None
+        if there is not None and not overwrite:
+            raise StoreError(f"{out} was filled with the same store by another process while this build ran; "
+                             f"this build's copy is kept in {partial}: delete it, or re-run with --overwrite")
+        if there is not None:  # overwrite was asked
             old = out.with_name(f"{out.name}.old-{os.getpid()}")
             os.replace(out, old)
         else:
-            out.rmdir()  # empty (checked by _check_out)
+            out.rmdir()  # empty (checked by _check_out just now)
     os.replace(partial, out)
     fsync_path(out.parent, directory=True)
     (out / BUILD_FILE).unlink(missing_ok=True)
@@ -422,7 +438,9 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
         A BuildReport; ``status`` is "already complete" (nothing done), "built" or "resumed".
 
     Raises:
-        StoreError: ``out`` holds another store or unrelated files, nothing to store, or nothing decodable.
+        StoreError: ``out`` holds another store or unrelated files (checked again under the lock and before
+            the final rename, so a concurrent build's store is never replaced without ``overwrite``), nothing
+            to store, or nothing decodable.
     """
     t0 = time.perf_counter()
     if size < 1 or chunk_size < 1 or (workers is not None and workers < 1):
@@ -438,13 +456,33 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
     if partial.exists() and not partial.is_dir():
         raise StoreError(f"{partial} is a file in the way of the build; move it away")
-    partial.mkdir(parents=True, exist_ok=True)
     with locked(partial):
+        existing = _recheck_out(out, partial, key, overwrite=overwrite)
+        if existing is not None and not overwrite:
+            return _report(out, existing, "already complete", 0, t0, [])
         status, manifest, decoded, notes = _build(source, index, partial, key, size=size, crop=crop,
                                                   workers=workers or os.cpu_count() or 1, progress=progress,
                                                   chunk_size=chunk_size, t0=t0)
-        _move_into_place(partial, out)
+        _move_into_place(partial, out, key, overwrite=overwrite)
     return _report(out, manifest, status, decoded, t0, notes)
+
+
+def _recheck_out(out: Path, partial: Path, key: dict[str, Any], *, overwrite: bool) -> dict[str, Any] | None:
+    """:func:`_check_out` again, under the lock: another build into ``out`` may have finished since the first
+    check. When that ends this build, the ``partial`` folder it just locked is removed if still empty."""
+    try:
+        existing = _check_out(out, key, overwrite=overwrite)
+    except StoreError:
+        _remove_if_empty(partial)
+        raise
+    if existing is not None and not overwrite:
+        _remove_if_empty(partial)
+    return existing
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty: an interrupted build of other settings, kept for later
+        folder.rmdir()
 
 
 def _text_keys(index: SourceIndex) -> SourceIndex:
