@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from facelab.data.sources.base import Source
 
 PARTIAL_SUFFIX = ".partial"
+KEYS_HASH = "keys_sha256"  # build.json and manifest field: sha256 of the record keys (see keys_sha256)
 _BLOCK_BYTES = 16 << 20  # image bytes per block when compacting or hashing
 BuildStatus = Literal["built", "resumed", "already complete"]
 
@@ -327,7 +328,7 @@ def _columns(partial: Path, index: SourceIndex, kept: np.ndarray) -> dict[str, n
 
 
 def _finish(partial: Path, index: SourceIndex, failed: dict[int, str], journal: Journal, key: dict[str, Any],
-            t0: float) -> dict[str, Any]:
+            t0: float, keys_digest: str) -> dict[str, Any]:
     """Hash while fsyncing the pixels, compact, write labels and index, then manifest.json last."""
     n = len(index.records)
     kept = np.setdiff1d(np.arange(n), np.fromiter(failed, dtype=np.int64, count=len(failed)))
@@ -353,7 +354,7 @@ def _finish(partial: Path, index: SourceIndex, failed: dict[int, str], journal: 
         "has_landmarks": index.has_landmarks, "partitions": {
             **{p.name.lower(): int((cols["partition"] == p).sum()) for p in Partition},
             "none": int((cols["partition"] == NO_PARTITION).sum())},
-        "skipped": skipped, "notes": list(index.notes), "content_hash": digest,
+        "skipped": skipped, "notes": list(index.notes), "content_hash": digest, KEYS_HASH: keys_digest,
         "build_seconds": round(time.perf_counter() - t0, 3),
     }
     atomic_write_json(partial / MANIFEST, manifest)
@@ -435,12 +436,13 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
         chunk_size: records per task; also the granularity of resuming.
 
     Returns:
-        A BuildReport; ``status`` is "already complete" (nothing done), "built" or "resumed".
+        A BuildReport; ``status`` is "already complete" (nothing decoded: the store at ``out`` has this build
+        key and the source still lists the same records), "built" or "resumed".
 
     Raises:
         StoreError: ``out`` holds another store or unrelated files (checked again under the lock and before
-            the final rename, so a concurrent build's store is never replaced without ``overwrite``), nothing
-            to store, or nothing decodable.
+            the final rename, so a concurrent build's store is never replaced without ``overwrite``), the
+            dataset changed since the store at ``out`` was built, nothing to store, or nothing decodable.
     """
     t0 = time.perf_counter()
     if size < 1 or chunk_size < 1 or (workers is not None and workers < 1):
@@ -449,9 +451,9 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
     out = Path(out).expanduser()
     key = build_key(source, size=size, crop=crop)
     existing = _check_out(out, key, overwrite=overwrite)
-    if existing is not None and not overwrite:
-        return _report(out, existing, "already complete", 0, t0, [])
     index = _text_keys(source.index())
+    if existing is not None and not overwrite:
+        return _already_complete(out, existing, index, t0)
     _validate_index(source, index)
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
     if partial.exists() and not partial.is_dir():
@@ -459,7 +461,7 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
     with locked(partial):
         existing = _recheck_out(out, partial, key, overwrite=overwrite)
         if existing is not None and not overwrite:
-            return _report(out, existing, "already complete", 0, t0, [])
+            return _already_complete(out, existing, index, t0)
         status, manifest, decoded, notes = _build(source, index, partial, key, size=size, crop=crop,
                                                   workers=workers or os.cpu_count() or 1, progress=progress,
                                                   chunk_size=chunk_size, t0=t0)
@@ -485,6 +487,11 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
+def keys_sha256(keys: Iterable[str]) -> str:
+    """sha256 of the record keys joined by "\\n" (UTF-8): what the store was built from, in order."""
+    return hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()
+
+
 def _text_keys(index: SourceIndex) -> SourceIndex:
     """``index`` with every record key and skip valid UTF-8 text (:func:`~facelab.data.sources.base.text_key`;
     the built-in sources make them so, this covers any other), so hashes, JSON and index.npz can hold them."""
@@ -499,13 +506,30 @@ def _text_keys(index: SourceIndex) -> SourceIndex:
         return index
 
 
+def _already_complete(out: Path, manifest: dict[str, Any], index: SourceIndex, t0: float) -> BuildReport:
+    """The report of a store that is already built, after checking that the dataset still lists the same
+    records (StoreError when files were added, removed or renamed since)."""
+    recorded = manifest.get(KEYS_HASH)
+    if recorded is None:
+        note = (f"{out} was built by an older facelab that did not record the dataset's file list "
+                f"({KEYS_HASH}), so it cannot tell whether files were added or removed since; --overwrite "
+                "rebuilds it")
+        return _report(out, manifest, "already complete", 0, t0, [note])
+    if recorded != keys_sha256(r.key for r in index.records):
+        then, now = int(manifest.get("indexed", manifest["count"])), len(index.records)
+        counts = f"{then:,} records then, {now:,} now" if then != now else f"{now:,} records, not the same ones"
+        raise StoreError(f"the dataset changed since the store at {out} was built ({counts}); pass --overwrite "
+                         "(overwrite=True) to rebuild it, or --out another folder to keep both")
+    return _report(out, manifest, "already complete", 0, t0, [])
+
+
 def _build(source: Source, index: SourceIndex, partial: Path, key: dict[str, Any], *, size: int, crop: CropSpec,
            workers: int, progress: bool, chunk_size: int,
            t0: float) -> tuple[BuildStatus, dict[str, Any], int, list[str]]:
     """Fill the locked ``partial`` up to its manifest; return (status, manifest, records decoded, notes)."""
     n, notes = len(index.records), []
     params = {**key, "format_version": FORMAT_VERSION, "indexed": n, "has_landmarks": index.has_landmarks,
-              "keys_sha256": hashlib.sha256("\n".join(r.key for r in index.records).encode()).hexdigest()}
+              KEYS_HASH: keys_sha256(r.key for r in index.records)}
     state = open_partial(partial, params, notes)
     if state == "finished":  # killed between the manifest and the rename
         return "resumed", json.loads((partial / MANIFEST).read_text()), 0, notes
@@ -523,7 +547,7 @@ def _build(source: Source, index: SourceIndex, partial: Path, key: dict[str, Any
                               chunk_size=chunk_size, progress=progress)
     if len(failed) == n:
         _give_up(partial, index, failed)
-    manifest = _finish(partial, index, failed, journal, key, t0)
+    manifest = _finish(partial, index, failed, journal, key, t0, params[KEYS_HASH])
     return ("built" if state == "fresh" else "resumed"), manifest, decoded, notes
 
 
