@@ -376,7 +376,8 @@ def _move_into_place(partial: Path, out: Path, key: dict[str, Any], *, overwrite
         try:
             there = _check_out(out, key, overwrite=overwrite)
         except StoreError as e:
-            raise StoreError(f"{e} (it appeared while this build ran; the finished build is kept in {partial})") from None
+            raise StoreError(f"{e} (it appeared while this build ran; the finished build is kept in "
+                             f"{partial})") from None
         if there is not None and not overwrite:
             raise StoreError(f"{out} was filled with the same store by another process while this build ran; "
                              f"this build's copy is kept in {partial}: delete it, or re-run with --overwrite")

@@ -106,5 +106,6 @@ def test_limit_applies_to_both_paths(monkeypatch):
 
 def test_pillows_own_bomb_error_becomes_a_decode_error(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # someone lowered Pillow's limit below facelab's
-    with pytest.raises(ImageDecodeError, match=r"image too large for Pillow \(Image size \(64 pixels\) exceeds .*MAX_IMAGE_PIXELS is 10\)"):
+    pillow = r"image too large for Pillow \(Image size \(64 pixels\) exceeds .*MAX_IMAGE_PIXELS is 10\)"
+    with pytest.raises(ImageDecodeError, match=pillow):
         decode_bytes(_encoded(Image.fromarray(np.zeros((8, 8, 3), np.uint8)), "PNG"))
