@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -31,7 +31,8 @@ from rich.text import Text
 
 import facelab
 from facelab.data.decode import crop_box, crop_resize, decode_min_side
-from facelab.data.schema import NO_PARTITION, CropSpec, Partition, Record, SourceIndex
+from facelab.data.schema import NO_PARTITION, CropSpec, Partition, Record, Skip, SourceIndex
+from facelab.data.sources.base import text_key
 from facelab.data.store import FORMAT_VERSION, MANIFEST
 from facelab.errors import ConfigError, DataError, ImageDecodeError, StoreError
 from facelab.data.partial import (
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from facelab.data.sources.base import Source
 
 PARTIAL_SUFFIX = ".partial"
+KEYS_HASH = "keys_sha256"  # build.json and manifest field: sha256 of the record keys (see keys_sha256)
 _BLOCK_BYTES = 16 << 20  # image bytes per block when compacting or hashing
 BuildStatus = Literal["built", "resumed", "already complete"]
 
@@ -108,7 +110,11 @@ def build_key(source: Source, *, size: int, crop: CropSpec) -> dict[str, Any]:
 
 
 def _check_out(out: Path, key: dict[str, Any], *, overwrite: bool) -> dict[str, Any] | None:
-    """The manifest of the store already at ``out`` (None when there is none); StoreError when in the way."""
+    """The manifest of the store already at ``out`` (None when there is none); StoreError when in the way.
+
+    Called before indexing (fail fast) and again under the lock of ``<out>.partial``: another build into the
+    same ``out`` may have finished in between.
+    """
     if not out.exists():
         return None
     if not out.is_dir():
@@ -322,7 +328,7 @@ def _columns(partial: Path, index: SourceIndex, kept: np.ndarray) -> dict[str, n
 
 
 def _finish(partial: Path, index: SourceIndex, failed: dict[int, str], journal: Journal, key: dict[str, Any],
-            t0: float) -> dict[str, Any]:
+            t0: float, keys_digest: str) -> dict[str, Any]:
     """Hash while fsyncing the pixels, compact, write labels and index, then manifest.json last."""
     n = len(index.records)
     kept = np.setdiff1d(np.arange(n), np.fromiter(failed, dtype=np.int64, count=len(failed)))
@@ -348,25 +354,38 @@ def _finish(partial: Path, index: SourceIndex, failed: dict[int, str], journal: 
         "has_landmarks": index.has_landmarks, "partitions": {
             **{p.name.lower(): int((cols["partition"] == p).sum()) for p in Partition},
             "none": int((cols["partition"] == NO_PARTITION).sum())},
-        "skipped": skipped, "notes": list(index.notes), "content_hash": digest,
+        "skipped": skipped, "notes": list(index.notes), "content_hash": digest, KEYS_HASH: keys_digest,
         "build_seconds": round(time.perf_counter() - t0, 3),
     }
     atomic_write_json(partial / MANIFEST, manifest)
     return manifest
 
 
-def _move_into_place(partial: Path, out: Path) -> None:
-    """Drop the working files, fsync, and rename ``partial`` to ``out`` (replacing an old store or empty folder)."""
+def _move_into_place(partial: Path, out: Path, key: dict[str, Any], *, overwrite: bool) -> None:
+    """Drop the working files, fsync, and rename ``partial`` to ``out`` (replacing an empty folder, or an old
+    store when ``overwrite``).
+
+    ``out`` is checked once more right before the rename: a store that is not the one built here is only
+    ever replaced with ``overwrite``, whoever put it there; the finished build then stays in ``partial``.
+    """
     for name in (PROGRESS_FILE, LANDMARKS_FILE, DECODED_FILE, "images.tmp.npy"):
         (partial / name).unlink(missing_ok=True)  # build.json goes last: it marks the folder as ours
     fsync_path(partial, directory=True)
     old = None
     if out.exists():
-        if (out / MANIFEST).is_file():  # _check_out let it through: overwrite was asked
+        try:
+            there = _check_out(out, key, overwrite=overwrite)
+        except StoreError as e:
+            raise StoreError(f"{e} (it appeared while this build ran; the finished build is kept in "
+                             f"{partial})") from None
+        if there is not None and not overwrite:
+            raise StoreError(f"{out} was filled with the same store by another process while this build ran; "
+                             f"this build's copy is kept in {partial}: delete it, or re-run with --overwrite")
+        if there is not None:  # overwrite was asked
             old = out.with_name(f"{out.name}.old-{os.getpid()}")
             os.replace(out, old)
         else:
-            out.rmdir()  # empty (checked by _check_out)
+            out.rmdir()  # empty (checked by _check_out just now)
     os.replace(partial, out)
     fsync_path(out.parent, directory=True)
     (out / BUILD_FILE).unlink(missing_ok=True)
@@ -385,7 +404,9 @@ def _validate_index(source: Source, index: SourceIndex) -> None:
     n_labels, seen = len(index.labels), set()
     for r in index.records:
         if r.key in seen:
-            raise DataError(f"source {where}: record key {r.key!r} appears twice; keys must be unique")
+            escaped = ("; a file name that is not UTF-8 gets its other bytes written as backslash escapes, which "
+                       "can equal another file's name: rename one of them") if "\\" in r.key else ""
+            raise DataError(f"source {where}: record key {r.key!r} appears twice; keys must be unique{escaped}")
         seen.add(r.key)
         if len(r.labels) != n_labels:
             raise DataError(f"source {where}: record {r.key!r} has {len(r.labels)} labels, expected {n_labels}")
@@ -416,10 +437,13 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
         chunk_size: records per task; also the granularity of resuming.
 
     Returns:
-        A BuildReport; ``status`` is "already complete" (nothing done), "built" or "resumed".
+        A BuildReport; ``status`` is "already complete" (nothing decoded: the store at ``out`` has this build
+        key and the source still lists the same records), "built" or "resumed".
 
     Raises:
-        StoreError: ``out`` holds another store or unrelated files, nothing to store, or nothing decodable.
+        StoreError: ``out`` holds another store or unrelated files (checked again under the lock and before
+            the final rename, so a concurrent build's store is never replaced without ``overwrite``), the
+            dataset changed since the store at ``out`` was built, nothing to store, or nothing decodable.
     """
     t0 = time.perf_counter()
     if size < 1 or chunk_size < 1 or (workers is not None and workers < 1):
@@ -428,20 +452,76 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
     out = Path(out).expanduser()
     key = build_key(source, size=size, crop=crop)
     existing = _check_out(out, key, overwrite=overwrite)
+    index = _text_keys(source.index())
     if existing is not None and not overwrite:
-        return _report(out, existing, "already complete", 0, t0, [])
-    index = source.index()
+        return _already_complete(out, existing, index, t0)
     _validate_index(source, index)
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
     if partial.exists() and not partial.is_dir():
         raise StoreError(f"{partial} is a file in the way of the build; move it away")
-    partial.mkdir(parents=True, exist_ok=True)
     with locked(partial):
+        existing = _recheck_out(out, partial, key, overwrite=overwrite)
+        if existing is not None and not overwrite:
+            return _already_complete(out, existing, index, t0)
         status, manifest, decoded, notes = _build(source, index, partial, key, size=size, crop=crop,
                                                   workers=workers or os.cpu_count() or 1, progress=progress,
                                                   chunk_size=chunk_size, t0=t0)
-        _move_into_place(partial, out)
+        _move_into_place(partial, out, key, overwrite=overwrite)
     return _report(out, manifest, status, decoded, t0, notes)
+
+
+def _recheck_out(out: Path, partial: Path, key: dict[str, Any], *, overwrite: bool) -> dict[str, Any] | None:
+    """:func:`_check_out` again, under the lock: another build into ``out`` may have finished since the first
+    check. When that ends this build, the ``partial`` folder it just locked is removed if still empty."""
+    try:
+        existing = _check_out(out, key, overwrite=overwrite)
+    except StoreError:
+        _remove_if_empty(partial)
+        raise
+    if existing is not None and not overwrite:
+        _remove_if_empty(partial)
+    return existing
+
+
+def _remove_if_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty: an interrupted build of other settings, kept for later
+        folder.rmdir()
+
+
+def keys_sha256(keys: Iterable[str]) -> str:
+    """sha256 of the record keys joined by "\\n" (UTF-8): what the store was built from, in order."""
+    return hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()
+
+
+def _text_keys(index: SourceIndex) -> SourceIndex:
+    """``index`` with every record key and skip valid UTF-8 text (:func:`~facelab.data.sources.base.text_key`;
+    the built-in sources make them so, this covers any other), so hashes, JSON and index.npz can hold them."""
+    try:
+        "\n".join(r.key for r in index.records).encode("utf-8")
+        "\n".join(f"{s.key}\n{s.reason}" for s in index.skipped).encode("utf-8")
+        return index
+    except UnicodeEncodeError:
+        for r in index.records:
+            r.key = text_key(r.key)
+        index.skipped = [Skip(text_key(s.key), text_key(s.reason)) for s in index.skipped]
+        return index
+
+
+def _already_complete(out: Path, manifest: dict[str, Any], index: SourceIndex, t0: float) -> BuildReport:
+    """The report of a store that is already built, after checking that the dataset still lists the same
+    records (StoreError when files were added, removed or renamed since)."""
+    recorded = manifest.get(KEYS_HASH)
+    if recorded is None:
+        note = (f"{out} was built by an older facelab that did not record the dataset's file list "
+                f"({KEYS_HASH}), so it cannot tell whether files were added or removed since; --overwrite "
+                "rebuilds it")
+        return _report(out, manifest, "already complete", 0, t0, [note])
+    if recorded != keys_sha256(r.key for r in index.records):
+        then, now = int(manifest.get("indexed", manifest["count"])), len(index.records)
+        counts = f"{then:,} records then, {now:,} now" if then != now else f"{now:,} records, not the same ones"
+        raise StoreError(f"the dataset changed since the store at {out} was built ({counts}); pass --overwrite "
+                         "(overwrite=True) to rebuild it, or --out another folder to keep both")
+    return _report(out, manifest, "already complete", 0, t0, [])
 
 
 def _build(source: Source, index: SourceIndex, partial: Path, key: dict[str, Any], *, size: int, crop: CropSpec,
@@ -450,7 +530,7 @@ def _build(source: Source, index: SourceIndex, partial: Path, key: dict[str, Any
     """Fill the locked ``partial`` up to its manifest; return (status, manifest, records decoded, notes)."""
     n, notes = len(index.records), []
     params = {**key, "format_version": FORMAT_VERSION, "indexed": n, "has_landmarks": index.has_landmarks,
-              "keys_sha256": hashlib.sha256("\n".join(r.key for r in index.records).encode()).hexdigest()}
+              KEYS_HASH: keys_sha256(r.key for r in index.records)}
     state = open_partial(partial, params, notes)
     if state == "finished":  # killed between the manifest and the rename
         return "resumed", json.loads((partial / MANIFEST).read_text()), 0, notes
@@ -468,7 +548,7 @@ def _build(source: Source, index: SourceIndex, partial: Path, key: dict[str, Any
                               chunk_size=chunk_size, progress=progress)
     if len(failed) == n:
         _give_up(partial, index, failed)
-    manifest = _finish(partial, index, failed, journal, key, t0)
+    manifest = _finish(partial, index, failed, journal, key, t0, params[KEYS_HASH])
     return ("built" if state == "fresh" else "resumed"), manifest, decoded, notes
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from pathlib import Path
 
 import cv2
@@ -16,6 +18,12 @@ from facelab.errors import ImageDecodeError
 cv2.setNumThreads(1)  # parallelism comes from worker processes; avoid oversubscription
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
+# Largest image (width x height) decoded, on every path: Pillow's own default decompression-bomb limit
+# (~89.5 megapixels, 256 MiB of 24-bit pixels). Bigger files are refused with an ImageDecodeError before
+# any pixel is decoded; a face image is never that large.
+MAX_PIXELS = 89_478_485
+_UINT16_MAX = 65535
+_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # the size in Pillow's DecompressionBombError message
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
 
@@ -26,24 +34,30 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = N
     anything else, and JPEGs simplejpeg refuses (CMYK, progressive oddities), go through Pillow.
     The format is sniffed from the bytes, so a PNG named ``.jpg`` decodes correctly.
 
+    Images larger than :data:`MAX_PIXELS` are refused from their header, before decoding. High-bit-depth
+    images (16-bit grey PNG/TIFF, 32-bit TIFF) are scaled to 8 bits, never clipped (see :func:`_to_rgb`).
+
     Raises:
-        ImageDecodeError: empty, truncated or unreadable data.
+        ImageDecodeError: empty, truncated, unreadable or too large data, or pixel values it cannot scale.
     """
     if len(data) == 0:
         raise ImageDecodeError("empty file (0 bytes)", name=name)
     jpeg_error = None
     if data[:3] == _JPEG_MAGIC:
         try:
-            kw = _dct_scale(data, min_side) if min_side else {}
-            return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True, **kw)
+            return _decode_jpeg(data, name=name, min_side=min_side)
         except ValueError as e:
             jpeg_error = e  # fall back to Pillow (CMYK, unusual sampling) which also reports truncation
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()  # raises on truncated data
-            if im.mode != "RGB":
-                im = im.convert("RGB")  # grayscale, CMYK, palette, RGBA -> RGB
-            return np.asarray(im, dtype=np.uint8).copy()
+        with warnings.catch_warnings():
+            # Pillow warns above its limit and raises above twice it; MAX_PIXELS is checked here instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                _check_pixels(im.width, im.height, name=name)
+                im.load()  # raises on truncated data
+                return _to_rgb(im, name=name)
+    except Image.DecompressionBombError as e:  # Pillow's open() refuses twice its limit, before facelab's check
+        raise ImageDecodeError(_pillow_refused(e), name=name) from None
     except UnidentifiedImageError:
         what = f"a JPEG header libjpeg cannot read: {jpeg_error}" if jpeg_error else "not a known image format"
         raise ImageDecodeError(f"cannot decode image ({what}; corrupt or cut off?)", name=name) from None
@@ -51,11 +65,76 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = N
         raise ImageDecodeError(f"cannot decode image ({e.__class__.__name__}: {e})", name=name) from None
 
 
-def _dct_scale(data: bytes, min_side: int) -> dict[str, int]:
-    """Decoder size hints for the strongest power-of-two DCT reduction (1/2, 1/4, 1/8) keeping both sides
-    >= ``min_side``. Fractional scales such as 3/4 are avoided: on small JPEGs they decode slower than
-    full size and shift the crop (measured in benchmarks/bench_store.py)."""
+def _check_pixels(width: int, height: int, *, name: str) -> None:
+    """ImageDecodeError when a header announces more than :data:`MAX_PIXELS` pixels (a decompression bomb)."""
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(_too_large(f"{width}x{height} = {width * height:,} pixels"), name=name)
+
+
+def _pillow_refused(error: Exception) -> str:
+    """The reason for a DecompressionBombError: facelab's limit message when the size is above it, else
+    Pillow's own message (its limit, PIL.Image.MAX_IMAGE_PIXELS, was lowered by the program)."""
+    found = _BOMB_PIXELS.search(str(error))
+    if found and int(found.group(1)) > MAX_PIXELS:
+        return _too_large(f"{int(found.group(1)):,} pixels")
+    return f"image too large for Pillow ({error}; PIL.Image.MAX_IMAGE_PIXELS is {Image.MAX_IMAGE_PIXELS:,})"
+
+
+def _too_large(size: str) -> str:
+    return (f"image too large: {size}, above the limit of {MAX_PIXELS:,} (facelab.data.decode.MAX_PIXELS; "
+            "a decompression bomb?); downscale the file if it is a real image")
+
+
+def _decode_jpeg(data: bytes, *, name: str, min_side: int | None) -> np.ndarray:
+    """libjpeg-turbo decode after checking the header's size; ValueError when libjpeg cannot read it."""
     h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+    _check_pixels(w, h, name=name)
+    kw = _dct_scale(h, w, min_side) if min_side else {}
+    return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True, **kw)
+
+
+def _to_rgb(im: Image.Image, *, name: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a loaded Pillow image, scaling high-bit-depth pixels instead of clipping them.
+
+    Pillow's ``convert("RGB")`` clips 16- and 32-bit grey values at 255 (a white image), so those modes are
+    scaled here: ``I;16*`` (16-bit grey PNG/TIFF) and ``I`` (32-bit integers; Pillow's mode for some
+    16-bit files) as 16-bit data, value / 257 rounded to nearest (exact integer maths), ``I`` values
+    outside 0..65535 refused; ``F`` (32-bit float TIFF) as intensities in 0..1 (x 255, rounded), other
+    ranges refused. 16-bit RGB(A) and grey+alpha PNGs arrive as 8-bit ``RGB``/``RGBA`` (Pillow keeps the
+    high byte, so nothing clips); every other mode (L, LA, P, 1, CMYK, YCbCr, RGBA...) goes through
+    ``convert("RGB")`` (alpha dropped).
+    """
+    if im.mode.startswith("I;16") or im.mode == "I":
+        grey = _scale_16bit(np.asarray(im), mode=im.mode, name=name)
+    elif im.mode == "F":
+        grey = _scale_float(np.asarray(im), name=name)
+    else:
+        return np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8).copy()
+    return np.repeat(grey[:, :, None], 3, axis=2)  # (H, W) -> (H, W, 3)
+
+
+def _scale_16bit(values: np.ndarray, *, mode: str, name: str) -> np.ndarray:
+    """(H, W) 16-bit grey values -> uint8, value / 257 rounded to nearest (65535 -> 255)."""
+    values = values.astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > _UINT16_MAX):
+        raise ImageDecodeError(f"cannot decode image (mode {mode} pixel values {values.min()}..{values.max()} "
+                               f"are outside 0..{_UINT16_MAX}; save it as an 8- or 16-bit image)", name=name)
+    return ((2 * values + 257) // 514).astype(np.uint8)  # floor(v / 257 + 1/2)
+
+
+def _scale_float(values: np.ndarray, *, name: str) -> np.ndarray:
+    """(H, W) float grey intensities in 0..1 -> uint8 (x 255, rounded)."""
+    values = values.astype(np.float64)
+    if values.size and not (np.isfinite(values).all() and values.min() >= 0.0 and values.max() <= 1.0):
+        raise ImageDecodeError(f"cannot decode image (float pixel values {values.min():g}..{values.max():g}"
+                               " are not intensities in 0..1; save it as an 8- or 16-bit image)", name=name)
+    return np.round(values * 255).astype(np.uint8)
+
+
+def _dct_scale(h: int, w: int, min_side: int) -> dict[str, int]:
+    """Decoder size hints for the strongest power-of-two DCT reduction (1/2, 1/4, 1/8) of an ``h`` x ``w``
+    JPEG keeping both sides >= ``min_side``. Fractional scales such as 3/4 are avoided: on small JPEGs they
+    decode slower than full size and shift the crop (measured in benchmarks/bench_store.py)."""
     for f in (8, 4, 2):
         if min(h, w) // f >= min_side:
             return {"min_height": -(-h // f), "min_width": -(-w // f)}

@@ -27,6 +27,7 @@ PROGRESS_FILE = "progress.jsonl"
 DECODED_FILE = "decoded.npy"
 LANDMARKS_FILE = "landmarks.npy"
 CHECKPOINT_SECONDS = 2.0  # fsync the pixels and append finished chunks to progress.jsonl this often
+LOCK_ATTEMPTS = 3  # tries to lock a .partial that other builds keep renaming into place
 
 
 def differences(wanted: dict[str, Any], found: dict[str, Any]) -> list[str]:
@@ -100,23 +101,46 @@ def fsync_path(path: Path, *, directory: bool = False) -> None:
 
 @contextlib.contextmanager
 def locked(partial: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the .partial folder so two builds never write the same one."""
+    """Create ``partial`` if needed and hold an exclusive lock on it, so two builds never write the same one.
+
+    A build that finishes renames its ``.partial`` to the store. A lock won on a folder that was renamed
+    (or removed) meanwhile protects nothing, so it is dropped and taken again on the folder now at ``partial``.
+    """
     try:
         import fcntl
     except ImportError:  # not POSIX: no locking
+        partial.mkdir(parents=True, exist_ok=True)
         yield
         return
-    fd = os.open(partial, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    for _ in range(LOCK_ATTEMPTS):
+        partial.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(partial, os.O_RDONLY)
+        except FileNotFoundError:  # renamed between mkdir and open
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StoreError(f"{partial} is being written by another `facelab data prepare`; wait for it "
+                             "to finish (or stop it) and re-run") from None
+        if _same_folder(fd, partial):
+            try:
+                yield
+            finally:
+                os.close(fd)
+            return
         os.close(fd)
-        raise StoreError(f"{partial} is being written by another `facelab data prepare`; wait for it "
-                         "to finish (or stop it) and re-run") from None
+    raise StoreError(f"{partial} kept being renamed or removed while this build tried to lock it "
+                     f"({LOCK_ATTEMPTS} attempts); is another `facelab data prepare` running into the same --out?")
+
+
+def _same_folder(fd: int, path: Path) -> bool:
+    """Whether the open folder ``fd`` is still the one at ``path``."""
     try:
-        yield
-    finally:
-        os.close(fd)
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def clear_folder(folder: Path) -> None:

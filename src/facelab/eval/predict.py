@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from facelab.data.decode import IMAGE_SUFFIXES, crop_resize, decode_file, decode_min_side
 from facelab.data.preprocessing import Preprocessing
 from facelab.data.schema import CropSpec, LabelKind, LabelSpec
+from facelab.data.sources.base import not_a_folder, text_key
 from facelab.errors import FacelabError, ImageDecodeError
 from facelab.eval.evaluate import check_preprocessing
 from facelab.eval.inference import forward_logits
@@ -36,17 +38,59 @@ class PredictReport:
 
 
 def list_images(folder: Path) -> tuple[list[Path], list[dict[str, str]]]:
-    """Image files under ``folder`` (recursive, sorted) and the non-image files skipped."""
+    """Image files under ``folder`` (recursive, sorted) and the files skipped, with their reason: not an
+    image by extension, a symbolic-link loop or dangling link, a linked folder (not followed).
+
+    Raises:
+        FacelabError: ``folder`` is not a folder, holds no image file, or two files share a key
+            (:func:`image_key`).
+    """
     if not folder.is_dir():
-        raise FacelabError(f"{folder}: not a folder or store")
+        raise FacelabError(f"{folder}: {not_a_folder(folder)}, and not a store")
     images, skipped = [], []
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and not p.name.startswith("."):
-            (images if p.suffix.lower() in IMAGE_SUFFIXES else skipped).append(p)
-    skipped_rows = [{"key": str(p.relative_to(folder)), "reason": "not an image file (by extension)"} for p in skipped]
+    for p in sorted(folder.rglob("*")):  # rglob lists linked folders but does not descend into them
+        if p.name.startswith("."):
+            continue
+        why = _unusable(p)
+        if why is None and p.is_file():
+            images.append(p)
+        elif why is not None:
+            skipped.append({"key": image_key(folder, p), "reason": why})
     if not images:
         raise FacelabError(f"{folder}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    return images, skipped_rows
+    _check_unique_keys(folder, images)
+    return images, skipped
+
+
+def _unusable(path: Path) -> str | None:
+    """Why ``path`` (an entry under the folder) is not read as an image; None for image files and folders."""
+    if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as e:  # ELOOP: the link leads back to itself; ENOENT: dangling
+            return f"cannot follow the symbolic link ({e.strerror})"
+        if path.is_dir():
+            return "symbolic link to a folder, not followed (it may lead back to a folder that contains it)"
+    if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
+        return "not an image file (by extension)"
+    return None
+
+
+def image_key(folder: Path, path: Path) -> str:
+    """The CSV key of ``path``: its path relative to ``folder``, as UTF-8 text (bytes of a file name that are
+    not UTF-8 are written as backslash escapes, see :func:`facelab.data.sources.base.text_key`)."""
+    return text_key(str(path.relative_to(folder)))
+
+
+def _check_unique_keys(folder: Path, files: list[Path]) -> None:
+    """FacelabError (before any inference) when two files get the same key, which only escaped names can."""
+    seen: set[str] = set()
+    for p in files:
+        key = image_key(folder, p)
+        if key in seen:
+            raise FacelabError(f"{folder}: two files would both be listed as {key}: one named so, one whose name is "
+                               "not UTF-8 (its other bytes are written as backslash escapes); rename one of them")
+        seen.add(key)
 
 
 def _folder_batches(folder: Path, files: list[Path], preprocessing: Preprocessing, batch_size: int,
@@ -58,9 +102,9 @@ def _folder_batches(folder: Path, files: list[Path], preprocessing: Preprocessin
         try:
             img = crop_resize(decode_file(p, min_side=decode_min_side(crop, size)), crop, size)
         except ImageDecodeError as e:
-            skipped.append({"key": str(p.relative_to(folder)), "reason": e.reason})
+            skipped.append({"key": image_key(folder, p), "reason": e.reason})
             continue
-        keys.append(str(p.relative_to(folder)))
+        keys.append(image_key(folder, p))
         imgs.append(img)
         if len(imgs) == batch_size:
             yield keys, np.stack(imgs)
@@ -107,6 +151,15 @@ def _rows(keys: list[str], probs: dict[str, np.ndarray], task: Task, specs: dict
         yield row + preds
 
 
+def _check_writable(out: Path) -> None:
+    """FacelabError when the CSV cannot be written at ``out`` (a folder there, or no writable folder above)."""
+    if out.is_dir():
+        raise FacelabError(f"{out} is a folder; --out names the CSV file to write, e.g. {out / 'predictions.csv'}")
+    above = next(p for p in (out.parent, *out.parent.parents) if p.exists())  # missing folders are created
+    if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
+        raise FacelabError(f"cannot write {out}: {above} is not a writable folder; choose another --out")
+
+
 def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, out: str | Path, *,
                    batch_size: int = 256, device: str = "cpu", threshold: float = 0.5, which: str = "best",
                    tta_flip: bool = False, progress: bool = True) -> PredictReport:
@@ -120,6 +173,7 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
     from facelab.data.store import MANIFEST, Store
     from facelab.models.classifiers.ensemble import load_classifier
 
+    _check_writable(Path(out))  # before any inference, which a failed write at the end would throw away
     model, meta = load_classifier(run, which=which, device=device)
     device = resolve_device(device)
     task = Task.from_dict(meta.config["task"])

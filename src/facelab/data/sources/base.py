@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,6 +14,40 @@ from facelab.data.decode import decode_file
 from facelab.data.schema import CropSpec, Record, SourceIndex
 from facelab.errors import DataError
 from facelab.registry import Registry
+
+
+def text_key(name: str) -> str:
+    r"""``name`` (a file name or relative path) as valid UTF-8 text, for record keys, reports and CSVs.
+
+    On Linux a file name need not be UTF-8; Python gives its undecodable bytes as surrogate escapes, which
+    cannot be written as UTF-8. Those bytes become backslash escapes (``caf\xe9.jpg`` for the Latin-1
+    name ``café.jpg``); valid names are returned unchanged.
+
+    Example:
+        >>> text_key(b"caf\xe9.jpg".decode("utf-8", "surrogateescape"))
+        'caf\\xe9.jpg'
+    """
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = name.encode("utf-8", "surrogateescape")  # the file name's bytes
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte: show its code point
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def not_a_folder(path: Path) -> str:
+    """Why ``path``, which is not a folder, is not one: missing, a symbolic-link loop, a file..."""
+    try:
+        path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symbolic link loop (it leads back to itself), not a folder"
+        return f"folder does not exist ({e.strerror})" if path.is_symlink() else "folder does not exist"
+    return "is a file, not a folder"
 
 
 class SourceOptions(StrictConfig):
@@ -43,7 +78,7 @@ class Source(ABC):
                 raise DataError(f"source {self.name!r} needs a ROOT folder (the dataset as downloaded)")
             root = Path(root).expanduser()
             if not root.is_dir():
-                raise DataError(f"{root}: folder does not exist; point {self.name!r} at the dataset folder as downloaded")
+                raise DataError(f"{root}: {not_a_folder(root)}; point {self.name!r} at the dataset folder as downloaded")
         self.root: Path | None = Path(root) if root is not None else None
         self.options = self.Options.from_dict(options, where=f"options of source {self.name!r}")
 

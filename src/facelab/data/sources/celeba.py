@@ -37,7 +37,7 @@ from facelab.data.schema import (
     Skip,
     SourceIndex,
 )
-from facelab.data.sources.base import SOURCES, Source, SourceOptions
+from facelab.data.sources.base import SOURCES, Source, SourceOptions, text_key
 from facelab.data.sources.folder import file_skip_reason
 from facelab.errors import ConfigError, DataError
 
@@ -515,7 +515,7 @@ class CelebASource(Source):
         present = set(files)
         rows = list(compress(range(len(table.names)), map(present.__contains__, table.names)))
         skipped = [
-            Skip(name, file_skip_reason(name) or f"image has no row in {table.path.name}")
+            Skip(text_key(name), file_skip_reason(name) or f"image has no row in {table.path.name}")
             for name in sorted(present.difference(table.names))
         ]
         if not rows:

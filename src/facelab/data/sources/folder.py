@@ -1,7 +1,8 @@
 """Hand-labelled class folders: ``root/<class>/*.jpg`` or ``root/{train,val,test}/<class>/*.jpg``.
 
-The scanning helpers here (:func:`scan_class_tree`, :func:`file_skip_reason`) also serve other sources
-whose data comes as class folders (the CIFAR-10 image-folder layout).
+The scanning helpers here (:func:`scan_class_tree`, :func:`file_skip_reason`, :func:`follow`,
+:func:`leads_up`) also serve other sources whose data comes as class folders (the CIFAR-10 image-folder
+layout) or plain folders (UTKFace).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pydantic import field_validator
 
 from facelab.data.decode import IMAGE_SUFFIXES
 from facelab.data.schema import CropSpec, LabelKind, LabelSpec, Partition, Record, Skip, SourceIndex
-from facelab.data.sources.base import SOURCES, Source, SourceOptions, comma_list
+from facelab.data.sources.base import SOURCES, Source, SourceOptions, comma_list, text_key
 from facelab.errors import DataError
 
 # Folder names recognised as official splits (case-insensitive).
@@ -31,6 +32,7 @@ SPLIT_DIRS: dict[str, Partition] = {
 }
 
 Layout = Literal["auto", "classes", "splits"]
+LINK_LOOP = "symbolic link loop: it leads back to a folder that contains it"
 
 
 def file_skip_reason(name: str) -> str | None:
@@ -44,16 +46,51 @@ def file_skip_reason(name: str) -> str | None:
     return None
 
 
-def _subdirs_and_files(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
-    """Visible sub-folders, hidden sub-folders and files of ``folder``, each sorted by name."""
-    visible, hidden, files = [], [], []
+@dataclass
+class _Listing:
+    """One folder's entries, each list sorted by name; ``broken``: (path, reason) of links that cannot be used."""
+
+    visible: list[Path] = field(default_factory=list)  # sub-folders
+    hidden: list[Path] = field(default_factory=list)  # sub-folders named ".*"
+    files: list[Path] = field(default_factory=list)
+    broken: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _list_folder(folder: Path) -> _Listing:
+    """The sub-folders and files of ``folder``; symbolic-link loops and dangling links go to ``broken``."""
+    found = _Listing()
     with os.scandir(folder) as it:
         for e in it:
-            if e.is_dir():
-                (hidden if e.name.startswith(".") else visible).append(Path(e.path))
-            elif e.is_file():
-                files.append(Path(e.path))
-    return sorted(visible), sorted(hidden), sorted(files)
+            is_dir, is_file, problem = follow(e)
+            if problem is None and is_dir and e.is_symlink() and leads_up(e.path, folder):
+                problem = LINK_LOOP
+            if problem is not None:
+                found.broken.append((Path(e.path), problem))
+            elif is_dir:
+                (found.hidden if e.name.startswith(".") else found.visible).append(Path(e.path))
+            elif is_file:
+                found.files.append(Path(e.path))
+    for entries in (found.visible, found.hidden, found.files, found.broken):
+        entries.sort()
+    return found
+
+
+def follow(entry: os.DirEntry) -> tuple[bool, bool, str | None]:
+    """(is a folder, is a file, why it cannot be used) of a scandir entry, following symbolic links: a link
+    that loops (ELOOP) or dangles gives a reason instead of raising or vanishing silently."""
+    try:
+        is_dir, is_file = entry.is_dir(), entry.is_file()
+    except OSError as e:
+        return False, False, f"cannot follow the symbolic link ({e.strerror})"
+    if not (is_dir or is_file) and entry.is_symlink():
+        return False, False, "dangling symbolic link (its target does not exist)"
+    return is_dir, is_file, None
+
+
+def leads_up(link: str | Path, folder: str | Path) -> bool:
+    """Whether the folder ``link`` points to is ``folder`` or one of its parents (walking it would loop)."""
+    target, here = os.path.realpath(link), os.path.realpath(folder)
+    return os.path.commonpath([target, here]) == target
 
 
 @dataclass
@@ -99,7 +136,7 @@ def _image_files(class_dir: Path, root: Path, skipped: list[Skip]) -> list[tuple
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
-            key = path[prefix:].replace(os.sep, "/")
+            key = text_key(path[prefix:].replace(os.sep, "/"))
             reason = file_skip_reason(name)
             if reason is None:
                 images.append((key, path))
@@ -108,15 +145,20 @@ def _image_files(class_dir: Path, root: Path, skipped: list[Skip]) -> list[tuple
     return images
 
 
+def _shown(path: Path, root: Path) -> str:
+    """``path`` relative to ``root``, '/'-separated, as UTF-8 text (keys and notes)."""
+    return text_key(path.relative_to(root).as_posix()) or "."
+
+
 def _class_names(root: Path, groups, classes: Sequence[str] | None) -> tuple[str, ...]:
     """The class list: ``classes`` when given (checked against the folders), else the sorted folder names."""
     found: dict[str, Path] = {}
     for _, base in groups:
-        for d in _subdirs_and_files(base)[0]:
-            found.setdefault(d.name, d)
+        for d in _list_folder(base).visible:
+            found.setdefault(text_key(d.name), d)
     if classes is None:
         return tuple(sorted(found))
-    unknown = [f"{d.relative_to(root).as_posix() or '.'}" for name, d in found.items() if name not in classes]
+    unknown = [_shown(d, root) for name, d in found.items() if name not in classes]
     if unknown:
         raise DataError(
             f"{root}: class folder(s) {', '.join(sorted(unknown))} not among the expected classes "
@@ -140,29 +182,34 @@ def scan_class_tree(
     Raises:
         DataError: no class folder, a folder that is not a known class, a mixed layout or no image at all.
     """
-    dirs, hidden, files = _subdirs_and_files(root)
+    top = _list_folder(root)
+    dirs, hidden, files = top.visible, top.hidden, top.files
     groups = _split_groups(root, dirs, layout) if dirs else []
     names = _class_names(root, groups, classes) if groups else ()
-    class_dirs = [(p, c) for p, base in groups for c in _subdirs_and_files(base)[0]]
+    listings = [(p, base, top if base == root else _list_folder(base)) for p, base in groups]
+    class_dirs = [(p, c) for p, _, listing in listings for c in listing.visible]
     if not class_dirs:
         raise DataError(
             f"{root}: no class folders found; {what} must be laid out as {root}/<class>/<image> "
             f"(e.g. {root}/left/0001.jpg) or {root}/{{train,val,test}}/<class>/<image>"
         )
     scan = ClassTreeScan(classes=names, has_partitions=groups[0][0] is not None)
-    scan.notes += [f"ignored hidden folder {h.relative_to(root).as_posix()}" for h in hidden]
+    scan.notes += [f"ignored hidden folder {_shown(h, root)}" for h in hidden]
     if scan.has_partitions:
         used = {base for _, base in groups}
-        scan.notes += [f"ignored folder {d.name} (not a train/val/test split)" for d in dirs if d not in used]
-    loose = files + [f for p, base in groups if p is not None for f in _subdirs_and_files(base)[2]]
-    scan.skipped += [Skip(f.relative_to(root).as_posix(), "not inside a class folder") for f in loose]
+        scan.notes += [f"ignored folder {_shown(d, root)} (not a train/val/test split)" for d in dirs if d not in used]
+    loose = files + [f for p, base, listing in listings if p is not None for f in listing.files]
+    scan.skipped += [Skip(_shown(f, root), "not inside a class folder") for f in loose]
+    broken = top.broken + [b for p, base, listing in listings if p is not None for b in listing.broken]
+    scan.skipped += [Skip(_shown(path, root), reason) for path, reason in broken]
     seen: set[str] = set()
     for partition, cdir in class_dirs:
-        seen.add(cdir.name)
+        name = text_key(cdir.name)
+        seen.add(name)
         images = _image_files(cdir, root, scan.skipped)
         if not images:
-            scan.notes.append(f"class folder {cdir.relative_to(root).as_posix()} holds no images")
-        label = (names.index(cdir.name),)
+            scan.notes.append(f"class folder {_shown(cdir, root)} holds no images")
+        label = (names.index(name),)
         part = {} if partition is None else {"partition": partition}
         scan.records += [Record(key=key, ref=path, labels=label, **part) for key, path in images]
     scan.notes += [f"class {c!r} has no folder (no images)" for c in names if c not in seen]

@@ -16,8 +16,8 @@ from pathlib import Path
 from pydantic import field_validator
 
 from facelab.data.schema import CropSpec, LabelKind, LabelSpec, Record, Skip, SourceIndex
-from facelab.data.sources.base import SOURCES, Source, SourceOptions, comma_list
-from facelab.data.sources.folder import file_skip_reason
+from facelab.data.sources.base import SOURCES, Source, SourceOptions, comma_list, text_key
+from facelab.data.sources.folder import LINK_LOOP, file_skip_reason, follow, leads_up
 from facelab.errors import DataError
 
 GENDERS = ("male", "female")  # 0, 1
@@ -85,26 +85,52 @@ def parse_name(name: str) -> tuple[tuple[int, int, int], None] | tuple[None, str
     return (age, gender, race), None
 
 
-def image_folders(root: Path) -> list[Path]:
+def image_folders(root: Path, skipped: list[Skip] | None = None) -> list[Path]:
     """The folders holding UTKFace images under ``root`` (root itself, a known sub-folder, or part1..3).
+
+    A known sub-folder that is a symbolic link loop is not entered; it is added to ``skipped`` when given.
 
     Raises:
         DataError: no UTKFace images anywhere expected, with the layout to use.
     """
+    folders: dict[str, bool] = {}  # entry name -> is a usable folder
+    loops = []
     with os.scandir(root) as it:
-        entries = list(it)
-    if any(e.is_file() and e.name.lower().endswith(".jpg") for e in entries):
-        return [root]
+        for e in it:
+            is_dir, is_file, problem = follow(e)
+            if is_file and e.name.lower().endswith(".jpg"):
+                return [root]
+            if problem is None and is_dir and e.is_symlink() and leads_up(e.path, root):
+                problem = LINK_LOOP
+            if e.name in SUBFOLDERS + PART_FOLDERS:
+                folders[e.name] = is_dir and problem is None
+                loops += [Skip(text_key(e.name), problem)] if problem else []
+    if skipped is not None:
+        skipped += loops
     for sub in SUBFOLDERS:
-        if (root / sub).is_dir():
-            return image_folders(root / sub)
-    parts = [root / p for p in PART_FOLDERS if (root / p).is_dir()]
+        if folders.get(sub):
+            return image_folders(root / sub, skipped)
+    parts = [root / p for p in PART_FOLDERS if folders.get(p)]
     if parts:
         return parts
+    ignored = f"; ignored {', '.join(f'{s.key} ({s.reason})' for s in loops)}" if loops else ""
     raise DataError(
         f"{root}: no UTKFace images; expected files named {SCHEME} in {root} or {root}/UTKFace/ "
-        f"(the 'Aligned&Cropped Faces' UTKFace.tar.gz from {DOWNLOAD}, unpacked)"
+        f"(the 'Aligned&Cropped Faces' UTKFace.tar.gz from {DOWNLOAD}, unpacked){ignored}"
     )
+
+
+def _file_names(folder: Path, prefix: str, skipped: list[Skip]) -> list[str]:
+    """Sorted names of the files in ``folder``; symbolic-link loops and dangling links go to ``skipped``."""
+    names = []
+    with os.scandir(folder) as it:
+        for e in it:
+            _, is_file, problem = follow(e)
+            if problem is not None:
+                skipped.append(Skip(text_key(prefix + e.name), problem))
+            elif is_file:
+                names.append(e.name)
+    return sorted(names)
 
 
 def age_classes(edges: list[int]) -> tuple[str, ...]:
@@ -145,22 +171,22 @@ class UTKFaceSource(Source):
         assert self.root is not None
         records, skipped = [], []
         edges = self.options.age_bins  # type: ignore[attr-defined]
-        folders = image_folders(self.root)
+        folders = image_folders(self.root, skipped)
         base = folders[0] if len(folders) == 1 else folders[0].parent  # keys: "name" or "part1/name"
         for folder in folders:
-            with os.scandir(folder) as it:
-                names = sorted(e.name for e in it if e.is_file())
             prefix = "" if folder == base else folder.name + "/"
+            names = _file_names(folder, prefix, skipped)
             ref_prefix = os.path.join(folder, "")  # string joins: Path maths costs seconds on 20k files
             for name in names:
-                reason = file_skip_reason(name)
-                labels, why = (None, reason) if reason else parse_name(name)
+                text = text_key(name)  # bytes that are not UTF-8 never parse as digits: same labels or skip
+                reason = file_skip_reason(text)
+                labels, why = (None, reason) if reason else parse_name(text)
                 if labels is None:
-                    skipped.append(Skip(prefix + name, why))  # type: ignore[arg-type]
+                    skipped.append(Skip(prefix + text, why))  # type: ignore[arg-type]
                 else:
                     if edges:
                         labels = (*labels, bisect.bisect_right(edges, labels[0]))
-                    records.append(Record(key=prefix + name, ref=ref_prefix + name, labels=labels))
+                    records.append(Record(key=prefix + text, ref=ref_prefix + name, labels=labels))
         if not records:
             raise DataError(f"{self.root}: no file follows the UTKFace naming scheme {SCHEME}")
         notes = [f"{len(skipped):,} files skipped (malformed names or not images)"] if skipped else []
