@@ -13,6 +13,7 @@ a resumed run reads its saved config.yaml back the same way (:func:`resume_confi
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -61,7 +62,7 @@ def parse_options(items: Sequence[str] | None) -> dict[str, Any]:
         if not all(parts):
             raise ConfigError(f"option {item!r}: empty key part in {key!r}")
         try:
-            value = yaml.safe_load(raw) if raw else None
+            value = _yaml_value(raw) if raw else None
         except yaml.YAMLError:
             raise ConfigError(f"option {item!r}: the value is not valid YAML (quote it, e.g. -o '{key}=\"{raw}\"')") from None
         node = out
@@ -72,6 +73,15 @@ def parse_options(items: Sequence[str] | None) -> dict[str, Any]:
             node = child
         node[parts[-1]] = value
     return out
+
+
+_EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _yaml_value(raw: str) -> Any:
+    """A YAML value, where ``1e-3`` is the number people mean (YAML 1.1 reads it as text: it wants ``1.0e-3``)."""
+    value = yaml.safe_load(raw)
+    return float(value) if isinstance(value, str) and _EXPONENT.match(value.strip()) else value
 
 
 def _takes_list(annotation: Any) -> bool:

@@ -243,3 +243,46 @@ def test_load_view_refuses_another_store(plain, tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(DataError, match="line 1"):
         views.load_view(tmp_path / "bad.json", plain)
+
+
+# ---- run_splits / complete_splits: the one place runs and studies make their rows --------------------
+def _partitioned(tmp_path, parts, *, identities=None):
+    from facelab.data.schema import LabelKind, LabelSpec
+
+    n = len(parts)
+    spec = [LabelSpec("y", LabelKind.BINARY)]
+    return make_store(tmp_path / "p", n=n, size=8, label_specs=spec, labels=(np.arange(n) % 2)[:, None],
+                      partitions=parts, identities=identities)
+
+
+def test_complete_splits_moves_val_to_test_only_when_a_test_set_is_needed(tmp_path):
+    from facelab.data.views import complete_splits
+
+    st = _partitioned(tmp_path, [0] * 80 + [1] * 20)
+    s = {"train": np.arange(80), "val": np.arange(80, 100), "test": np.zeros(0, np.int64)}
+    same, notes = complete_splits(st, s)
+    assert notes == [] and np.array_equal(same["val"], np.arange(80, 100)) and same["test"].size == 0
+    moved, notes = complete_splits(st, s, need_test=True, stratify=["y"], val_share=0.25)
+    assert np.array_equal(moved["test"], np.arange(80, 100)) and len(notes) == 2
+    assert moved["val"].size == 20 and moved["train"].size == 60 and moved["val"].max() < 80
+    assert not set(moved["val"]) & set(moved["train"])
+    assert np.bincount(st.column("y")[moved["val"]]).tolist() == [10, 10]  # stratified
+    kept, notes = complete_splits(st, {"train": np.arange(80)}, hold_out_val=False)
+    assert kept["val"].size == 0 and notes == []
+
+
+def test_run_splits_hold_out_is_identity_disjoint_and_seeded(tmp_path):
+    from facelab.data.views import run_splits
+
+    parts = [0] * 90 + [2] * 30
+    st = _partitioned(tmp_path, parts, identities=np.arange(120) // 3)
+    a, how = run_splits(st, seed=1, stratify="y")
+    assert how.startswith("official partitions") and "identity-disjoint" in how
+    assert np.array_equal(a["test"], np.arange(90, 120))
+    ids = st.identities
+    assert not set(ids[a["val"]]) & set(ids[a["train"]])
+    b, _ = run_splits(st, seed=1, stratify="y")
+    c, _ = run_splits(st, seed=2, stratify="y")
+    assert all(np.array_equal(a[k], b[k]) for k in a) and not np.array_equal(a["val"], c["val"])
+    few, how = run_splits(_partitioned(tmp_path / "few", [0] * 10 + [2] * 5))
+    assert few["val"].size == 0 and how == "official partitions"  # too few rows to hold any out
