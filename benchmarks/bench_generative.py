@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facelab.eval.generative_metrics import classification_accuracy_score, conditional_fidelity, score_generator
+from facelab.eval.generative_metrics import conditional_fidelity, score_generator
+from facelab.experiments.cas import classification_accuracy_score
 from facelab.train.generative import GenerativeRunConfig, train_generative
 from facelab.utils.io import atomic_write_json
 

@@ -3,8 +3,9 @@
 Measures, on the same batch size:
   1. loader alone: augmented batches/s from the store (memmap gather + uint8 -> float + kornia + normalise);
      also the gather alone (background-thread part) and with augmentation off;
-  2. training alone: forward + backward + AdamW steps/s of a ~660k-parameter VGG-style CNN on a preloaded
-     batch (bf16 autocast, channels_last);
+  2. training alone: steps/s of facelab's own training step (``Trainer.train_step`` of the default
+     ``vgg_scratch`` classifier on every label, AdamW, the precision ``--precision`` resolves to, channels_last)
+     on a preloaded batch;
   3. both together: an epoch slice of loader + training vs the same number of steps on preloaded tensors
      (the loader's prefetch thread competes with training for the cores).
 The ratio loader batches/s / train steps/s must be > 1 for the loader never to be the bottleneck.
@@ -28,7 +29,6 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.helpers.make_store for the random store
 
@@ -36,27 +36,9 @@ from facelab.data.augment import BatchAugment  # noqa: E402
 from facelab.data.loader import BatchLoader  # noqa: E402
 from facelab.data.schema import LabelKind, LabelSpec  # noqa: E402
 from facelab.data.store import Store  # noqa: E402
-
-
-class SmallVGG(nn.Module):
-    """VGG-style CNN: conv-BN-ReLU blocks (32,32 | 64,64 | 128,128 | 256) with max-pooling, MLP head."""
-
-    def __init__(self, n_out: int, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        c = 3
-        for i, w in enumerate(widths):
-            for _ in range(2 if i < len(widths) - 1 else 1):
-                layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-                c = w
-            layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 256), nn.ReLU(inplace=True), nn.Linear(256, n_out)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # (B, n_out)
+from facelab.models.classifiers import Task, create_classifier  # noqa: E402
+from facelab.train.classifier import ClassifierConfig, ClassifierObjective  # noqa: E402
+from facelab.train.trainer import Trainer, resolve_precision  # noqa: E402
 
 
 def random_store(folder: Path, n: int, size: int, seed: int = 0) -> Store:
@@ -87,25 +69,15 @@ def _timed(fn: Callable[[], object], count: int, warmup: int, device: torch.devi
     return (time.perf_counter() - t0) / count
 
 
-class Trainer:
-    """One optimisation step of SmallVGG (multi-label BCE over the store's labels) on a given batch."""
-
-    def __init__(self, n_labels: int, device: torch.device, *, bf16: bool = True) -> None:
-        self.device, self.bf16 = device, bf16
-        self.model = SmallVGG(n_labels).to(device).to(memory_format=torch.channels_last)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
-        self.loss = nn.BCEWithLogitsLoss()
-
-    @property
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
-
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            loss = self.loss(self.model(x).float(), (y > 0).float())
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+def library_trainer(store: Store, loader: BatchLoader, device: torch.device, precision: str, run_dir: Path) -> Trainer:
+    """facelab's Trainer with the default classifier recipe on every label of ``store`` (what `facelab train`
+    runs), so the benchmark times the real training step."""
+    task = Task.from_labels(store.label_specs)
+    model = create_classifier("vgg_scratch", num_outputs=task.num_logits, image_size=store.image_size)
+    cfg = ClassifierConfig(store=str(store.path), device=str(device),
+                           trainer={"precision": precision, "progress": False, "epochs": 1})
+    return Trainer(ClassifierObjective(model, task, cfg=cfg, store=store), loader, None, config=cfg.trainer,
+                   run_dir=run_dir, device=device)
 
 
 def _cycle(loader: BatchLoader):
@@ -113,7 +85,7 @@ def _cycle(loader: BatchLoader):
         yield from loader
 
 
-def run(args: argparse.Namespace, store: Store) -> dict[str, float | int | str]:
+def run(args: argparse.Namespace, store: Store, run_dir: Path) -> dict[str, float | int | str]:
     device = torch.device(args.device)
     rows = np.arange(len(store))
     augment = BatchAugment.from_preset(args.preset)
@@ -127,24 +99,26 @@ def run(args: argparse.Namespace, store: Store) -> dict[str, float | int | str]:
     t_gather = _timed(lambda: gather._gather(next(positions)), args.batches, 2, device)
     plain_it = _cycle(loader(augment=None))
     t_plain = _timed(lambda: next(plain_it), args.batches, 2, device)
-    aug_it = _cycle(loader())
+    aug_it_loader = loader()
+    aug_it = _cycle(aug_it_loader)
     t_loader = _timed(lambda: next(aug_it), args.batches, 2, device)
 
-    trainer = Trainer(len(store.label_names), device, bf16=args.precision == "bf16")
+    trainer = library_trainer(store, aug_it_loader, device, args.precision, run_dir)
     batch = next(aug_it)
-    t_train = _timed(lambda: trainer.step(batch.x, batch.y), args.steps, 1, device)
+    t_train = _timed(lambda: trainer.train_step(batch), args.steps, 1, device)
 
     both_it = _cycle(loader(seed=1))
+
     def both() -> None:
-        b = next(both_it)
-        trainer.step(b.x, b.y)
+        trainer.train_step(next(both_it))
     t_both = _timed(both, args.steps, 1, device)
 
     bs = args.batch_size
     return {
         "device": str(device), "threads": torch.get_num_threads(), "cpus": os.cpu_count() or 0,
         "store": str(store.path), "images": len(store), "image_size": store.image_size, "batch_size": bs,
-        "preset": args.preset, "model_params": trainer.num_params, "precision": args.precision,
+        "preset": args.preset, "model_params": sum(p.numel() for p in trainer.model.parameters()),
+        "precision": resolve_precision(device, args.precision),
         "gather_images_per_s": bs / t_gather,
         "loader_no_augment_images_per_s": bs / t_plain,
         "loader_images_per_s": bs / t_loader,
@@ -203,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=20, help="timed loader batches")
     p.add_argument("--steps", type=int, default=3, help="timed training steps (alone, and with the loader)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="autocast dtype of the train step")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="precision of the train step (auto: bf16 where it is fast here, as `facelab train` does)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args(argv)
@@ -212,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="facelab-bench-") as tmp:
         store = Store.open(args.store) if args.store else random_store(Path(tmp), args.n, args.size)
-        result = run(args, store)
+        result = run(args, store, Path(tmp) / "run")
     if args.json:
         print(json.dumps(result, indent=2))
     else:

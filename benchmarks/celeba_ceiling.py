@@ -30,9 +30,10 @@ import numpy as np
 
 from facelab.data.sources.celeba import find_layout, read_attributes, read_int_table
 from facelab.data.store import Store
-from facelab.data.views import splits_for
-from facelab.eval.inference import predict_rows
+from facelab.data.views import official_splits
 from facelab.eval.evaluate import check_labels
+from facelab.eval.inference import predict_rows
+from facelab.eval.label_shift import em_priors, reweight
 from facelab.models.loading import load_model
 
 EPS = 1e-6
@@ -42,7 +43,7 @@ def val_probabilities(run: Path, store: Store, which: str = "last") -> tuple[np.
     """(N, L) P(attribute) on the official val partition, (N, L) labels, label names."""
     model, meta = load_model(run, kind="classifier", device="cpu", which=which)
     check_labels(meta, store)
-    probs, y, _ = predict_rows(model, meta, store, splits_for(store, policy="official")["val"])
+    probs, y, _ = predict_rows(model, meta, store, official_splits(store)["val"])
     names = list(probs)  # task order
     return np.stack([probs[n] for n in names], 1), y, names
 
@@ -51,19 +52,23 @@ def accuracy(p: np.ndarray, y: np.ndarray, threshold: float | np.ndarray = 0.5) 
     return float(((p > threshold) == y).mean())
 
 
+def _two_classes(p: np.ndarray) -> np.ndarray:
+    return np.stack([1 - p, p], 1)  # (N,) P(1) -> (N, 2)
+
+
 def shift_prior(p: np.ndarray, train_prior: np.ndarray, new_prior: np.ndarray) -> np.ndarray:
-    """Posterior under new class priors (Bayes' rule with the likelihood ratio kept), per attribute."""
-    a = new_prior / train_prior * p
-    b = (1 - new_prior) / (1 - train_prior) * (1 - p)
-    return a / (a + b)
+    """(N, L) P(attribute) under new priors (L,) instead of the training priors (L,): facelab's label-shift
+    re-weighting (:func:`facelab.eval.label_shift.reweight`), attribute by attribute."""
+    cols = [reweight(_two_classes(p[:, j]), _two_classes(np.array([t]))[0], _two_classes(np.array([n]))[0])[:, 1]
+            for j, (t, n) in enumerate(zip(train_prior, new_prior))]
+    return np.stack(cols, 1)
 
 
-def em_prior(p: np.ndarray, train_prior: np.ndarray, iters: int = 200) -> np.ndarray:
-    """Saerens-Latinne-Decaestecker EM estimate of the priors of unlabelled data."""
-    prior = train_prior.copy()
-    for _ in range(iters):
-        prior = np.clip(shift_prior(p, train_prior, prior).mean(0), EPS, 1 - EPS)
-    return prior
+def em_prior(p: np.ndarray, train_prior: np.ndarray) -> np.ndarray:
+    """(L,) the Saerens-Latinne-Decaestecker EM estimate of each attribute's prior in the unlabelled images
+    (:func:`facelab.eval.label_shift.em_priors`, as ``facelab eval --adapt-priors`` uses it)."""
+    return np.array([em_priors(_two_classes(p[:, j]), _two_classes(np.array([t]))[0])[1][1]
+                     for j, t in enumerate(train_prior)])
 
 
 def full_train_labels(root: Path, names: list[str]) -> np.ndarray:
@@ -121,7 +126,7 @@ def main() -> None:
             raise SystemExit(f"{run}: not scored on the same labels and images as {args.runs[0]}")
         probs[run.name], y, names = np.clip(p, EPS, 1 - EPS), y_run, names_run
     assert y is not None and names is not None
-    train_rows = splits_for(store, policy="official")["train"]
+    train_rows = official_splits(store)["train"]
     train_prior = np.array([store.column(n)[train_rows].mean() for n in names])
     val_prior = y.mean(0)
     majority = float(np.maximum(val_prior, 1 - val_prior).mean())

@@ -28,6 +28,7 @@ The teachers' own training time is not in the student's; the figure answers "is 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import time
@@ -38,12 +39,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import facelab.train.classifier as classifier
 from facelab.data.schema import Partition
 from facelab.data.store import Store
 from facelab.data.write import write_store_arrays
 from facelab.eval.inference import predict_rows
 from facelab.models.loading import load_model
+from facelab.train.classifier import ClassifierConfig, ClassifierObjective
 from facelab.train.trainer import StepOutput
 
 from celeba_common import train_and_score  # benchmarks/ is on sys.path when this runs as a script
@@ -79,14 +80,15 @@ def reframe(images: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return out
 
 
-class Distill(classifier.ClassifierObjective):
+class Distill(ClassifierObjective):
     """Rows at or after ``first_extra`` train on the teachers' probabilities ``soft`` (loss weighted ``weight``);
-    labelled rows on ``(1 - mix) * labels + mix * soft`` (``mix`` 0: the true labels only)."""
+    labelled rows on ``(1 - mix) * labels + mix * soft`` (``mix`` 0: the true labels only). Passed to
+    ``train_classifier(objective=...)`` with its own options bound (``functools.partial``)."""
 
-    first_extra = 0
-    soft: torch.Tensor | None = None  # (store rows, labels)
-    weight = 1.0
-    mix = 0.0
+    def __init__(self, *args, first_extra: int, soft: torch.Tensor, weight: float = 1.0, mix: float = 0.0,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.first_extra, self.soft, self.weight, self.mix = first_extra, soft, weight, mix  # soft: (store rows, labels)
 
     def loss(self, group, batch):
         if not self.model.training:
@@ -167,17 +169,16 @@ def main() -> None:
         male = extra.column("gender")[rows] == 0
         checks["teacher_Male_accuracy_on_unlabeled_gender"] = round(float(((soft[:, store.label_index("Male")] > 0.5) == male).mean()), 4)
 
-    Distill.first_extra, Distill.soft = len(store), torch.from_numpy(np.concatenate([soft_labelled, soft]))
-    Distill.weight, Distill.mix = args.weight, args.mix
-    classifier.ClassifierObjective = Distill  # train_classifier builds its objective from this name
-    cfg = classifier.ClassifierConfig.from_dict({"store": str(mixed.path), "split": "official", "seed": args.seed,
+    objective = functools.partial(Distill, first_extra=len(store), soft=torch.from_numpy(np.concatenate([soft_labelled, soft])),
+                                  weight=args.weight, mix=args.mix)
+    cfg = ClassifierConfig.from_dict({"store": str(mixed.path), "split": "official", "seed": args.seed,
                                                  "trainer": {"epochs": args.epochs}})
     out = {"teachers": [str(t) for t in args.teachers], "unlabeled": str(args.unlabeled), "n_unlabeled": int(len(rows)),
            "frame_unlabeled": None if src is None else src.round(3).tolist(),
            "frame_celeba": None if dst is None else dst.round(3).tolist(), "weight": args.weight, "mix": args.mix,
            "epochs": args.epochs, "seed": args.seed, "prep_minutes": round(prep_seconds / 60, 2),
            "teacher_positive_rate_on_unlabeled": round(float((soft > 0.5).mean()), 4) if len(soft) else None, **checks,
-           **train_and_score(cfg, run / "student")}
+           **train_and_score(cfg, run / "student", objective=objective)}
     print(json.dumps(out, indent=2) if args.json else out)
 
 

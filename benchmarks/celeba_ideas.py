@@ -24,6 +24,7 @@ geo_color (geometric + brightness/contrast 0.2, saturation 0.1, no hue change).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -34,10 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-import facelab.models.classifiers as classifiers
-import facelab.train.classifier as classifier
 from facelab.data.augment import AUGMENT_PRESETS, AffineConfig, AugmentConfig, ColorJitterConfig
 from facelab.data.store import Store
+from facelab.models.classifiers import create_classifier
+from facelab.train.classifier import ClassifierConfig, ClassifierObjective
 from facelab.train.trainer import StepOutput
 
 from celeba_common import train_and_score  # benchmarks/ is on sys.path when this runs as a script
@@ -63,11 +64,10 @@ def train_identities(store: Store) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(row_to_id), int(inverse.max()) + 1
 
 
-class IdentityAux(classifier.ClassifierObjective):
-    weight = 0.5
-
-    def __init__(self, *a, **k) -> None:
+class IdentityAux(ClassifierObjective):
+    def __init__(self, *a, weight: float = 0.5, **k) -> None:
         super().__init__(*a, **k)
+        self.weight = weight
         self.row_to_id, n = train_identities(self.store)
         self.id_head = torch.nn.Linear(self.model.embedding_dim, n)
 
@@ -84,11 +84,10 @@ class IdentityAux(classifier.ClassifierObjective):
         return StepOutput(task + self.weight * ce, {"loss": float(task.detach()), "id_ce": float(ce.detach())})
 
 
-class IdentitySoft(classifier.ClassifierObjective):
-    weight = 0.5
-
-    def __init__(self, *a, **k) -> None:
+class IdentitySoft(ClassifierObjective):
+    def __init__(self, *a, weight: float = 0.5, **k) -> None:
         super().__init__(*a, **k)
+        self.weight = weight
         row_to_id, n = train_identities(self.store)
         cols = [self.store.label_index(name) for name in self.task.names]
         y = torch.from_numpy(np.asarray(self.store.labels)[:, cols].astype(np.float32))  # (N, L)
@@ -106,9 +105,12 @@ class IdentitySoft(classifier.ClassifierObjective):
         return StepOutput(loss, {"loss": float(loss.detach())})
 
 
-class Sam(classifier.ClassifierObjective):
-    weight = 0.05  # rho
+class Sam(ClassifierObjective):
     _pending: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+
+    def __init__(self, *a, weight: float = 0.05, **k) -> None:  # weight: the radius rho
+        super().__init__(*a, **k)
+        self.weight = weight
 
     def loss(self, group, batch):
         if not self.model.training:
@@ -145,19 +147,18 @@ class HiddenHead(nn.Sequential):
         return self[-1].bias
 
 
-def use_hidden_head(hidden: int) -> None:
-    """Make every classifier created from now on carry a HiddenHead of ``hidden`` units."""
-    create = classifiers.create_classifier
-
+def with_hidden_head(hidden: int):
+    """A model factory (``train_classifier(create_model=...)``): the registry's classifier carrying a HiddenHead
+    of ``hidden`` units."""
     def create_with_hidden(*args, **kwargs):
-        model = create(*args, **kwargs)
+        model = create_classifier(*args, **kwargs)
         model.fc = HiddenHead(model.fc.in_features, hidden, model.fc.out_features)
         return model
 
-    classifiers.create_classifier = create_with_hidden  # train_classifier imports it from here when it runs
+    return create_with_hidden
 
 
-IDEAS = {"plain": classifier.ClassifierObjective, "identity_aux": IdentityAux, "identity_soft": IdentitySoft, "sam": Sam}
+IDEAS = {"plain": ClassifierObjective, "identity_aux": IdentityAux, "identity_soft": IdentitySoft, "sam": Sam}
 
 
 def main() -> None:
@@ -173,20 +174,19 @@ def main() -> None:
     ap.add_argument("--head-hidden", type=int, default=None, help="hidden units in the head (see above)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    if args.head_hidden:
-        use_hidden_head(args.head_hidden)
-    objective = IDEAS[args.idea]
+    training = {"objective": IDEAS[args.idea]}
     if args.weight is not None:
-        objective.weight = args.weight
-    classifier.ClassifierObjective = objective  # train_classifier builds its objective from this name
+        training["objective"] = functools.partial(IDEAS[args.idea], weight=args.weight)
+    if args.head_hidden:
+        training["create_model"] = with_hidden_head(args.head_hidden)
     register_optimizer_step_pre_hook(_undo_sam_perturbation)
-    cfg = classifier.ClassifierConfig.from_dict({"store": str(args.store), "split": "official", "augment": args.augment,
+    cfg = ClassifierConfig.from_dict({"store": str(args.store), "split": "official", "augment": args.augment,
                                                  "seed": args.seed, "train_limit": args.train_limit, "trainer": {"epochs": args.epochs}})
     hidden = f"-h{args.head_hidden}" if args.head_hidden else ""
     run = args.out / f"{args.idea}{hidden}-{args.augment}-s{args.seed}-e{args.epochs}-{time.strftime('%H%M%S')}"
     run.mkdir(parents=True)
-    out = {"idea": args.idea, "weight": getattr(objective, "weight", None), "head_hidden": args.head_hidden, "augment": args.augment,
-           "seed": args.seed, "epochs": args.epochs, **train_and_score(cfg, run)}
+    out = {"idea": args.idea, "weight": args.weight, "head_hidden": args.head_hidden, "augment": args.augment,
+           "seed": args.seed, "epochs": args.epochs, **train_and_score(cfg, run, **training)}
     print(json.dumps(out, indent=2) if args.json else out)
 
 

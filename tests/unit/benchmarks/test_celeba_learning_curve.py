@@ -41,19 +41,21 @@ def test_fit_of_a_flat_or_worsening_curve_never_reaches_the_target(curve):
     assert math.isinf(curve.fit_power_law([1000, 2000], [0.90, 0.89])["images_for_target"])
 
 
-def test_subset_by_images_keeps_a_share_of_train_and_every_val_row(curve, tmp_path):
-    n = 40
+def test_subset_runs_are_facelabs_own_train_limit_and_train_identities(curve, tmp_path):
+    """The script trains on a share of the people (or photos) through the library's own options, so the run
+    records exactly which rows it kept."""
+    from facelab.train.classifier import build_task, make_splits
+
+    n = 60
     images = np.arange(n, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(4, 2).repeat(3, 3)
     labels = (np.arange(n) % 2)[:, None]
-    parts = np.where(np.arange(n) < 30, int(Partition.TRAIN), int(Partition.VAL))
+    parts = np.where(np.arange(n) < 40, int(Partition.TRAIN), int(Partition.VAL))
     store = write_store_arrays(tmp_path / "full", images, labels, [LabelSpec("Male", LabelKind.BINARY)], parts,
                                source="x")
-    path, kept = curve.subset_store(store, tmp_path / "run", by="images", fraction=0.5, seed=0)
-    sub = type(store).open(path)
-    train, val = sub.partition_indices(Partition.TRAIN), sub.partition_indices(Partition.VAL)
-    assert kept["train_images"] == len(train) == 15 and len(val) == 10
-    originals = sub.images[:, 0, 0, 0]
-    assert set(originals[train]) <= set(range(30)) and list(originals[val]) == list(range(30, 40))
-    np.testing.assert_array_equal(sub.labels[:, 0], originals % 2)  # labels stay with their images
+    cfg = curve.subset_config(store, by="images", fraction=0.5, seed=0, epochs=2)
+    assert cfg.train_limit == 20 and cfg.train_identities is None and cfg.trainer.epochs == 2
+    splits, how = make_splits(cfg, store, build_task(store, None))
+    assert len(splits["train"]) == 20 and set(splits["train"]) <= set(range(40))
+    assert list(splits["val"]) == list(range(40, 60)) and "20 random rows" in how  # every val row, always
     with pytest.raises(SystemExit, match="no identities"):
-        curve.subset_store(store, tmp_path / "run2", by="identities", fraction=0.5, seed=0)
+        curve.subset_config(store, by="identities", fraction=0.5, seed=0, epochs=2)

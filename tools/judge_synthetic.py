@@ -1,13 +1,13 @@
 """Add the judgement of generated minority samples to study cells that were run without it.
 
 Since the judgement was added (``facelab.experiments.balancing.synthetic_fidelity``), every generative
-cell of ``facelab experiment augment`` records how many of its minority samples the study's own ``none``
+cell of ``facelab experiment imbalance`` records how many of its minority samples the study's own ``none``
 classifier of the same seed calls minority. Cells of studies run before then lack it; this script
 computes it with the same library function from each cell's saved generator and judge (no training),
 adds it to the cell's record and re-aggregates the study through the library's resume path (every cell
 is done, so it only aggregates and renders ``report.html``).
 
-    python benchmarks/judge_synthetic.py bench-out/studies/utk-gender-p0.1 --json
+    python tools/judge_synthetic.py bench-out/studies/utk-gender-p0.1 --json
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     cfg = ImbalanceStudyConfig.from_yaml(args.study / "config.yaml")
-    _, _, minority = validate_study(cfg)
+    _, _, _, minority = validate_study(cfg)
     store = Store.open(cfg.store)
     records = [json.loads(line) for line in (args.study / "results.jsonl").read_text().splitlines() if line.strip()]
     added = []

@@ -1,13 +1,13 @@
-"""Merge augmentation studies run as one process per seed into one study folder, then aggregate it.
+"""Merge class-imbalance studies run as one process per seed into one study folder, then aggregate it.
 
 A study's cells are independent; on a multi-core machine the seeds can run as separate processes
-(``facelab experiment augment CONFIG -o "seeds=[k]" --out OUT_k``). This script checks that the studies
+(``facelab experiment imbalance CONFIG -o "seeds=[k]" --out OUT_k``). This script checks that the studies
 differ only in their seeds, copies their per-seed folders and results into one folder whose config lists
 every seed, and finishes it with the library's own resume path (every cell is done, so it only
 aggregates and renders ``report.html``): the merged folder is what one process would have written.
 
-    python benchmarks/merge_studies.py --out bench-out/studies/utk-gender-p0.1 \\
-        bench-out/studies-utk-seed0/augment-* bench-out/studies-utk-seed1/augment-* bench-out/studies-utk-seed2/augment-*
+    python tools/merge_studies.py --out bench-out/studies/utk-gender-p0.1 \\
+        bench-out/studies-utk-seed0/imbalance-* bench-out/studies-utk-seed1/imbalance-* bench-out/studies-utk-seed2/imbalance-*
 """
 
 from __future__ import annotations
@@ -57,9 +57,10 @@ def main() -> None:
         walls[str(s)] = json.loads(summary.read_text())["seconds"] if summary.is_file() else None
     (args.out / "results.jsonl").write_text("\n".join(lines) + "\n")
     out = run_study(merged, run_dir=args.out, progress=False)
-    out.update({"merged_from": [str(s) for s in args.studies], "process_wall_seconds": walls,
-                "cell_seconds_total": round(cell_seconds, 1)})
-    atomic_write_json(args.out / "summary.json", out)
+    merge = {"merged_from": [str(s) for s in args.studies], "process_wall_seconds": walls,
+             "cell_seconds_total": round(cell_seconds, 1)}
+    atomic_write_json(args.out / "merge.json", merge)  # beside the study's own summary.json
+    out.update(merge)
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     else:

@@ -1,6 +1,6 @@
 """Save a grid of synthetic faces (with their labels in a text file beside it) and time the renderer.
 
-Usage: python benchmarks/synthetic_preview.py OUT.png [--size 64] [--rows 8] [--seed 0] [--bench 500]
+Usage: python tools/synthetic_preview.py OUT.png [--size 64] [--rows 8] [--seed 0] [--bench 500]
 """
 
 from __future__ import annotations
