@@ -17,9 +17,11 @@ from facelab.data.decode import IMAGE_SUFFIXES, crop_resize, decode_file, decode
 from facelab.data.preprocessing import Preprocessing
 from facelab.data.schema import CropSpec, LabelKind, LabelSpec
 from facelab.data.sources.base import not_a_folder, text_key
+from facelab.data.store import MANIFEST, Store
 from facelab.errors import FacelabError, ImageDecodeError
 from facelab.eval.evaluate import check_preprocessing
 from facelab.eval.inference import forward_logits
+from facelab.models.classifiers.ensemble import load_classifier
 from facelab.models.classifiers.heads import Task, task_predict
 from facelab.utils.device import resolve_device
 from facelab.utils.io import atomic_write_text
@@ -170,9 +172,6 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
         which: checkpoint of each run folder: "best" (default) or "last".
         tta_flip: average each image's logits with those of its mirror image (as ``facelab eval --tta-flip``).
     """
-    from facelab.data.store import MANIFEST, Store
-    from facelab.models.classifiers.ensemble import load_classifier
-
     _check_writable(Path(out))  # before any inference, which a failed write at the end would throw away
     model, meta = load_classifier(run, which=which, device=device)
     device = resolve_device(device)

@@ -8,8 +8,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from facelab.data.store import Store
 from facelab.errors import FacelabError
 from facelab.eval.grids import save_grid, save_images
+from facelab.models.generative import blend_conditions, class_latent_means, grid_conditions, interpolate_latents
+from facelab.models.generative.base import eval_mode
 from facelab.models.loading import load_model
 
 
@@ -41,8 +44,6 @@ def sample_run(run: str | Path, *, n: int = 64, cond: str | None = None, grid: s
     labels = parse_cond(cond, model)
     c = model.make_cond(labels) if labels is not None else None
     if c is None and model.is_conditional:
-        from facelab.models.generative import grid_conditions
-
         c = grid_conditions(model, n)
     g = torch.Generator().manual_seed(seed)
     images = model.sample(n, c, generator=g, temperature=temperature)  # (n, 3, S, S)
@@ -58,14 +59,10 @@ def interpolate_run(run: str | Path, *, out: str | Path, steps: int = 10, rows: 
                     cond: str | None = None, store: str | Path | None = None, pair: tuple[int, int] | None = None,
                     spherical: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Strips from one latent point to another; with ``store`` and ``pair`` (autoencoders), between two real images."""
-    from facelab.models.generative import interpolate_latents
-
     model, meta = load_model(run, kind="generative", device=device)
     labels = parse_cond(cond, model)
     c = model.make_cond(labels) if labels is not None else None
     if c is None and model.is_conditional:
-        from facelab.models.generative import grid_conditions
-
         c = grid_conditions(model, 1)
     g = torch.Generator().manual_seed(seed)
     real = None
@@ -89,8 +86,6 @@ def interpolate_run(run: str | Path, *, out: str | Path, steps: int = 10, rows: 
 
 
 def _real_pair_images(store_path, pair, model) -> torch.Tensor:
-    from facelab.data.store import Store
-
     if store_path is None:
         raise FacelabError("interpolating between real images needs --data STORE and --pair I,J (store rows)")
     store = Store.open(store_path)
@@ -138,9 +133,6 @@ def blend_run(run: str | Path, *, classes: tuple[str, str], weight: float = 0.5,
 
 def _condition_blend(model, classes, weights: list[float], n: int, g) -> torch.Tensor:
     """(n * len(weights), 3, S, S): latent i with every weight, row by row."""
-    from facelab.models.generative import blend_conditions
-    from facelab.models.generative.base import eval_mode
-
     cats = [c for c in model.config.conditions if c.kind == "categorical"]
     if len(cats) != 1:
         raise FacelabError("blending classes needs a model conditioned on one categorical label (e.g. CIFAR-10 label)")
@@ -152,9 +144,6 @@ def _condition_blend(model, classes, weights: list[float], n: int, g) -> torch.T
 
 
 def _latent_mean_blend(model, meta, store_path, classes, weights: list[float], n, g) -> torch.Tensor:
-    from facelab.data.store import Store
-    from facelab.models.generative import class_latent_means
-
     if not model.has_encoder:
         raise FacelabError(f"{meta.arch} is unconditional and has no encoder: blend with a conditional model or an autoencoder")
     if store_path is None:
