@@ -31,6 +31,7 @@ from PIL import Image
 from facelab.data.build import prepare_store
 from facelab.data.schema import CropSpec, Record, SourceIndex
 from facelab.data.sources.base import Source
+from facelab.runs.folder import cpu_model
 
 FILTERS = {"bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS}
 
@@ -74,16 +75,6 @@ def run_facelab(root: Path, files: list[Path], size: int, workers: int | None, t
     t0, c0 = time.perf_counter(), cpu_seconds()
     prepare_store(BenchFiles(root, files), out, size=size, workers=workers, progress=False)
     return time.perf_counter() - t0, cpu_seconds() - c0, out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def bench_size(root: Path, files: list[Path], size: int, args: argparse.Namespace, tmp: Path) -> dict:

@@ -32,7 +32,7 @@ def environment() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "argv": sys.argv,
@@ -46,7 +46,7 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def _cpu_model() -> str | None:
+def cpu_model() -> str | None:
     """The CPU's model name (figures differ between machines: say which one made them)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
