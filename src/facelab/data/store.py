@@ -94,20 +94,45 @@ class Store:
         return cls(path=path, manifest=manifest)
 
     # ---- arrays -------------------------------------------------------------------------------
+    def _damaged(self, name: str, why: str) -> StoreError:
+        return StoreError(f"{self.path / name}: {why}; the store is damaged: rebuild it with `facelab data prepare "
+                          f"... --out {self.path} --overwrite`")
+
     @cached_property
     def images(self) -> np.ndarray:
         """(N, S, S, 3) uint8 memory map."""
-        return np.load(self.path / "images.npy", mmap_mode="r")
+        want = (len(self), self.image_size, self.image_size, 3)
+        try:
+            images = np.load(self.path / "images.npy", mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise self._damaged("images.npy", f"cannot be read ({e})") from None
+        if images.shape != want or images.dtype != np.uint8:
+            raise self._damaged("images.npy", f"holds {images.dtype} {images.shape}, the manifest says uint8 {want}")
+        return images
 
     @cached_property
     def labels(self) -> np.ndarray:
         """(N, L) int32 label table, columns ordered as :attr:`label_specs`."""
-        return np.load(self.path / "labels.npy")
+        try:
+            labels = np.load(self.path / "labels.npy")
+        except (OSError, ValueError, EOFError) as e:
+            raise self._damaged("labels.npy", f"cannot be read ({e})") from None
+        if labels.shape != (len(self), len(self.manifest.labels)):
+            raise self._damaged("labels.npy", f"has shape {labels.shape}, the manifest says "
+                                              f"{(len(self), len(self.manifest.labels))}")
+        return labels
 
     @cached_property
     def _index(self) -> dict[str, np.ndarray]:
-        with np.load(self.path / "index.npz", allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(self.path / "index.npz", allow_pickle=False) as z:
+                index = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, KeyError) as e:
+            raise self._damaged("index.npz", f"cannot be read ({e})") from None
+        wrong = [k for k, v in index.items() if len(v) != len(self)]
+        if wrong or "key" not in index:
+            raise self._damaged("index.npz", f"its columns {wrong or ['key']} do not have the manifest's {len(self)} rows")
+        return index
 
     @property
     def keys(self) -> np.ndarray:
