@@ -13,6 +13,7 @@ Layout of a store folder (a folder is a valid store only once ``manifest.json`` 
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -127,7 +128,7 @@ class Store:
         try:
             with np.load(self.path / "index.npz", allow_pickle=False) as z:
                 index = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, KeyError) as e:
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
             raise self._damaged("index.npz", f"cannot be read ({e})") from None
         wrong = [k for k, v in index.items() if len(v) != len(self)]
         if wrong or "key" not in index:
