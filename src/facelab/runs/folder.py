@@ -72,6 +72,19 @@ def has_started(run_dir: Path) -> bool:
     return (run_dir / METRICS).exists() or any((run_dir / CHECKPOINTS).glob("*/*"))
 
 
+def holds_only_setup(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds nothing but what a run writes before it trains (config.yaml, env.json,
+    splits.json, an empty checkpoints/): a start that failed or was killed early, with nothing to lose."""
+    if not run_dir.is_dir() or has_started(run_dir):
+        return False
+    for p in run_dir.iterdir():
+        if p.name == CHECKPOINTS and p.is_dir() and not any(p.iterdir()):
+            continue
+        if p.name not in SETUP_FILES:
+            return False
+    return True
+
+
 def create_run_dir(kind: str, *, name: str | None = None, root: str | Path | None = None,
                    config: StrictConfig | None = None) -> Path:
     """Make ``<root>/<kind>-<name or timestamp>`` with config.yaml and env.json; returns its path.
@@ -84,10 +97,9 @@ def create_run_dir(kind: str, *, name: str | None = None, root: str | Path | Non
         path = root / f"{kind}-{check_run_name(name)}"
         if path.exists() and not path.is_dir():
             raise FacelabError(f"{path} exists and is a file; pick another --name")
-        if path.is_dir() and any(path.iterdir()):
-            if has_started(path) or not {p.name for p in path.iterdir()} <= SETUP_FILES:
-                raise FacelabError(f"{path} already holds a run; continue it with --resume {path}, "
-                                   "or pick another --name")  # never mix a new run's config and metrics into an old one
+        if path.is_dir() and any(path.iterdir()) and not holds_only_setup(path):
+            raise FacelabError(f"{path} already holds a run; continue it with --resume {path}, "
+                               "or pick another --name")  # never mix a new run's config and metrics into an old one
     else:
         base = path = root / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
         n = 1
@@ -104,11 +116,7 @@ def create_run_dir(kind: str, *, name: str | None = None, root: str | Path | Non
 def remove_if_nothing_ran(run_dir: Path) -> bool:
     """Delete ``run_dir`` when it holds only what :func:`create_run_dir` wrote (a start that failed before
     training); returns whether it did. A folder with anything else in it is never touched."""
-    if not run_dir.is_dir() or has_started(run_dir):
-        return False
-    if not {p.name for p in run_dir.iterdir()} <= SETUP_FILES | {CHECKPOINTS}:
-        return False
-    if (run_dir / CHECKPOINTS).is_dir() and any((run_dir / CHECKPOINTS).iterdir()):
+    if not holds_only_setup(run_dir):
         return False
     shutil.rmtree(run_dir)
     return True
