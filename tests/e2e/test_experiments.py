@@ -341,6 +341,10 @@ def test_batch_schedule_without_a_test_partition_tests_on_the_official_val(train
         study_splits(cfg.model_copy(update={"labels": ["Male", "Nope"]}), st)
     with pytest.raises(ConfigError, match=r"the batch grows to 1024 .* but training has \d+ rows"):
         study_splits(BatchScheduleConfig(store=str(train_val_store)), st)  # 64 x 4 x 4 on ~125 rows
+    with pytest.raises(ConfigError, match="unknown classifier 'resnet9'"):  # before the first variant trains
+        study_splits(cfg.model_copy(update={"model": "resnet9"}), st)
+    with pytest.raises(ConfigError, match="not known"):
+        study_splits(cfg.model_copy(update={"device": "gpu"}), st)
 
 
 def test_batch_schedule_seeds_and_resume_after_a_kill(train_val_store, tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ from facelab.data.views import run_splits
 from facelab.errors import ConfigError
 from facelab.eval.evaluate import evaluate_rows
 from facelab.models.checkpoint import STATE
+from facelab.models.classifiers import list_classifiers
 from facelab.registry import Registry
 from facelab.report import render_report
 from facelab.report.batch_schedule import results_table
@@ -126,6 +127,10 @@ def study_splits(cfg: BatchScheduleConfig, store: Store) -> tuple[dict[str, np.n
     if missing:
         raise ConfigError(f"labels {missing} are not in {store.path}; its labels: {', '.join(store.label_names)}")
     resolve_device(cfg.device)
+    for variant in cfg.variants:  # every variant's classifier config, as its cells will build it
+        vcfg = _variant_config(cfg, VARIANTS.create(variant, cfg)[0], cfg.seed)
+        if vcfg.model not in list_classifiers():
+            raise ConfigError(f"unknown classifier {vcfg.model!r}; known classifiers: {', '.join(list_classifiers())}")
     s, how = run_splits(store, policy=cfg.split, seed=cfg.seed, stratify=cfg.labels[:1], val_share=VAL_SHARE,
                         need_test=True)
     train, val, test = s["train"], s["val"], s["test"]
