@@ -23,7 +23,7 @@ from facelab.train.checkpoint import STATE, WEIGHTS, read_meta, read_training_st
 from facelab.train.classifier import ClassifierConfig, train_classifier
 from facelab.train.trainer import Callback
 from tests.e2e.conftest import EVERY_BATCH, TINY_CLASSIFIER, cli, cli_error, cli_json
-from tests.helpers import make_store
+from tests.helpers import make_store, near_decision_boundary
 
 
 class Killed(RuntimeError):
@@ -310,8 +310,9 @@ def test_predict_a_folder_skips_and_reports_bad_files(clf_run, store, store_pred
     for col in header[1:]:
         if col.startswith("p_"):
             assert float(got[col]) == pytest.approx(float(want[col]), abs=2e-5), col
-        else:
-            assert got[col] == want[col], col
+        else:  # another batch may flip a decision whose probabilities sit within that noise of a tie
+            p = [float(want[c]) for c in header if c.split("=")[0] == f"p_{col[5:]}"]
+            assert got[col] == want[col] or near_decision_boundary(p if len(p) == 1 else [p], 3e-5).all(), col
 
 
 def test_predict_an_empty_folder_is_a_clear_error(clf_run, tmp_path):
@@ -381,7 +382,8 @@ def test_predict_with_several_runs_writes_their_mean_probabilities(clf_run, seed
                 assert float(got[col]) == pytest.approx(want, abs=2e-5), (row[0], col)
         probs = {c: float(got[f"p_yaw={c}"]) for c in ("left", "center", "right")}
         assert probs[got["pred_yaw"]] == max(probs.values())  # (two may tie once rounded to 5 decimals)
-        assert got["pred_Male"] == str(int(float(got["p_Male"]) >= 0.5))
+        p_male = float(got["p_Male"])  # rounded: 0.50000 may be a 0.499996 predicted 0
+        assert got["pred_Male"] == str(int(p_male >= 0.5)) or p_male == 0.5
 
 
 def test_eval_with_several_runs_scores_the_ensemble(clf_run, seed1_run, store):
