@@ -418,6 +418,10 @@ def test_eval_of_runs_with_different_random_splits_uses_the_rows_none_trained_on
 
 
 def test_eval_chooses_the_last_checkpoint_on_request(clf_run, store):
+    from facelab.eval.classification import predict_rows
+    from facelab.eval.evaluate import eval_rows
+    from facelab.models.classifiers.ensemble import load_classifier
+
     run = clf_run[0]
     best = cli_json("eval", run, "--data", store, "--split", "val")
     last = cli_json("eval", run, "--data", store, "--split", "val", "--checkpoint", "last")
@@ -426,7 +430,13 @@ def test_eval_chooses_the_last_checkpoint_on_request(clf_run, store):
     assert "note" not in cli_json("eval", run, "--data", store, "--split", "test")
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     last_epoch = [m for m in metrics if "val_mean_accuracy" in m][-1]
-    assert last["summary"]["mean_accuracy"] == pytest.approx(last_epoch["val_mean_accuracy"], abs=1e-6)
+    # the trainer's channels_last model vs eval's: only a decision within float noise of a tie may differ
+    model, meta = load_classifier(run, which="last")
+    st = Store.open(store)
+    probs, _, _ = predict_rows(model, meta, st, eval_rows(meta, st, "val")[0])
+    flippable = sum(int(near_decision_boundary(p, 1e-5).sum()) for p in probs.values())
+    tolerance = flippable / (last["count"] * len(probs)) + 1e-9
+    assert last["summary"]["mean_accuracy"] == pytest.approx(last_epoch["val_mean_accuracy"], abs=tolerance)
     assert "worst" in str(cli_error("eval", run, "--data", store, "--checkpoint", "worst"))
 
 
