@@ -145,3 +145,15 @@ def _partition_counts(partitions: np.ndarray) -> dict[str, int]:
     counts = {p.name.lower(): int((partitions == p.value).sum()) for p in Partition}
     counts["none"] = int((partitions == NO_PARTITION).sum())
     return counts
+
+
+def near_decision_boundary(probs: np.ndarray | Sequence[float], margin: float) -> np.ndarray:
+    """Which decisions another code path may take the other way: (N,) bool for (N,) binary probabilities
+    within ``margin`` of the 0.5 threshold, or (N, K) class probabilities whose two largest are within
+    ``margin`` of each other (a batch size, memory layout or CPU that changes the last float bits of a
+    logit can flip exactly these, and only these)."""
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim == 1:
+        return np.abs(p - 0.5) <= margin
+    top2 = np.sort(p, axis=-1)[..., -2:]
+    return top2[..., 1] - top2[..., 0] <= margin

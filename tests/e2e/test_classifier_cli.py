@@ -15,6 +15,7 @@ import torch
 import yaml
 from PIL import Image
 
+from facelab.data.schema import LabelKind, LabelSpec, Partition
 from facelab.data.store import Store
 from facelab.errors import ConfigError, FacelabError
 from facelab.runs.folder import create_run_dir
@@ -23,7 +24,7 @@ from facelab.models.checkpoint import STATE, WEIGHTS, read_meta, read_training_s
 from facelab.train.classifier import ClassifierConfig, train_classifier
 from facelab.train.trainer import Callback
 from tests.e2e.conftest import EVERY_BATCH, TINY_CLASSIFIER, TINY_CLASSIFIER_CFG, cli, cli_error, cli_json
-from tests.helpers import make_store
+from tests.helpers import make_store, near_decision_boundary
 
 
 class Killed(RuntimeError):
@@ -65,6 +66,17 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     return rows[0], rows[1:]
 
 
+def _csv_hits(rows: list[dict[str, str]], spec: LabelSpec, y: np.ndarray) -> tuple[int, int]:
+    """Right decisions of predict CSV ``rows`` on label ``spec`` against ``y``, and how many sit within float noise
+    (plus the CSV's 5-decimal rounding) of the threshold or of a tie: another batch may decide those otherwise."""
+    binary = spec.kind is LabelKind.BINARY
+    cols = [f"p_{spec.name}"] if binary else [f"p_{spec.name}={c}" for c in spec.classes]
+    p = np.array([[float(r[c]) for c in cols] for r in rows])  # (N, 1) or (N, K)
+    decided = [r[f"pred_{spec.name}"] for r in rows]
+    pred = np.array([int(v) if binary else spec.classes.index(v) for v in decided])
+    return int((pred == y).sum()), int(near_decision_boundary(p[:, 0] if binary else p, 3e-5).sum())
+
+
 # ---- facelab train ----------------------------------------------------------------------------
 def test_train_writes_a_complete_self_describing_run(clf_run, store):
     run, summary = clf_run
@@ -80,7 +92,14 @@ def test_train_writes_a_complete_self_describing_run(clf_run, store):
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2]
     assert summary["best"] == max(h["val_mean_accuracy"] for h in history)
-    assert 0.0 <= summary["final"]["val_mean_accuracy"] <= 1.0
+    # 2 epochs of a tiny net do not beat the majority baseline reliably (6 seeds: at or just below it); the final
+    # figures are the last epoch's, a mean of counts of the official val rows, next to those rows' baseline
+    final, val = summary["final"], st.partition_indices(Partition.VAL)
+    assert final["val_mean_accuracy"] == history[-1]["val_mean_accuracy"] and summary["val_rows"] == len(val)
+    shares = [np.bincount(st.column(n)[val]).max() / len(val) for n in st.label_names]
+    assert final["val_mean_majority_accuracy"] == pytest.approx(np.mean(shares))
+    right = final["val_mean_accuracy"] * len(val) * len(shares)  # right decisions over every label
+    assert right == pytest.approx(round(right))
     # the checkpoint describes itself: labels and preprocessing
     meta = read_meta(run / "checkpoints" / "best")
     assert meta.kind == "classifier" and meta.arch == "vgg_scratch"
@@ -223,16 +242,21 @@ def test_a_run_killed_before_its_first_checkpoint_is_no_dead_end(store, tmp_path
 
 
 # ---- facelab eval -------------------------------------------------------------------------------
-def test_eval_reports_per_label_metrics_baseline_and_confusion_plots(clf_run, store):
+def test_eval_reports_per_label_metrics_baseline_and_confusion_plots(clf_run, store, store_predictions):
     run, _ = clf_run
     report = cli_json("eval", run, "--data", store, "--split", "test")
     st = Store.open(store)
     assert report["rows"] == "the run's own test split"
     assert report["count"] == st.manifest.partitions["test"]
     assert set(report["per_label"]) == set(st.label_names)
+    test = st.partition_indices(Partition.TEST)
+    csv_rows = [store_predictions[str(k)] for k in st.keys[test]]  # the same best checkpoint's predictions
     for name, m in report["per_label"].items():
         assert set(m) >= {"accuracy", "balanced_accuracy", "f1_macro", "auroc", "majority_accuracy"}, name
-        assert 0 <= m["accuracy"] <= 1 and 0 < m["majority_accuracy"] <= 1
+        y = st.column(name)[test]  # a 2-epoch tiny net is no match for the baseline; its figures must be these rows'
+        assert m["majority_accuracy"] == pytest.approx(np.bincount(y).max() / len(y)), name
+        hits, flippable = _csv_hits(csv_rows, st.spec(name), y)
+        assert abs(m["accuracy"] * len(y) - hits) <= flippable + 1e-9, name
     assert report["summary"]["mean_majority_accuracy"] == pytest.approx(
         np.mean([m["majority_accuracy"] for m in report["per_label"].values()]))
     categorical = {"hair_color", "yaw", "light"}
@@ -320,8 +344,9 @@ def test_predict_a_folder_skips_and_reports_bad_files(clf_run, store, store_pred
     for col in header[1:]:
         if col.startswith("p_"):
             assert float(got[col]) == pytest.approx(float(want[col]), abs=2e-5), col
-        else:
-            assert got[col] == want[col], col
+        else:  # another batch may flip a decision whose probabilities sit within that noise of a tie
+            p = [float(want[c]) for c in header if c.split("=")[0] == f"p_{col[5:]}"]
+            assert got[col] == want[col] or near_decision_boundary(p if len(p) == 1 else [p], 3e-5).all(), col
 
 
 def test_predict_an_empty_folder_is_a_clear_error(clf_run, tmp_path):
@@ -391,7 +416,8 @@ def test_predict_with_several_runs_writes_their_mean_probabilities(clf_run, seed
                 assert float(got[col]) == pytest.approx(want, abs=2e-5), (row[0], col)
         probs = {c: float(got[f"p_yaw={c}"]) for c in ("left", "center", "right")}
         assert probs[got["pred_yaw"]] == max(probs.values())  # (two may tie once rounded to 5 decimals)
-        assert got["pred_Male"] == str(int(float(got["p_Male"]) >= 0.5))
+        p_male = float(got["p_Male"])  # rounded: 0.50000 may be a 0.499996 predicted 0
+        assert got["pred_Male"] == str(int(p_male >= 0.5)) or p_male == 0.5
 
 
 def test_eval_with_several_runs_scores_the_ensemble(clf_run, seed1_run, store):
@@ -426,6 +452,10 @@ def test_eval_of_runs_with_different_random_splits_uses_the_rows_none_trained_on
 
 
 def test_eval_chooses_the_last_checkpoint_on_request(clf_run, store):
+    from facelab.eval.inference import predict_rows
+    from facelab.eval.evaluate import eval_rows
+    from facelab.models.classifiers.ensemble import load_classifier
+
     run = clf_run[0]
     best = cli_json("eval", run, "--data", store, "--split", "val")
     last = cli_json("eval", run, "--data", store, "--split", "val", "--checkpoint", "last")
@@ -434,7 +464,13 @@ def test_eval_chooses_the_last_checkpoint_on_request(clf_run, store):
     assert "note" not in cli_json("eval", run, "--data", store, "--split", "test")
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     last_epoch = [m for m in metrics if "val_mean_accuracy" in m][-1]
-    assert last["summary"]["mean_accuracy"] == pytest.approx(last_epoch["val_mean_accuracy"], abs=1e-6)
+    # the trainer's channels_last model vs eval's: only a decision within float noise of a tie may differ
+    model, meta = load_classifier(run, which="last")
+    st = Store.open(store)
+    probs, _, _ = predict_rows(model, meta, st, eval_rows(meta, st, "val").rows)
+    flippable = sum(int(near_decision_boundary(p, 1e-5).sum()) for p in probs.values())
+    tolerance = flippable / (last["count"] * len(probs)) + 1e-9
+    assert last["summary"]["mean_accuracy"] == pytest.approx(last_epoch["val_mean_accuracy"], abs=tolerance)
     assert "worst" in str(cli_error("eval", run, "--data", store, "--checkpoint", "worst"))
 
 

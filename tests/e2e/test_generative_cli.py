@@ -189,8 +189,8 @@ def test_blend_sweep_keeps_one_latent_per_row_from_one_class_to_the_other(hair_c
     for col, cls in ((0, "black"), (2, "blond")):  # the end columns: the classes themselves, the same latents
         cli("sample", hair_cvae_run, "--n", 4, "--cond", f"hair_color={cls}", "--grid", tmp_path / "c.png")
         same = png(tmp_path / "c.png")
-        for row in range(4):
-            np.testing.assert_array_equal(tile(sweep, row, col), tile(same, 0, row))
+        for row in range(4):  # a batch of 12 vs one of 4: float noise may move a pixel across a rounding step
+            np.testing.assert_allclose(tile(sweep, row, col).astype(int), tile(same, 0, row).astype(int), atol=1, rtol=0)
     assert not np.array_equal(tile(sweep, 0, 1), tile(sweep, 0, 0))
     assert cli_json("blend", hair_cvae_run, "--classes", "black,blond", "--sweep", 5,
                     "--out", tmp_path / "d.png")["rows"] == 8  # default rows with --sweep

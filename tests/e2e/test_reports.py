@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,10 @@ def test_report_needs_a_finished_run(tmp_path):
     assert "mystery" in str(err) and "classifier" in str(err)
 
 
-def test_runs_lists_kind_and_key_metric(clf_run, cvae_run, dcgan_run, runs_root):
+def test_runs_lists_kind_and_key_metric(clf_run, cvae_run, dcgan_run, runs_root, request):
     unfinished = runs_root / "train-unfinished"
     unfinished.mkdir(exist_ok=True)
+    request.addfinalizer(lambda: shutil.rmtree(unfinished))  # the session's shared runs folder stays as built
     (unfinished / "config.yaml").write_text("store: nowhere\n")
     rows = {Path(r["run"]).name: r for r in cli_json("runs", runs_root)}
     run, summary = clf_run

@@ -15,8 +15,11 @@ import pytest
 from facelab.data.schema import LabelKind, LabelSpec, Partition
 from facelab.data.write import write_store_arrays
 from facelab.errors import FacelabError
+from facelab.eval.inference import predict_rows
 from facelab.eval.evaluate import evaluate_run
+from facelab.models.classifiers.ensemble import load_classifier
 from facelab.train.classifier import ClassifierConfig, train_classifier
+from tests.helpers import near_decision_boundary
 
 
 def _store(tmp_path):
@@ -49,8 +52,15 @@ def test_recorded_val_figures_equal_eval_of_the_checkpoint(tmp_path, precision):
     recorded = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][-1]
     report = evaluate_run(run / "checkpoints" / "last", store.path, split="val", out_dir=tmp_path / "eval")
     assert report["count"] == 64
-    assert recorded["val_mean_accuracy"] == pytest.approx(report["summary"]["mean_accuracy"], abs=1e-12)
-    assert recorded["val_mean_balanced_accuracy"] == pytest.approx(report["summary"]["mean_balanced_accuracy"], abs=1e-12)
+    # the trainer validates its channels_last model, eval a freshly loaded one: the logits may differ in the
+    # last bits, which can flip only a decision within float noise of the threshold (none, nearly always)
+    model, meta = load_classifier(run / "checkpoints" / "last")
+    probs, _, _ = predict_rows(model, meta, store, store.partition_indices(Partition.VAL))
+    flippable = sum(int(near_decision_boundary(p, 1e-5).sum()) for p in probs.values())
+    summary = report["summary"]
+    assert recorded["val_mean_accuracy"] == pytest.approx(summary["mean_accuracy"], abs=flippable / (64 * 3) + 1e-12)
+    if not flippable:
+        assert recorded["val_mean_balanced_accuracy"] == pytest.approx(summary["mean_balanced_accuracy"], abs=1e-12)
     assert recorded["val_loss"] == pytest.approx(report["loss"], rel=1e-5)
 
 
