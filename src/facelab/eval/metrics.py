@@ -34,13 +34,20 @@ def label_metrics(y: np.ndarray, prob: np.ndarray, *, threshold: float = 0.5) ->
     """Metrics of one label.
 
     Args:
-        y: (N,) true values (0/1 for binary labels, class index for categorical ones).
+        y: (N,) true values (0/1 for binary labels, class index for categorical ones; -1 = unknown, left out).
         prob: (N,) probability of class 1 for binary labels, or (N, K) class probabilities.
         threshold: decision threshold for binary labels.
+
+    Macro-F1 averages over the classes that occur in ``y`` or in the predictions (scikit-learn's default):
+    a class absent from both is not a failure.
     """
     y = np.asarray(y).astype(np.int64)
     prob = np.asarray(prob, dtype=np.float64)
+    known = y >= 0
+    y, prob = y[known], prob[known]
     n_classes = 2 if prob.ndim == 1 else prob.shape[1]
+    if y.size == 0:
+        return {m: float("nan") for m in METRIC_NAMES}
     pred = (prob >= threshold).astype(np.int64) if prob.ndim == 1 else prob.argmax(1)
     counts = np.bincount(y, minlength=n_classes)
     with warnings.catch_warnings():
@@ -48,7 +55,7 @@ def label_metrics(y: np.ndarray, prob: np.ndarray, *, threshold: float = 0.5) ->
         return {
             "accuracy": float((pred == y).mean()),
             "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
-            "f1_macro": float(f1_score(y, pred, average="macro", labels=list(range(n_classes)), zero_division=0)),
+            "f1_macro": float(f1_score(y, pred, average="macro", zero_division=0)),
             "auroc": _auroc(y, prob, n_classes),
             "majority_accuracy": float(counts.max() / max(1, counts.sum())),
         }
@@ -74,5 +81,6 @@ def score(task: Task, y: np.ndarray, probs: dict[str, np.ndarray]) -> dict[str, 
     confusions = {}
     for i, o in enumerate(task.outputs):
         if o.kind is LabelKind.CATEGORICAL:
-            confusions[o.name] = confusion(y[:, i], probs[o.name].argmax(1), o.num_classes).tolist()
+            known = y[:, i] >= 0  # unknown labels (-1) are left out, as in the per-label metrics
+            confusions[o.name] = confusion(y[known, i], probs[o.name][known].argmax(1), o.num_classes).tolist()
     return {"per_label": per_label, "summary": summarize(per_label), "confusion": confusions, "count": int(len(y))}

@@ -56,16 +56,21 @@ def _cosine(cfg: ScheduleConfig, *, epochs: int):
     return f
 
 
+ONECYCLE_START = 0.04  # onecycle starts at 1/25 of the peak lr, as torch's OneCycleLR (div_factor 25)
+ONECYCLE_FLOOR = 1e-3  # and never anneals below 1/1000 of it (nor below min_lr_ratio)
+
+
 @SCHEDULES.register("onecycle")
 def _onecycle(cfg: ScheduleConfig, *, epochs: int):
-    """Linear warm-up over ``pct_start`` of training to the peak lr, then cosine down to ~0."""
+    """Linear warm-up over ``pct_start`` of training from 1/25 of the peak lr to the peak, then cosine down to
+    ``min_lr_ratio`` (at least :data:`ONECYCLE_FLOOR`)."""
     up = cfg.pct_start * epochs
 
     def f(t: float) -> float:
         if t < up:
-            return 0.04 + 0.96 * t / up
+            return ONECYCLE_START + (1 - ONECYCLE_START) * t / up
         p = min(1.0, (t - up) / max(1e-9, epochs - up))
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)) + 1e-3
+        return max(ONECYCLE_FLOOR, cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
     return f
 
@@ -76,11 +81,12 @@ def _plateau(cfg: ScheduleConfig, *, epochs: int):
 
 
 class PlateauTracker:
-    """Multiply the lr by ``gamma`` after ``patience`` epochs without improvement of the monitored metric."""
+    """Multiply the lr by ``gamma`` once more than ``patience`` epochs in a row did not improve the monitored
+    metric (as torch's ReduceLROnPlateau), never below ``min_lr_ratio`` of the base lr."""
 
     def __init__(self, cfg: ScheduleConfig, *, mode: str = "max") -> None:
         self.enabled = cfg.name == "plateau"
-        self.gamma, self.patience, self.mode = cfg.gamma, cfg.patience, mode
+        self.gamma, self.patience, self.mode, self.floor = cfg.gamma, cfg.patience, mode, cfg.min_lr_ratio
         self.best: float | None = None
         self.bad_epochs = 0
         self.factor = 1.0
@@ -94,7 +100,7 @@ class PlateauTracker:
             return
         self.bad_epochs += 1
         if self.bad_epochs > self.patience:
-            self.factor *= self.gamma
+            self.factor = max(self.floor, self.factor * self.gamma)
             self.bad_epochs = 0
 
     def state_dict(self) -> dict[str, Any]:

@@ -126,3 +126,29 @@ def test_confusion_rows_are_true_classes_columns_predicted():
     assert c.shape == (4, 4) and c.sum() == 6
     assert c.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]]
     assert np.trace(c) / c.sum() == pytest.approx(4 / 6)
+
+
+def test_unknown_labels_are_left_out_not_a_crash():
+    y = np.array([1, -1, 0, 1, -1])
+    p = np.array([0.9, 0.2, 0.1, 0.4, 0.8])
+    m = label_metrics(y, p)
+    assert m["accuracy"] == pytest.approx(2 / 3) and m["majority_accuracy"] == pytest.approx(2 / 3)
+    assert all(math.isnan(v) for v in label_metrics(np.array([-1, -1]), np.array([0.3, 0.6])).values())
+
+
+def test_macro_f1_ignores_a_class_absent_from_labels_and_predictions():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1]])  # class 2 never occurs
+    assert label_metrics(y, p)["f1_macro"] == pytest.approx(1.0)
+    assert label_metrics(np.zeros(4, int), np.full(4, 0.1))["f1_macro"] == pytest.approx(1.0)  # one class, all right
+
+
+def test_score_with_unknown_labels_scores_the_known_rows_and_confusions():
+    from facelab.eval.metrics import score
+    from facelab.models.classifiers.heads import Task
+
+    task = Task.multiclass("c", 3)
+    y = np.array([[0], [-1], [2], [1]])
+    probs = {"c": np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1]])}
+    out = score(task, y, probs)
+    assert out["per_label"]["c"]["accuracy"] == 1.0 and np.trace(np.array(out["confusion"]["c"])) == 3

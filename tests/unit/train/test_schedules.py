@@ -88,25 +88,26 @@ def test_cosine_after_a_warm_up_spans_the_remaining_epochs():
 
 
 # ---- onecycle -------------------------------------------------------------------------------------
-ONECYCLE_FLOOR = 1e-3  # onecycle adds this to its cosine part, so the lr never reaches 0 (nor min_lr_ratio)
+ONECYCLE_FLOOR = 1e-3  # onecycle never anneals below this share of the peak (nor below min_lr_ratio)
 
 
 def test_onecycle_rises_linearly_to_the_peak_then_anneals():
     f = factor(8, name="onecycle")  # pct_start 0.25: the peak at epoch 2
     assert f(0.0) == pytest.approx(0.04)  # starts at 1/25 of the peak
     assert f(1.0) == pytest.approx(0.04 + 0.96 / 2)
-    assert f(2.0) == pytest.approx(1.0 + ONECYCLE_FLOOR)  # the peak
-    assert f(5.0) == pytest.approx(0.5 + ONECYCLE_FLOOR)  # half-way through the 6 annealing epochs
+    assert f(2.0) == pytest.approx(1.0)  # the peak is the configured lr, not above it
+    assert f(5.0) == pytest.approx(0.5)  # half-way through the 6 annealing epochs
     assert f(8.0) == pytest.approx(ONECYCLE_FLOOR)  # ~0 at the end, never exactly 0
     up = [f(t / 10) for t in range(0, 20)]
     down = [f(t / 10) for t in range(20, 81)]
-    assert all(a < b for a, b in zip(up, up[1:])) and all(a > b for a, b in zip(down, down[1:]))
+    assert all(a < b for a, b in zip(up, up[1:])) and all(a >= b for a, b in zip(down, down[1:]))
+    assert all(a > b for a, b in zip(down, down[1:]) if b > ONECYCLE_FLOOR)  # strictly, until the floor
 
 
 def test_onecycle_with_another_start_share_and_a_minimum():
     f = factor(10, name="onecycle", pct_start=0.5, min_lr_ratio=0.2)
-    assert f(2.5) == pytest.approx(0.04 + 0.96 / 2) and f(5.0) == pytest.approx(1.0 + ONECYCLE_FLOOR)
-    assert f(10.0) == pytest.approx(0.2 + ONECYCLE_FLOOR) and f(12.0) == f(10.0)
+    assert f(2.5) == pytest.approx(0.04 + 0.96 / 2) and f(5.0) == pytest.approx(1.0)
+    assert f(10.0) == pytest.approx(0.2) and f(12.0) == f(10.0)  # down to the minimum, not below
 
 
 # ---- plateau --------------------------------------------------------------------------------------
@@ -134,6 +135,13 @@ def test_plateau_tracker_in_min_mode_and_with_zero_patience():
     assert p.factor == pytest.approx(0.1)
     p.update(0.8)
     assert p.factor == pytest.approx(0.01) and p.best == 0.8
+
+
+def test_plateau_tracker_never_cuts_below_the_minimum():
+    p = PlateauTracker(ScheduleConfig(name="plateau", patience=0, gamma=0.1, min_lr_ratio=0.05), mode="max")
+    for v in (0.5, 0.4, 0.4, 0.4):
+        p.update(v)
+    assert p.factor == pytest.approx(0.05)  # 0.1 then 0.01 -> held at 0.05
 
 
 def test_plateau_tracker_does_nothing_for_other_schedules():
