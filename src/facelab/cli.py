@@ -192,7 +192,7 @@ def train(
     lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
     optimizer: Optional[str] = typer.Option(None, help="sgd | adam | adamw | adabound"),
     schedule: Optional[str] = typer.Option(None, help="onecycle | cosine | step | plateau | constant"),
-    augment: Optional[str] = typer.Option(None, help="Augmentation preset: none | flip | geometric | standard | strong"),
+    augment: Optional[str] = typer.Option(None, help="Augmentation preset: none | flip | geometric | standard | strong | wild (photos: greyscale, light, blur)"),
     random_erasing: Optional[float] = typer.Option(None, help="Random-erasing probability."),
     balance: Optional[str] = typer.Option(None, help="none | class_weights | sampler"),
     pretrained: Optional[str] = typer.Option(None, help="torchvision-format weights file or facelab run/checkpoint."),

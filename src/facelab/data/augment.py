@@ -65,6 +65,20 @@ class ErasingConfig(StrictConfig):
         return v
 
 
+class BlurConfig(StrictConfig):
+    """Gaussian blur with a random ``sigma`` in pixels (out-of-focus and downscaled photos)."""
+
+    p: float = Field(0.2, ge=0.0, le=1.0)
+    sigma: tuple[float, float] = (0.1, 1.2)
+
+    @field_validator("sigma")
+    @classmethod
+    def _sigma_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < v[0] <= v[1] <= 5.0:
+            raise ValueError(f"sigma must be (low, high) with 0 < low <= high <= 5 pixels, got {v}")
+        return v
+
+
 class AugmentConfig(StrictConfig):
     """What :class:`BatchAugment` does; every op is off unless set. Build one from a preset with
     ``AugmentConfig.preset("standard")``.
@@ -77,6 +91,7 @@ class AugmentConfig(StrictConfig):
     affine: AffineConfig | None = None
     color_jitter: ColorJitterConfig | None = None
     grayscale: float = Field(0.0, ge=0.0, le=1.0)
+    blur: BlurConfig | None = None
     random_erasing: ErasingConfig | None = None
     label_flip_map: dict[str, dict[str | int, str | int]] = Field(default_factory=dict)
 
@@ -95,7 +110,7 @@ class AugmentConfig(StrictConfig):
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> AugmentConfig:
-        """The registered preset ``name`` (none, flip, standard, strong), with field ``overrides``."""
+        """The registered preset ``name`` (none, flip, geometric, standard, strong, wild), with field ``overrides``."""
         base = AUGMENT_PRESETS.create(name)
         return cls.from_dict({**base.model_dump(), **overrides}, where=f"augmentation preset {name!r}")
 
@@ -142,9 +157,19 @@ def _preset_strong() -> AugmentConfig:
     )
 
 
+@AUGMENT_PRESETS.register("wild")
+def _preset_wild() -> AugmentConfig:
+    """For models meant for photos taken in the wild: flip and small affine jitter as ``geometric``, plus what
+    separates a phone photo from CelebA's studio images: black-and-white photos (greyscale 20%), light and
+    colour casts (brightness/contrast/saturation 0.3, hardly any hue: hair colours are labels) and blur."""
+    return AugmentConfig(hflip=0.5, affine=AffineConfig(),
+                         color_jitter=ColorJitterConfig(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.02),
+                         grayscale=0.2, blur=BlurConfig())
+
+
 # ---- ops ------------------------------------------------------------------------------------------
 AUGMENT_OPS: Registry[nn.Module] = Registry("augmentation op")
-OP_ORDER = ("affine", "color_jitter", "grayscale", "random_erasing")  # applied after the flip, in this order
+OP_ORDER = ("affine", "color_jitter", "grayscale", "blur", "random_erasing")  # after the flip, in this order
 
 
 def _enabled(config: AugmentConfig, op: str) -> bool:
@@ -166,6 +191,11 @@ def _color_jitter(c: ColorJitterConfig) -> nn.Module:
 @AUGMENT_OPS.register("grayscale")
 def _grayscale(p: float) -> nn.Module:
     return K.RandomGrayscale(p=p)
+
+
+@AUGMENT_OPS.register("blur")
+def _blur(c: BlurConfig) -> nn.Module:
+    return K.RandomGaussianBlur(kernel_size=(5, 5), sigma=c.sigma, p=c.p)
 
 
 @AUGMENT_OPS.register("random_erasing")

@@ -27,8 +27,22 @@ def test_presets_are_registered_and_keep_shapes():
         out, y = BatchAugment.from_preset(name)(x)
         assert out.shape == x.shape and out.dtype == x.dtype and y is None
         assert out.min() >= -1e-5 and out.max() <= 1 + 1e-5
-    with pytest.raises(ConfigError, match="known augmentation presets: flip, geometric, none, standard, strong"):
-        AugmentConfig.preset("wild")
+    with pytest.raises(ConfigError, match="known augmentation presets: flip, geometric, none, standard, strong, wild"):
+        AugmentConfig.preset("tempest")
+
+
+def test_wild_preset_makes_black_and_white_and_blurred_photos():
+    x = _images(b=64)
+    gray, _ = BatchAugment.from_preset("wild", grayscale=1.0, hflip=0.0, affine=None, color_jitter=None, blur=None)(x)
+    assert torch.allclose(gray[:, 0], gray[:, 1], atol=1e-6) and torch.allclose(gray[:, 1], gray[:, 2], atol=1e-6)
+    blurred, _ = BatchAugment.from_preset("wild", blur={"p": 1.0, "sigma": (1.0, 1.0)}, hflip=0.0, affine=None,
+                                          color_jitter=None, grayscale=0.0)(x)
+    assert blurred.diff(dim=3).abs().mean() < 0.7 * x.diff(dim=3).abs().mean()  # fewer sharp pixel-to-pixel jumps
+    some, _ = BatchAugment.from_preset("wild")(x, seed=0)
+    share_gray = ((some[:, 0] - some[:, 1]).abs().amax(dim=(1, 2)) < 1e-6).float().mean()
+    assert 0.05 <= share_gray <= 0.45  # about 20% of the images, drawn per image
+    with pytest.raises(ConfigError, match="sigma"):
+        AugmentConfig.preset("wild", blur={"sigma": (2.0, 1.0)})
 
 
 def test_preset_overrides_and_yaml_round_trip():
