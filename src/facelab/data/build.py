@@ -3,6 +3,10 @@
 Work happens in ``<out>.partial/`` (build.json: parameters; decoded.npy / landmarks.npy: all records,
 written in place by the workers; progress.jsonl: finished chunks, appended only after their pixels were
 fsynced), renamed to ``<out>`` once manifest.json is written. See docs/store.md.
+
+With an :class:`~facelab.faces.AlignSpec` (``prepare --align``), every image's faces are detected, the best
+one is warped into CelebA's aligned frame and that frame is cropped and resized as usual; an image without a
+face is a reported skip. See docs/faces.md.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from facelab.data.schema import NO_PARTITION, CropSpec, Partition, Record, Skip,
 from facelab.data.sources.base import text_key
 from facelab.data.store import FORMAT_VERSION, MANIFEST
 from facelab.errors import ConfigError, DataError, ImageDecodeError, StoreError
+from facelab.faces import AlignSpec, FacePipeline
 from facelab.data.partial import (
     BUILD_FILE,
     DECODED_FILE,
@@ -59,6 +64,7 @@ PARTIAL_SUFFIX = ".partial"
 KEYS_HASH = "keys_sha256"  # build.json and manifest field: sha256 of the record keys (see keys_sha256)
 _BLOCK_BYTES = 16 << 20  # image bytes per block when compacting or hashing
 BuildStatus = Literal["built", "resumed", "already complete"]
+NO_FACE = "no face found"  # how the reason of a record skipped for having no face starts (stage "align")
 
 
 # ---- report --------------------------------------------------------------------------------------
@@ -71,10 +77,21 @@ class BuildReport:
     count: int  # images in the store
     indexed: int  # records the source listed
     decoded: int  # records decoded by this call (0 when already complete)
-    skipped: list[dict[str, str]] = field(default_factory=list)  # {key, reason, stage: index|decode}
+    skipped: list[dict[str, str]] = field(default_factory=list)  # {key, reason, stage: index|decode|align}
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     content_hash: str = ""
+    align: dict[str, Any] | None = None  # the AlignSpec the faces were aligned with (None: not aligned)
+
+    @property
+    def aligned(self) -> int:
+        """Images whose face was re-detected and aligned into the store (0 when the build does not align)."""
+        return self.count if self.align is not None else 0
+
+    @property
+    def no_face(self) -> int:
+        """Records skipped because no face was found in them."""
+        return sum(1 for s in self.skipped if s.get("stage") == "align")
 
     @property
     def resumed(self) -> bool:
@@ -92,19 +109,25 @@ class BuildReport:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(path=str(self.path), seconds=round(self.seconds, 3), images_per_s=round(self.images_per_s, 1),
-                 skipped_count=len(self.skipped), resumed=self.resumed, already_complete=self.already_complete)
+                 skipped_count=len(self.skipped), resumed=self.resumed, already_complete=self.already_complete,
+                 aligned=self.aligned, no_face=self.no_face)
         return d
 
 
 # ---- build key -----------------------------------------------------------------------------------
-def build_key(source: Source, *, size: int, crop: CropSpec) -> dict[str, Any]:
-    """The parameters that make two builds the same store (as stored in the manifest, JSON-normalised)."""
+def build_key(source: Source, *, size: int, crop: CropSpec, align: AlignSpec | None = None) -> dict[str, Any]:
+    """The parameters that make two builds the same store (as stored in the manifest, JSON-normalised).
+
+    ``align`` is part of it: an aligned and an unaligned build of one dataset are different stores (stores
+    built before alignment existed have no ``align`` field, which reads as None: not aligned).
+    """
     key = {
         "source": source.name,
         "root": str(Path(source.root).resolve()) if source.root is not None else None,
         "options": source.options.model_dump(mode="json"),
         "image_size": int(size),
         "crop": crop.model_dump(mode="json"),
+        "align": align.model_dump(mode="json") if align is not None else None,
     }
     return json.loads(json.dumps(key))
 
@@ -154,15 +177,23 @@ def landmarks_to_store(points: tuple[float, ...] | np.ndarray, height: int, widt
 
 
 # ---- workers -------------------------------------------------------------------------------------
-_STATE: dict[str, Any] = {}  # per process: source, records, crop, size, min_side, open memmaps
+_STATE: dict[str, Any] = {}  # per process: source, records, crop, size, min_side, open memmaps, face pipeline
 
 
 def _set_state(source: Source, records: list[Record], crop: CropSpec, size: int, partial: str,
-               with_landmarks: bool) -> None:
-    _STATE.update(source=source, records=records, crop=crop, size=size,
-                  min_side=decode_min_side(crop, size),
+               with_landmarks: bool, align: AlignSpec | None) -> None:
+    pipeline = FacePipeline(align) if align is not None else None  # its model loads on the first image
+    _STATE.update(source=source, records=records, crop=crop, size=size, pipeline=pipeline,
+                  template=None if align is None else _template_in_store(align, crop, size),
+                  min_side=None if align is not None else decode_min_side(crop, size),
                   images=np.load(Path(partial) / DECODED_FILE, mmap_mode="r+"),
                   landmarks=np.load(Path(partial) / LANDMARKS_FILE, mmap_mode="r+") if with_landmarks else None)
+
+
+def _template_in_store(align: AlignSpec, crop: CropSpec, size: int) -> np.ndarray:
+    """(10,) the alignment template's points in store pixels: where every aligned face's landmarks go."""
+    width, height = align.frame
+    return landmarks_to_store(align.template_points.reshape(-1).tolist(), height, width, crop, size)
 
 
 def _init_worker(*args: Any) -> None:
@@ -188,14 +219,28 @@ def _decode_range(span: tuple[int, int]) -> tuple[int, int, list[tuple[int, str]
         try:
             img = st["source"].load(rec, min_side=min_side)  # (H, W, 3) uint8
             _check_loaded(img, rec, st["source"])
+            if st["pipeline"] is not None:
+                img = _aligned(st["pipeline"], img)  # (218, 178, 3): CelebA's frame
             images[i] = crop_resize(img, crop, size)  # (S, S, 3)
         except ImageDecodeError as e:
             failed.append((i, e.reason))  # the report lists the key beside it
             continue
         if landmarks is not None:
-            landmarks[i] = (np.nan if rec.landmarks is None
+            landmarks[i] = (st["template"] if st["template"] is not None else np.nan if rec.landmarks is None
                             else landmarks_to_store(rec.landmarks, img.shape[0], img.shape[1], crop, size))
     return start, stop, failed
+
+
+def _aligned(pipeline: FacePipeline, img: np.ndarray) -> np.ndarray:
+    """The best-scored face of ``img`` warped into the pipeline's frame; ImageDecodeError when there is none
+    (its reason, "no face found (mtcnn, min score 0.9)", is what the report lists)."""
+    faces = pipeline.detect(img)
+    for face in faces:  # best first; a face whose landmarks coincide cannot be aligned: try the next
+        try:
+            return pipeline.align(img, face).image
+        except DataError:
+            continue
+    raise ImageDecodeError(pipeline.no_face_reason)
 
 
 def _check_loaded(img: Any, rec: Record, source: Source) -> None:
@@ -238,12 +283,13 @@ def _progress(enabled: bool, total: int, done: int) -> tuple[Progress, TaskID]:
 
 
 def _decode(source: Source, index: SourceIndex, partial: Path, journal: Journal, *, size: int, crop: CropSpec,
-            workers: int, chunk_size: int, progress: bool) -> tuple[int, dict[int, str]]:
+            align: AlignSpec | None, workers: int, chunk_size: int,
+            progress: bool) -> tuple[int, dict[int, str]]:
     """Decode every record not yet done; return (records decoded now, {position: reason} of all failures)."""
     n = len(index.records)
     done, failed = journal.read(n)
     spans = pending_spans(done, chunk_size)
-    state_args = (source, index.records, crop, size, str(partial), index.has_landmarks)
+    state_args = (source, index.records, crop, size, str(partial), index.has_landmarks, align)
     decoded = 0
     if not spans:
         return decoded, failed
@@ -345,7 +391,14 @@ def _finish(partial: Path, index: SourceIndex, failed: dict[int, str], journal: 
     _save(partial / "labels.npy", labels=cols.pop("labels"))
     _save(partial / "index.npz", **cols)
     skipped = [{"key": s.key, "reason": s.reason, "stage": "index"} for s in index.skipped]
-    skipped += [{"key": index.records[i].key, "reason": failed[i], "stage": "decode"} for i in sorted(failed)]
+    skipped += [{"key": index.records[i].key, "reason": failed[i],
+                 "stage": "align" if failed[i].startswith(NO_FACE) else "decode"} for i in sorted(failed)]
+    notes = list(index.notes)
+    if key.get("align") is not None:
+        spec = AlignSpec.from_dict(key["align"], where="align spec")
+        no_face = sum(1 for s in skipped if s["stage"] == "align")
+        notes.append(f"faces re-detected and aligned into the {spec.frame[0]}x{spec.frame[1]} frame "
+                     f"({spec.describe()}): {kept.size:,} stored, {no_face:,} images without a face skipped")
     manifest = {
         "format_version": FORMAT_VERSION, **key, "facelab_version": facelab.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -354,7 +407,7 @@ def _finish(partial: Path, index: SourceIndex, failed: dict[int, str], journal: 
         "has_landmarks": index.has_landmarks, "partitions": {
             **{p.name.lower(): int((cols["partition"] == p).sum()) for p in Partition},
             "none": int((cols["partition"] == NO_PARTITION).sum())},
-        "skipped": skipped, "notes": list(index.notes), "content_hash": digest, KEYS_HASH: keys_digest,
+        "skipped": skipped, "notes": notes, "content_hash": digest, KEYS_HASH: keys_digest,
         "build_seconds": round(time.perf_counter() - t0, 3),
     }
     atomic_write_json(partial / MANIFEST, manifest)
@@ -418,19 +471,24 @@ def _report(out: Path, manifest: dict[str, Any], status: BuildStatus, decoded: i
             notes: list[str]) -> BuildReport:
     return BuildReport(path=out, status=status, count=int(manifest["count"]), indexed=int(manifest.get("indexed", 0)),
                        decoded=decoded, skipped=list(manifest.get("skipped", [])), seconds=time.perf_counter() - t0,
-                       notes=notes + list(manifest.get("notes", [])), content_hash=str(manifest["content_hash"]))
+                       notes=notes + list(manifest.get("notes", [])), content_hash=str(manifest["content_hash"]),
+                       align=manifest.get("align"))
 
 
 def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: CropSpec | None = None,
-                  workers: int | None = None, overwrite: bool = False, progress: bool = True,
-                  chunk_size: int = 256) -> BuildReport:
+                  align: AlignSpec | None = None, workers: int | None = None, overwrite: bool = False,
+                  progress: bool = True, chunk_size: int = 256) -> BuildReport:
     """Decode every record of ``source`` once into a store at ``out`` (parallel, resumable, atomic).
 
     Args:
         source: the dataset to store; indexed once, then loaded record by record in worker processes.
         out: store folder to create. Work happens in ``<out>.partial``, renamed to ``out`` at the end.
         size: side of the square store images in pixels.
-        crop: crop policy; default ``type(source).default_crop``.
+        crop: crop policy; default ``type(source).default_crop``, or when aligning the ``celeba`` source's
+            default crop (the aligned images are in CelebA's frame).
+        align: detect every image's faces and store the best-scored one aligned into CelebA's frame
+            (:class:`~facelab.faces.AlignSpec`); images without a face are skipped and reported. The store's
+            landmarks column then holds the template's points in store pixels.
         workers: decoding processes (default ``os.cpu_count()``; 1 decodes in this process).
         overwrite: replace a different store already at ``out`` (never a folder that is not a store).
         progress: show a progress bar with ETA on stderr (when it is a terminal) and print notes.
@@ -448,11 +506,13 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
     t0 = time.perf_counter()
     if size < 1 or chunk_size < 1 or (workers is not None and workers < 1):
         raise ConfigError(f"size ({size}), chunk_size ({chunk_size}) and workers ({workers}) must be >= 1")
-    crop = crop if crop is not None else type(source).default_crop
+    crop = crop if crop is not None else default_crop(source, align=align is not None)
     out = Path(out).expanduser()
-    key = build_key(source, size=size, crop=crop)
+    key = build_key(source, size=size, crop=crop, align=align)
     existing = _check_out(out, key, overwrite=overwrite)
     index = _text_keys(source.index())
+    if align is not None:
+        index.has_landmarks = True  # the template's points, where every aligned face's landmarks go
     if existing is not None and not overwrite:
         return _already_complete(out, existing, index, t0)
     _validate_index(source, index)
@@ -463,11 +523,20 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
         existing = _recheck_out(out, partial, key, overwrite=overwrite)
         if existing is not None and not overwrite:
             return _already_complete(out, existing, index, t0)
-        status, manifest, decoded, notes = _build(source, index, partial, key, size=size, crop=crop,
+        status, manifest, decoded, notes = _build(source, index, partial, key, size=size, crop=crop, align=align,
                                                   workers=workers or os.cpu_count() or 1, progress=progress,
                                                   chunk_size=chunk_size, t0=t0)
         _move_into_place(partial, out, key, overwrite=overwrite)
     return _report(out, manifest, status, decoded, t0, notes)
+
+
+def default_crop(source: Source, *, align: bool) -> CropSpec:
+    """The crop a build uses when none is given: the source's own, or when aligning the ``celeba`` source's
+    (aligned images are in CelebA's frame, whatever the dataset)."""
+    from facelab.data.sources.base import SOURCES
+    import facelab.data.sources  # noqa: F401  (registers the built-in sources)
+
+    return SOURCES.get("celeba").default_crop if align else type(source).default_crop
 
 
 def _recheck_out(out: Path, partial: Path, key: dict[str, Any], *, overwrite: bool) -> dict[str, Any] | None:
@@ -525,7 +594,7 @@ def _already_complete(out: Path, manifest: dict[str, Any], index: SourceIndex, t
 
 
 def _build(source: Source, index: SourceIndex, partial: Path, key: dict[str, Any], *, size: int, crop: CropSpec,
-           workers: int, progress: bool, chunk_size: int,
+           align: AlignSpec | None, workers: int, progress: bool, chunk_size: int,
            t0: float) -> tuple[BuildStatus, dict[str, Any], int, list[str]]:
     """Fill the locked ``partial`` up to its manifest; return (status, manifest, records decoded, notes)."""
     n, notes = len(index.records), []
@@ -544,7 +613,7 @@ def _build(source: Source, index: SourceIndex, partial: Path, key: dict[str, Any
         Console(stderr=True).print(f"[yellow]note[/]: {note}")
     data_files = [partial / DECODED_FILE] + ([partial / LANDMARKS_FILE] if index.has_landmarks else [])
     journal = Journal(partial, data_files)
-    decoded, failed = _decode(source, index, partial, journal, size=size, crop=crop, workers=workers,
+    decoded, failed = _decode(source, index, partial, journal, size=size, crop=crop, align=align, workers=workers,
                               chunk_size=chunk_size, progress=progress)
     if len(failed) == n:
         _give_up(partial, index, failed)
@@ -556,5 +625,9 @@ def _give_up(partial: Path, index: SourceIndex, failed: dict[int, str]) -> None:
     examples = " | ".join(f"{index.records[i].key}: {r}" for i, r in sorted(failed.items())[:5])
     clear_folder(partial)
     partial.rmdir()
+    if all(r.startswith(NO_FACE) for r in failed.values()):
+        raise StoreError(f"no face was found in any of the {len(failed)} images of source {index.source!r} "
+                         f"(e.g. {examples}); check that they show faces, or align with a lower min score "
+                         "or another --detector")
     raise StoreError(f"none of the {len(failed)} images of source {index.source!r} could be decoded "
                      f"(e.g. {examples}); check the files (or the source's options) and re-run")

@@ -12,6 +12,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
+from facelab.data.orientation import ORIENTATION_TAG, apply_orientation, jpeg_orientation
 from facelab.data.schema import CropSpec
 from facelab.errors import ImageDecodeError
 
@@ -34,7 +35,10 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = N
     anything else, and JPEGs simplejpeg refuses (CMYK, progressive oddities), go through Pillow.
     The format is sniffed from the bytes, so a PNG named ``.jpg`` decodes correctly.
 
-    Images larger than :data:`MAX_PIXELS` are refused from their header, before decoding. High-bit-depth
+    The EXIF Orientation tag is honoured (:mod:`facelab.data.orientation`): a photo taken with the camera held
+    sideways comes back upright, as every viewer shows it (JPEG: the tag is read from the header bytes; other
+    formats: from the file Pillow already opened). Images larger than :data:`MAX_PIXELS` are refused from
+    their header, before decoding. High-bit-depth
     images (16-bit grey PNG/TIFF, 32-bit TIFF) are scaled to 8 bits, never clipped (see :func:`_to_rgb`).
 
     Raises:
@@ -55,7 +59,7 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = N
             with Image.open(io.BytesIO(data)) as im:
                 _check_pixels(im.width, im.height, name=name)
                 im.load()  # raises on truncated data
-                return _to_rgb(im, name=name)
+                return apply_orientation(_to_rgb(im, name=name), _pillow_orientation(im))
     except Image.DecompressionBombError as e:  # Pillow's open() refuses twice its limit, before facelab's check
         raise ImageDecodeError(_pillow_refused(e), name=name) from None
     except UnidentifiedImageError:
@@ -63,6 +67,15 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = N
         raise ImageDecodeError(f"cannot decode image ({what}; corrupt or cut off?)", name=name) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageDecodeError(f"cannot decode image ({e.__class__.__name__}: {e})", name=name) from None
+
+
+def _pillow_orientation(im: Image.Image) -> int:
+    """The EXIF Orientation (1..8) of a loaded Pillow image; 1 when absent or unreadable."""
+    try:
+        value = im.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # noqa: BLE001  a damaged EXIF block must not lose an image whose pixels decoded fine
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _check_pixels(width: int, height: int, *, name: str) -> None:
@@ -90,7 +103,8 @@ def _decode_jpeg(data: bytes, *, name: str, min_side: int | None) -> np.ndarray:
     h, w, _, _ = simplejpeg.decode_jpeg_header(data)
     _check_pixels(w, h, name=name)
     kw = _dct_scale(h, w, min_side) if min_side else {}
-    return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True, **kw)
+    img = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True, **kw)
+    return apply_orientation(img, jpeg_orientation(data))
 
 
 def _to_rgb(im: Image.Image, *, name: str) -> np.ndarray:

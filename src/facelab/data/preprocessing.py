@@ -20,11 +20,13 @@ from pydantic import Field
 from facelab.config import StrictConfig
 from facelab.data.schema import CropSpec
 from facelab.errors import FacelabError
+from facelab.faces import AlignSpec
 
 if TYPE_CHECKING:
     from facelab.data.store import Store
 
 RGB = tuple[float, float, float]
+CELEBA_SOURCE = "celeba"  # the source whose images are aligned faces as they come (img_align_celeba)
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,13 @@ class Compatibility:
 
 
 class Preprocessing(StrictConfig):
-    """Image size, crop and normalisation of the training images, and the store they came from."""
+    """Image size, crop and normalisation of the training images, and the store they came from.
+
+    ``align`` says whether the training images were faces aligned into CelebA's frame, and how: the
+    :class:`~facelab.faces.AlignSpec` that inference must apply to a photo (detect, align, then crop and
+    resize) to give the network what it saw. None: the images were not aligned (or the checkpoint predates the
+    field: older checkpoints load with None).
+    """
 
     image_size: int = Field(ge=1)
     crop: CropSpec | None = None  # how the training store cropped its source images (None: not recorded)
@@ -45,12 +53,18 @@ class Preprocessing(StrictConfig):
     mean: RGB
     std: RGB
     store_hash: str | None = None  # content hash of the training store (None: several stores, e.g. an ensemble)
+    align: AlignSpec | None = None  # faces aligned into CelebA's frame, and how (None: not aligned)
 
     @classmethod
     def of_store(cls, store: Store, *, mean: RGB | list[float], std: RGB | list[float]) -> Preprocessing:
-        """The preprocessing of a network trained on ``store`` with input normalisation ``mean``/``std``."""
+        """The preprocessing of a network trained on ``store`` with input normalisation ``mean``/``std``.
+
+        ``align`` is the store's alignment (``prepare --align``); a ``celeba`` store that was not re-aligned
+        holds CelebA's own aligned images, so its networks expect faces aligned into CelebA's frame: the
+        default :class:`~facelab.faces.AlignSpec` (MTCNN with its CelebA-derived template).
+        """
         return cls(image_size=store.image_size, crop=store.manifest.crop, source=store.source,
-                   mean=tuple(mean), std=tuple(std), store_hash=store.content_hash)
+                   mean=tuple(mean), std=tuple(std), store_hash=store.content_hash, align=store_alignment(store))
 
     @classmethod
     def from_meta(cls, data: dict[str, Any] | None, *, where: str) -> Preprocessing | None:
@@ -78,10 +92,33 @@ class Preprocessing(StrictConfig):
         if self.crop is not None and store.manifest.crop is not None and self.crop != store.manifest.crop:
             warnings.append(f"{what} was trained on images cropped {_crop_text(self.crop)}, {store.path} is cropped "
                             f"{_crop_text(store.manifest.crop)}: faces may sit elsewhere in the frame")
+        warnings += self._alignment_warnings(store, what=what)
         if same_source and self.store_hash is not None and not same_store:
             warnings.append(f"{what} was trained on another {self.source} store (hash {self.store_hash[:8]}, this one "
                             f"{store.content_hash[:8]}): its training rows may overlap these rows")
         return Compatibility(same_source=same_source, same_store=same_store, warnings=warnings)
+
+    def _alignment_warnings(self, store: Store, *, what: str) -> list[str]:
+        """A warning when one of the network's training images and ``store``'s images are aligned faces and the
+        other are not (checkpoints from before alignment was recorded say nothing: no warning)."""
+        if "align" not in self.model_fields_set and self.align is None:
+            return []  # an older checkpoint: whether its images were aligned is not known
+        theirs = store_alignment(store)
+        if self.align is not None and theirs is None:
+            return [f"{what} was trained on faces aligned into CelebA's frame ({self.align.describe()}), "
+                    f"{store.path} holds images that were not aligned: prepare it with --align"]
+        if self.align is None and theirs is not None:
+            return [f"{what} was trained on images that were not aligned, {store.path} holds faces aligned into "
+                    f"CelebA's frame ({theirs.describe()})"]
+        return []
+
+
+def store_alignment(store: Store) -> AlignSpec | None:
+    """How ``store``'s faces are aligned: its manifest's AlignSpec, the default one for CelebA's own aligned
+    images (source ``celeba``), else None (not aligned)."""
+    if store.manifest.align is not None:
+        return AlignSpec.from_dict(store.manifest.align, where=f"{store.path}: manifest align")
+    return AlignSpec() if store.source == CELEBA_SOURCE else None
 
 
 def _crop_text(crop: CropSpec) -> str:

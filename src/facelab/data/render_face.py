@@ -419,6 +419,22 @@ def render_face(params: FaceParams, size: int) -> np.ndarray:
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def face_landmarks(params: FaceParams, size: int) -> np.ndarray:
+    """(5, 2) float32 (x, y) pixel positions of the face's five landmarks in :func:`render_face` ``(params, size)``.
+
+    In facelab's order and convention (:data:`facelab.faces.face.LANDMARK_NAMES`: image-left eye, image-right
+    eye, nose tip, image-left and image-right mouth corner; pixel centres at integers): the eye centres, the
+    tip of the nose, and the ends of the lip line, projected exactly as they are drawn (yaw, pitch, roll).
+    """
+    person, smile = params.person, params.smile
+    mouth_w = person.mouth_w * (1 + 0.3 * max(0.0, smile))  # as _mouth draws it
+    corner_b = 0.56 - 0.11 * smile  # the lip line's height at its ends (t = +-1 in _mouth)
+    head = np.concatenate([_surf(-person.eye_gap, 0.0), _surf(person.eye_gap, 0.0),
+                           _surf(0.0, person.nose_len, 1.2), _surf(-mouth_w, corner_b, 1.02),
+                           _surf(mouth_w, corner_b, 1.02)])  # (5, 5) head-frame points
+    return (_Scene(params).project(head) * size - 0.5).astype(np.float32)  # unit -> pixel coordinates
+
+
 @lru_cache(maxsize=8)
 def _noise_bank(size: int) -> np.ndarray:
     """A fixed (2S, 2S, 3) field of unit Gaussian noise; images take seeded windows of it."""

@@ -6,8 +6,9 @@ Layout of a store folder (a folder is a valid store only once ``manifest.json`` 
     images.npy      (N, S, S, 3) uint8, RGB, read with mmap
     labels.npy      (N, L) int32, columns in manifest["labels"] order
     index.npz       key (N,) str, identity (N,) int64 (-1 unknown), partition (N,) int8 (-1 none),
-                    landmarks (N, 10) float32 in store pixels (only when the source has them)
-    manifest.json   source, options, counts, label specs, preprocessing, skipped files, content hash
+                    landmarks (N, 10) float32 in store pixels (when the source has them, or the faces
+                    were aligned: then the alignment template's points)
+    manifest.json   source, options, counts, label specs, preprocessing, alignment, skipped files, content hash
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class StoreManifest(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
     image_size: int
     crop: CropSpec | None = None
+    align: dict[str, Any] | None = None  # the AlignSpec of a store of aligned faces (None: not aligned)
     facelab_version: str | None = None
     created: str | None = None
     count: int
@@ -174,6 +176,11 @@ class Store:
     @property
     def content_hash(self) -> str:
         return self.manifest.content_hash
+
+    @property
+    def aligned(self) -> bool:
+        """Whether the images are faces re-detected and aligned at build time (``prepare --align``)."""
+        return self.manifest.align is not None
 
     @property
     def has_identities(self) -> bool:

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from facelab.data.decode import IMAGE_SUFFIXES, crop_resize, decode_file, decode_min_side
+from facelab.data.decode import crop_resize, decode_file, decode_min_side
+from facelab.data.image_folder import image_key, list_images
 from facelab.data.preprocessing import Preprocessing
 from facelab.data.schema import CropSpec, LabelKind, LabelSpec
-from facelab.data.sources.base import not_a_folder, text_key
 from facelab.data.store import MANIFEST, Store
 from facelab.errors import FacelabError, ImageDecodeError
 from facelab.eval.evaluate import check_preprocessing
@@ -37,62 +37,6 @@ class PredictReport:
     def to_dict(self) -> dict[str, Any]:
         return {"out": self.out, "count": self.count, "skipped_count": len(self.skipped), "skipped": self.skipped,
                 "warnings": self.warnings}
-
-
-def list_images(folder: Path) -> tuple[list[Path], list[dict[str, str]]]:
-    """Image files under ``folder`` (recursive, sorted) and the files skipped, with their reason: not an
-    image by extension, a symbolic-link loop or dangling link, a linked folder (not followed).
-
-    Raises:
-        FacelabError: ``folder`` is not a folder, holds no image file, or two files share a key
-            (:func:`image_key`).
-    """
-    if not folder.is_dir():
-        raise FacelabError(f"{folder}: {not_a_folder(folder)}, and not a store")
-    images, skipped = [], []
-    for p in sorted(folder.rglob("*")):  # rglob lists linked folders but does not descend into them
-        if p.name.startswith("."):
-            continue
-        why = _unusable(p)
-        if why is None and p.is_file():
-            images.append(p)
-        elif why is not None:
-            skipped.append({"key": image_key(folder, p), "reason": why})
-    if not images:
-        raise FacelabError(f"{folder}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    _check_unique_keys(folder, images)
-    return images, skipped
-
-
-def _unusable(path: Path) -> str | None:
-    """Why ``path`` (an entry under the folder) is not read as an image; None for image files and folders."""
-    if path.is_symlink():
-        try:
-            path.stat()
-        except OSError as e:  # ELOOP: the link leads back to itself; ENOENT: dangling
-            return f"cannot follow the symbolic link ({e.strerror})"
-        if path.is_dir():
-            return "symbolic link to a folder, not followed (it may lead back to a folder that contains it)"
-    if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES:
-        return "not an image file (by extension)"
-    return None
-
-
-def image_key(folder: Path, path: Path) -> str:
-    """The CSV key of ``path``: its path relative to ``folder``, as UTF-8 text (bytes of a file name that are
-    not UTF-8 are written as backslash escapes, see :func:`facelab.data.sources.base.text_key`)."""
-    return text_key(str(path.relative_to(folder)))
-
-
-def _check_unique_keys(folder: Path, files: list[Path]) -> None:
-    """FacelabError (before any inference) when two files get the same key, which only escaped names can."""
-    seen: set[str] = set()
-    for p in files:
-        key = image_key(folder, p)
-        if key in seen:
-            raise FacelabError(f"{folder}: two files would both be listed as {key}: one named so, one whose name is "
-                               "not UTF-8 (its other bytes are written as backslash escapes); rename one of them")
-        seen.add(key)
 
 
 def _folder_batches(folder: Path, files: list[Path], preprocessing: Preprocessing, batch_size: int,
@@ -185,7 +129,7 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
         warnings = check_preprocessing(meta, store)
         batches, total = _store_batches(store, batch_size), len(store)
     else:
-        files, skipped = list_images(target)
+        files, skipped = list_images(target, what=", and not a store")
         batches, total = _folder_batches(target, files, meta.preprocessing, batch_size, skipped), len(files)
     buf = io.StringIO()
     writer = csv.writer(buf)
