@@ -28,7 +28,8 @@ _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # the size in Pillow's Decompres
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
 
 
-def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = None) -> np.ndarray:
+def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = None,
+                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode encoded image bytes to an (H, W, 3) RGB uint8 array.
 
     JPEGs go through libjpeg-turbo (simplejpeg), using DCT downscaling when ``min_side`` allows it;
@@ -37,8 +38,8 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = N
 
     The EXIF Orientation tag is honoured (:mod:`facelab.data.orientation`): a photo taken with the camera held
     sideways comes back upright, as every viewer shows it (JPEG: the tag is read from the header bytes; other
-    formats: from the file Pillow already opened). Images larger than :data:`MAX_PIXELS` are refused from
-    their header, before decoding. High-bit-depth
+    formats: from the file Pillow already opened). Images larger than ``max_pixels`` (at most :data:`MAX_PIXELS`;
+    a service takes a lower limit) are refused from their header, before decoding. High-bit-depth
     images (16-bit grey PNG/TIFF, 32-bit TIFF) are scaled to 8 bits, never clipped (see :func:`_to_rgb`).
 
     Raises:
@@ -49,7 +50,7 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = N
     jpeg_error = None
     if data[:3] == _JPEG_MAGIC:
         try:
-            return _decode_jpeg(data, name=name, min_side=min_side)
+            return _decode_jpeg(data, name=name, min_side=min_side, max_pixels=max_pixels)
         except ValueError as e:
             jpeg_error = e  # fall back to Pillow (CMYK, unusual sampling) which also reports truncation
     try:
@@ -57,7 +58,7 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = N
             # Pillow warns above its limit and raises above twice it; MAX_PIXELS is checked here instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
-                _check_pixels(im.width, im.height, name=name)
+                _check_pixels(im.width, im.height, name=name, limit=max_pixels)
                 im.load()  # raises on truncated data
                 return apply_orientation(_to_rgb(im, name=name), _pillow_orientation(im))
     except Image.DecompressionBombError as e:  # Pillow's open() refuses twice its limit, before facelab's check
@@ -78,10 +79,11 @@ def _pillow_orientation(im: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _check_pixels(width: int, height: int, *, name: str) -> None:
-    """ImageDecodeError when a header announces more than :data:`MAX_PIXELS` pixels (a decompression bomb)."""
-    if width * height > MAX_PIXELS:
-        raise ImageDecodeError(_too_large(f"{width}x{height} = {width * height:,} pixels"), name=name)
+def _check_pixels(width: int, height: int, *, name: str, limit: int = MAX_PIXELS) -> None:
+    """ImageDecodeError when a header announces more than ``limit`` pixels (a decompression bomb)."""
+    if width * height > min(limit, MAX_PIXELS):
+        raise ImageDecodeError(_too_large(f"{width}x{height} = {width * height:,} pixels", min(limit, MAX_PIXELS)),
+                               name=name)
 
 
 def _pillow_refused(error: Exception) -> str:
@@ -93,15 +95,15 @@ def _pillow_refused(error: Exception) -> str:
     return f"image too large for Pillow ({error}; PIL.Image.MAX_IMAGE_PIXELS is {Image.MAX_IMAGE_PIXELS:,})"
 
 
-def _too_large(size: str) -> str:
-    return (f"image too large: {size}, above the limit of {MAX_PIXELS:,} (facelab.data.decode.MAX_PIXELS; "
-            "a decompression bomb?); downscale the file if it is a real image")
+def _too_large(size: str, limit: int = MAX_PIXELS) -> str:
+    return (f"image too large: {size}, above the limit of {limit:,} pixels (a decompression bomb?); downscale "
+            "the file if it is a real image")
 
 
-def _decode_jpeg(data: bytes, *, name: str, min_side: int | None) -> np.ndarray:
+def _decode_jpeg(data: bytes, *, name: str, min_side: int | None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """libjpeg-turbo decode after checking the header's size; ValueError when libjpeg cannot read it."""
     h, w, _, _ = simplejpeg.decode_jpeg_header(data)
-    _check_pixels(w, h, name=name)
+    _check_pixels(w, h, name=name, limit=max_pixels)
     kw = _dct_scale(h, w, min_side) if min_side else {}
     img = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True, **kw)
     return apply_orientation(img, jpeg_orientation(data))
