@@ -330,8 +330,8 @@ def predict(
     threshold: float = typer.Option(0.5, help="Decision threshold for binary labels."),
     tta_flip: bool = typer.Option(False, help="Average predictions with the horizontally flipped image."),
     engine: Optional[str] = typer.Option(None, "--engine", help="torch (default) | onnx: onnxruntime on the run's "
-                                         "RUN/export/model.onnx, exported first when missing or older than the "
-                                         "checkpoint. A .onnx file always runs on onnx."),
+                                         "RUN/export/model.onnx, exported first when missing or made from other "
+                                         "weights than the checkpoint's. A .onnx file always runs on onnx."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Probability per label and predicted labels for every image, one CSV row each."""
@@ -364,17 +364,12 @@ def export(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Export a trained classifier to ONNX with its labels and preprocessing inside, checked against PyTorch."""
-    from facelab.deploy import export_onnx, export_path
+    from facelab.deploy import export_onnx
 
     if fmt != "onnx":
         raise FacelabError(f"--format {fmt!r}: facelab exports onnx only")
-    which = _checkpoint_choice(checkpoint)
-    if out is None:
-        if len(run) > 1:
-            raise FacelabError("--out is needed for an ensemble (several runs): name the .onnx file to write")
-        out = export_path(run[0], which=which)
-    report = export_onnx(_one_or_many(run), out, which=which, device=device, opset=opset, check_batch=check_batch,
-                         exporter=exporter)
+    report = export_onnx(_one_or_many(run), out, which=_checkpoint_choice(checkpoint), device=device, opset=opset,
+                         check_batch=check_batch, exporter=exporter)
     if as_json:
         emit_json(report.to_dict())
         return

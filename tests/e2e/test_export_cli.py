@@ -6,6 +6,7 @@ The run folder is copied before anything exports into it (``RUN/export/``), so t
 from __future__ import annotations
 
 import csv
+import logging
 import shutil
 from pathlib import Path
 
@@ -98,6 +99,14 @@ def test_export_prints_the_parity_figures_and_the_size(run, tmp_path):
     assert out.is_file()
 
 
+def test_export_without_out_writes_the_file_the_onnx_engine_runs(run, faces, tmp_path, caplog):
+    report = cli_json("export", run, "--checkpoint", "last")
+    assert report["out"] == str(run / "export" / "model-last.onnx") and report["which"] == "last"
+    caplog.set_level(logging.INFO, logger="facelab")
+    cli_json("predict", run, faces, "--engine", "onnx", "--checkpoint", "last", "--out", tmp_path / "p.csv")
+    assert "exporting" not in caplog.text  # the same weights: the file is reused
+
+
 @pytest.mark.parametrize("tta", [False, True])
 def test_predict_on_onnx_writes_the_torch_csv(run, exported, store, tmp_path, tta):
     flag = ["--tta-flip"] if tta else []
@@ -134,7 +143,7 @@ def test_export_refuses_generative_runs_and_bad_options(cvae_run, run, tmp_path)
     err = str(cli_error("export", cvae_run, "--out", tmp_path / "g.onnx"))
     assert str(cvae_run) in err and "holds a generative" in err and "pass a classifier run" in err
     assert "facelab exports onnx only" in str(cli_error("export", run, "--format", "tflite", "--out", tmp_path / "a.onnx"))
-    assert "--out is needed for an ensemble" in str(cli_error("export", run, run))
+    assert "name the .onnx file to write (--out ensemble.onnx)" in str(cli_error("export", run, run))
     assert "name the exported model *.onnx" in str(cli_error("export", run, "--out", tmp_path / "model.bin"))
     assert "unknown ONNX exporter 'jit'" in str(cli_error("export", run, "--out", tmp_path / "a.onnx", "--exporter", "jit"))
     assert "choose best or last" in str(cli_error("export", run, "--checkpoint", "first"))

@@ -10,8 +10,8 @@ Every engine takes the same normalised input and returns the same logits (up to 
 
 - ``torch``: the facelab model (or ensemble of runs) in PyTorch, on any device;
 - ``onnx``: a model written by ``facelab export`` in onnxruntime (CPU), its metadata read from the file; a run
-  folder runs as ``RUN/export/model.onnx``, exported first when missing or older than the checkpoint
-  (registered in :mod:`facelab.deploy.onnx`, which does the export).
+  folder runs as ``RUN/export/model.onnx``, exported first when missing or made from other weights than the
+  checkpoint's (registered in :mod:`facelab.deploy.onnx`, which does the export).
 
 Flip TTA is the mean of the logits of the image and of its mirror image, as
 :func:`facelab.eval.inference.forward_logits` computes it.
@@ -207,7 +207,7 @@ def load_engine(sources: Sources, *, engine: str | None = None, which: str = "be
             written by ``facelab export`` (runs on the onnx engine).
         engine: a name in :data:`ENGINES` ("torch", "onnx"); None: onnx for a .onnx file, torch otherwise. The
             onnx engine on a run folder runs ``RUN/export/model.onnx``, exported first (with the parity check)
-            when missing or older than the checkpoint.
+            when missing, unreadable or made from other weights than the checkpoint's.
         which: checkpoint of each run folder: "best" or "last".
         device: torch device ("cpu", "cuda", "auto"); the onnx engine runs on the CPU only.
         tta_flip: average the logits of each image and of its mirror image.

@@ -208,9 +208,13 @@ def _export(model: torch.nn.Module, meta: CheckpointMeta, exporter: str, opset: 
             return export(model, example, opset)
     except Exception as e:  # the exporters raise many types; each one is "this model did not export"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        other = next(n for n in EXPORTERS.names() if n != exporter)
         raise FacelabError(f"the {exporter} exporter could not export {meta.arch} ({type(e).__name__}: {first}); try "
-                           f"--exporter {other}" + (f" or another --opset than {opset}" if opset else "")) from None
+                           f"{_other_exporter(exporter)}" + (f" or another --opset than {opset}" if opset else "")) from None
+
+
+def _other_exporter(name: str) -> str:
+    others = [n for n in EXPORTERS.names() if n != name]
+    return f"--exporter {others[0]}" if others else "another --opset"
 
 
 def weights_sha256(checkpoint: str | Path) -> str:
@@ -224,14 +228,15 @@ def _sources(runs: Sequence[Path], metas: Sequence[CheckpointMeta]) -> list[Expo
                          weights_sha256=weights_sha256(m.path)) for r, m in zip(runs, metas)]
 
 
-def export_onnx(run: str | Path | Sequence[str | Path], out: str | Path, *, which: str = "best", device: str = "cpu",
-                opset: int | None = None, check_batch: int = 8, exporter: str = "dynamo",
+def export_onnx(run: str | Path | Sequence[str | Path], out: str | Path | None = None, *, which: str = "best",
+                device: str = "cpu", opset: int | None = None, check_batch: int = 8, exporter: str = "dynamo",
                 tolerance: float = PROB_TOLERANCE) -> ExportReport:
     """Export a classifier run (or several: their averaged ensemble) to an ONNX file with facelab's metadata.
 
     Args:
         run: a run folder or checkpoint, or a list of them (one ensemble, as ``facelab eval`` takes them).
-        out: the ``.onnx`` file to write (atomically, only when the parity check passes).
+        out: the ``.onnx`` file to write (atomically, only when the parity check passes); None: the run's
+            :func:`export_path`, ``RUN/export/model.onnx`` (the file the onnx engine runs), for one run only.
         which: checkpoint of each run folder: "best" or "last".
         device: where PyTorch runs the model while exporting and checking ("cpu", "cuda", "auto").
         opset: ONNX opset (None: the exporter's default).
@@ -243,8 +248,11 @@ def export_onnx(run: str | Path | Sequence[str | Path], out: str | Path, *, whic
         FacelabError: not a classifier run, a bad ``out``, an export that fails, or parity beyond ``tolerance``.
     """
     t0 = time.perf_counter()
-    out = Path(out)
     runs = [Path(run)] if isinstance(run, (str, Path)) else [Path(r) for r in run]
+    if out is None and len(runs) > 1:
+        raise FacelabError("an ensemble (several runs) has no run folder of its own: name the .onnx file to write "
+                           "(--out ensemble.onnx)")
+    out = Path(out) if out is not None else export_path(runs[0], which=which)
     if check_batch < 1:
         raise ConfigError(f"check_batch must be >= 1, got {check_batch}")
     EXPORTERS.get(exporter)  # an unknown name fails before the model loads
@@ -266,8 +274,8 @@ def export_onnx(run: str | Path | Sequence[str | Path], out: str | Path, *, whic
     if not parity.ok:
         raise FacelabError(f"{out}: the exported model disagrees with PyTorch on {what}: probabilities differ by up to "
                            f"{parity.max_abs_prob_diff:.3g} (tolerance {tolerance:g}; logits by "
-                           f"{parity.max_abs_logit_diff:.3g}); nothing written. Try --exporter "
-                           f"{next(n for n in EXPORTERS.names() if n != exporter)} or another --opset")
+                           f"{parity.max_abs_logit_diff:.3g}); nothing written. Try {_other_exporter(exporter)} or "
+                           "another --opset")
     write_onnx_meta(proto, meta, info.model_copy(update={"parity": parity.to_dict()}))
     data = proto.SerializeToString()
     atomic_write_bytes(out, data)
