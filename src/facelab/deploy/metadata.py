@@ -157,12 +157,12 @@ def onnx_meta(model: onnx.ModelProto, *, where: str | Path) -> OnnxMeta:
     try:
         info = ExportInfo.from_dict(raw, where=f"{EXPORT_KEY} metadata")
         meta = CheckpointMeta.from_json(props[META_KEY], where=str(where))
-        task = Task.from_dict(meta.config["task"])
+        Task.from_dict(meta.config["task"])
         for d in meta.labels:
-            LabelSpec.from_dict(d)  # readable now, not when predict writes its CSV header
+            LabelSpec.from_dict(d)  # both readable now, not when predict writes its CSV header
     except (FacelabError, ValueError, TypeError, KeyError) as e:
         raise FacelabError(f"{where}: its facelab metadata is damaged ({type(e).__name__}: {e}); export it again") from None
-    if meta.kind != "classifier" or meta.preprocessing is None or not task.outputs:
+    if meta.kind != "classifier" or meta.preprocessing is None:
         raise FacelabError(f"{where}: its facelab metadata describes no classifier with preprocessing; export it again")
     meta.path = Path(where)
     return OnnxMeta(path=Path(where), checkpoint=meta, export=info)

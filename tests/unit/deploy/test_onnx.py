@@ -309,6 +309,32 @@ def test_bad_onnx_files_are_clear_errors_naming_the_file(exported, root):
             assert str(path) in str(err.value), (name, read)
 
 
+def _with_props(good: Path, out: Path, **changes: str) -> Path:
+    model = onnx.load(str(good))
+    props = {p.key: p.value for p in model.metadata_props}
+    onnx.helper.set_model_props(model, {**props, **changes})
+    out.write_bytes(model.SerializeToString())
+    return out
+
+
+def test_damaged_changed_or_newer_metadata_is_a_clear_error(exported, root):
+    _, good, _ = exported("vgg_scratch")
+    props = {p.key: p.value for p in onnx.load(str(good)).metadata_props}
+    meta, info = json.loads(props[META_KEY]), json.loads(props[EXPORT_KEY])
+    cases = {
+        "torn.onnx": ({META_KEY: props[META_KEY][:40]}, "facelab metadata is damaged.*export it again"),
+        "nolabels.onnx": ({META_KEY: json.dumps({**meta, "config": {}})}, "facelab metadata is damaged"),
+        "newer.onnx": ({EXPORT_KEY: json.dumps({**info, "format_version": 99})}, "export format 99.*upgrade facelab"),
+        "resized.onnx": ({META_KEY: json.dumps({**meta, "preprocessing": {**meta["preprocessing"], "image_size": 48}})},
+                         r"takes images \['batch', 3, 32, 32\].*promises images \[B, 3, 48, 48\].*changed after export"),
+    }
+    for name, (changes, msg) in cases.items():
+        path = _with_props(good, root / name, **changes)
+        with pytest.raises(FacelabError, match=msg) as err:
+            load_engine(path)
+        assert str(path) in str(err.value)
+
+
 def test_export_refuses_a_bad_out_and_options_before_loading(exported, root):
     ckpt, _, _ = exported("vgg_scratch")
     with pytest.raises(FacelabError, match=r"name the exported model \*\.onnx"):
