@@ -92,6 +92,7 @@ class Engine(ABC):
         return {k: v.numpy() for k, v in task_predict(torch.from_numpy(self.logits(x)), self.task).items()}
 
     def check_input(self, x: np.ndarray) -> None:
+        """FacelabError unless ``x`` is what :meth:`logits` takes: (B >= 1, 3, S, S) float32."""
         s = self.preprocessing.image_size
         if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4 or x.shape[1:] != (3, s, s) \
                 or len(x) == 0:
