@@ -366,20 +366,23 @@ def evaluate(
 @app.command("predict")
 def predict(
     run: list[Path] = typer.Argument(..., help="A training run folder (or checkpoint); several are one ensemble, "
-                                     "their probabilities averaged."),
+                                     "their probabilities averaged; or a .onnx file written by facelab export."),
     target: Path = typer.Argument(..., help="A store folder or a folder of images (searched recursively)."),
     out: Path = typer.Option(Path("predictions.csv"), "--out", help="CSV file to write."),
     checkpoint: str = CHECKPOINT_OPT,
     device: str = DEVICE_OPT,
     threshold: float = typer.Option(0.5, help="Decision threshold for binary labels."),
     tta_flip: bool = typer.Option(False, help="Average predictions with the horizontally flipped image."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="torch (default) | onnx: onnxruntime on the run's "
+                                         "RUN/export/model.onnx, exported first when missing or made from other "
+                                         "weights than the checkpoint's. A .onnx file always runs on onnx."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Probability per label and predicted labels for every image, one CSV row each."""
     from facelab.eval.predict import predict_to_csv
 
     report = predict_to_csv(_one_or_many(run), target, out, device=device, threshold=threshold,
-                            which=_checkpoint_choice(checkpoint), tta_flip=tta_flip)
+                            which=_checkpoint_choice(checkpoint), tta_flip=tta_flip, engine=engine)
     if as_json:
         emit_json(report.to_dict())
         return
@@ -388,6 +391,38 @@ def predict(
         console.print(f"  skipped {s['key']}: {s['reason']}", markup=False)
     for w in report.warnings:
         console.print(f"[yellow]warning[/]: {w}")
+
+
+@app.command("export")
+def export(
+    run: list[Path] = typer.Argument(..., help="A classifier run folder (or checkpoint); several are exported as "
+                                     "one ensemble, their probabilities averaged."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx (the only format so far)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The .onnx file to write (default for one run: "
+                                       "RUN/export/model.onnx, the file predict --engine onnx runs)."),
+    checkpoint: str = CHECKPOINT_OPT,
+    opset: Optional[int] = typer.Option(None, min=7, help="ONNX opset (default: the exporter's)."),
+    exporter: str = typer.Option("dynamo", help="dynamo (torch.onnx.export(dynamo=True)) | torchscript"),
+    check_batch: int = typer.Option(8, min=1, help="Images in the PyTorch-vs-onnxruntime parity check."),
+    device: str = DEVICE_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Export a trained classifier to ONNX with its labels and preprocessing inside, checked against PyTorch."""
+    from facelab.deploy import export_onnx
+
+    if fmt != "onnx":
+        raise FacelabError(f"--format {fmt!r}: facelab exports onnx only")
+    report = export_onnx(_one_or_many(run), out, which=_checkpoint_choice(checkpoint), device=device, opset=opset,
+                         check_batch=check_batch, exporter=exporter)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    p = report.parity
+    console.print(f"[bold green]exported[/] {report.model} to {report.out}: {report.size_bytes / 1e6:.2f} MB, "
+                  f"opset {report.opset}, {report.exporter} exporter ({report.seconds['total']:.1f}s)")
+    console.print(f"parity PyTorch vs onnxruntime on {p.images}, batch sizes {', '.join(map(str, p.batch_sizes))}: "
+                  f"max |difference| of logits {p.max_abs_logit_diff:.2e}, of probabilities {p.max_abs_prob_diff:.2e} "
+                  f"(tolerance {p.tolerance:g})", highlight=False)
 
 
 # ---- experiments -----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import Field
 
 from facelab.config import StrictConfig
@@ -70,6 +71,22 @@ class Preprocessing(StrictConfig):
     def from_meta(cls, data: dict[str, Any] | None, *, where: str) -> Preprocessing | None:
         """Parse a checkpoint's stored block (None when the checkpoint has none)."""
         return cls.from_dict(data, where=where) if data else None
+
+    def to_input(self, images: np.ndarray) -> np.ndarray:
+        """Images as the network takes them: (B, S, S, 3) uint8 -> (B, 3, S, S) float32, scaled to [0, 1] and
+        normalised with ``mean``/``std`` (what training's batch loader does to the store's images).
+
+        Raises:
+            FacelabError: the images are not (B, S, S, 3) uint8 at this preprocessing's ``image_size``.
+        """
+        s = self.image_size
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (s, s, 3):
+            raise FacelabError(f"images of shape {images.shape} ({images.dtype}) do not fit a network that takes "
+                               f"{s}x{s} RGB images: pass (B, {s}, {s}, 3) uint8 (crop and resize them first)")
+        x = images.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)  # (B, 3, S, S) in [0, 1]
+        mean = np.asarray(self.mean, np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(1, 3, 1, 1)
+        return (x - mean) / std
 
     def check_store(self, store: Store, *, what: str) -> Compatibility:
         """Whether ``store``'s images are what the network ``what`` expects.

@@ -11,19 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from facelab.data.decode import crop_resize, decode_file, decode_min_side
 from facelab.data.image_folder import image_key, list_images
 from facelab.data.preprocessing import Preprocessing
 from facelab.data.schema import CropSpec, LabelKind, LabelSpec
 from facelab.data.store import MANIFEST, Store
+from facelab.deploy import load_engine
 from facelab.errors import FacelabError, ImageDecodeError
 from facelab.eval.evaluate import check_preprocessing
-from facelab.eval.inference import forward_logits
-from facelab.models.classifiers.ensemble import load_classifier
-from facelab.models.classifiers.heads import Task, task_predict
-from facelab.utils.device import resolve_device
+from facelab.models.classifiers.heads import Task
 from facelab.utils.io import atomic_write_text
 
 
@@ -65,13 +62,6 @@ def _store_batches(store, batch_size: int) -> Iterator[tuple[list[str], np.ndarr
         yield [str(k) for k in store.keys[sl]], np.array(store.images[sl])  # copy: memmaps are read-only
 
 
-def _to_tensor(imgs: np.ndarray, mean, std, device) -> torch.Tensor:
-    x = torch.from_numpy(imgs).to(device).permute(0, 3, 1, 2).float().div_(255)  # (B, 3, H, W)
-    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
-    return (x - m) / s
-
-
 def _header(task: Task, specs: dict[str, LabelSpec]) -> list[str]:
     cols = ["key"]
     for o in task.outputs:
@@ -108,18 +98,20 @@ def _check_writable(out: Path) -> None:
 
 def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, out: str | Path, *,
                    batch_size: int = 256, device: str = "cpu", threshold: float = 0.5, which: str = "best",
-                   tta_flip: bool = False, progress: bool = True) -> PredictReport:
+                   tta_flip: bool = False, progress: bool = True, engine: str | None = None) -> PredictReport:
     """Write one CSV row per image of ``target`` (a store folder or a folder of images).
 
     Args:
-        run: a run folder or checkpoint, or a list of them whose probabilities are averaged (an ensemble).
+        run: a run folder or checkpoint, or a list of them whose probabilities are averaged (an ensemble), or a
+            ``.onnx`` file written by ``facelab export`` (its labels and preprocessing come from the file).
         which: checkpoint of each run folder: "best" (default) or "last".
         tta_flip: average each image's logits with those of its mirror image (as ``facelab eval --tta-flip``).
+        engine: what runs the model (:func:`facelab.deploy.load_engine`): "torch", "onnx" (a run's exported
+            model, exported first when missing or stale); None: onnx for a .onnx file, else torch.
     """
     _check_writable(Path(out))  # before any inference, which a failed write at the end would throw away
-    model, meta = load_classifier(run, which=which, device=device)
-    device = resolve_device(device)
-    task = Task.from_dict(meta.config["task"])
+    model = load_engine(run, engine=engine, which=which, device=device, tta_flip=tta_flip)
+    meta, task = model.meta, model.task
     specs = {d["name"]: LabelSpec.from_dict(d) for d in meta.labels}
     target = Path(target)
     skipped: list[dict[str, str]] = []
@@ -138,11 +130,10 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
     from rich.console import Console
     from rich.progress import Progress
 
-    with Progress(disable=not progress, transient=True, console=Console(stderr=True)) as prog, torch.no_grad():
+    with Progress(disable=not progress, transient=True, console=Console(stderr=True)) as prog:
         bar = prog.add_task("predict", total=total)
         for keys, imgs in batches:
-            x = _to_tensor(imgs, meta.preprocessing.mean, meta.preprocessing.std, device)
-            probs = {k: v.cpu().numpy() for k, v in task_predict(forward_logits(model, x, tta_flip=tta_flip), task).items()}
+            probs = model.probabilities(meta.preprocessing.to_input(imgs))  # {label: (B,) or (B, K)}
             writer.writerows(_rows(keys, probs, task, specs, threshold))
             count += len(keys)
             prog.update(bar, advance=len(keys))

@@ -35,3 +35,22 @@ def test_unknown_keys_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="detector"):
         Preprocessing.from_dict({"image_size": 8, "mean": [0, 0, 0], "std": [1, 1, 1], "detector": "x"})
     assert Preprocessing.from_meta(None, where="x") is None and Preprocessing.from_meta({}, where="x") is None
+
+
+def test_to_input_is_what_the_batch_loader_feeds_the_network(tmp_path):
+    import numpy as np
+    import torch
+
+    from facelab.data.loader import BatchLoader
+
+    st = make_store(tmp_path / "s", n=6, size=16)
+    p = Preprocessing.of_store(st, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    x = p.to_input(np.asarray(st.images))
+    assert x.shape == (6, 3, 16, 16) and x.dtype == np.float32
+    batch = next(iter(BatchLoader(st, np.arange(6), batch_size=6, shuffle=False, mean=p.mean, std=p.std,
+                                  device=torch.device("cpu"))))
+    np.testing.assert_allclose(x, batch.x.numpy(), atol=1e-6, rtol=0)
+    with pytest.raises(FacelabError, match=r"\(B, 16, 16, 3\) uint8"):
+        p.to_input(np.asarray(st.images)[:, :8, :8])
+    with pytest.raises(FacelabError, match=r"\(B, 16, 16, 3\) uint8"):
+        p.to_input(np.asarray(st.images).astype(np.float32))

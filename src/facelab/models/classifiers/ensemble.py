@@ -86,7 +86,17 @@ def ensemble_meta(paths: Sequence[Path], metas: Sequence[CheckpointMeta]) -> Che
     archs = [m.arch for m in metas]
     arch = f"ensemble of {len(metas)} {archs[0]}" if len(set(archs)) == 1 else f"ensemble of {len(metas)} ({', '.join(archs)})"
     return CheckpointMeta(kind="classifier", arch=arch, arch_kwargs={"members": [str(p) for p in paths], "archs": archs},
-                          labels=ref.labels, preprocessing=pre, config={"task": ref.config["task"]})
+                          labels=ref.labels, preprocessing=pre, config={"task": ref.config["task"]},
+                          label_priors=_mean_priors(metas))
+
+
+def _mean_priors(metas: Sequence[CheckpointMeta]) -> dict[str, list[float]]:
+    """The priors an ensemble's averaged probabilities carry: the mean of its members' (none when a member's
+    checkpoint records none)."""
+    names = [d["name"] for d in metas[0].labels]
+    if not all(n in m.label_priors for m in metas for n in names):
+        return {}
+    return {n: [sum(v) / len(metas) for v in zip(*(m.label_priors[n] for m in metas))] for n in names}
 
 
 def load_classifier(paths: str | Path | Sequence[str | Path], *, which: str = "best",
