@@ -363,6 +363,12 @@ def evaluate(
     console.print(f"plots: {', '.join(report['plots'].values())}")
 
 
+FACES_OPT = typer.Option("auto", "--faces", help="Photos: auto (find and align every face when the model was trained "
+                         "on aligned faces, e.g. CelebA) | detect | aligned (each photo is one aligned face).")
+DETECTOR_OPT = typer.Option(None, "--detector", help="Face detector instead of the checkpoint's: mtcnn | retinaface "
+                            "(faster, coarser landmarks).")
+
+
 @app.command("predict")
 def predict(
     run: list[Path] = typer.Argument(..., help="A training run folder (or checkpoint); several are one ensemble, "
@@ -376,13 +382,16 @@ def predict(
     engine: Optional[str] = typer.Option(None, "--engine", help="torch (default) | onnx: onnxruntime on the run's "
                                          "RUN/export/model.onnx, exported first when missing or made from other "
                                          "weights than the checkpoint's. A .onnx file always runs on onnx."),
+    faces: str = FACES_OPT,
+    detector: Optional[str] = DETECTOR_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Probability per label and predicted labels for every image, one CSV row each."""
+    """Probability per label and predicted labels for every image (every face of every photo), as CSV rows."""
     from facelab.eval.predict import predict_to_csv
 
     report = predict_to_csv(_one_or_many(run), target, out, device=device, threshold=threshold,
-                            which=_checkpoint_choice(checkpoint), tta_flip=tta_flip, engine=engine)
+                            which=_checkpoint_choice(checkpoint), tta_flip=tta_flip, engine=engine,
+                            faces=faces, detector=detector)  # type: ignore[arg-type]
     if as_json:
         emit_json(report.to_dict())
         return
@@ -423,6 +432,46 @@ def export(
     console.print(f"parity PyTorch vs onnxruntime on {p.images}, batch sizes {', '.join(map(str, p.batch_sizes))}: "
                   f"max |difference| of logits {p.max_abs_logit_diff:.2e}, of probabilities {p.max_abs_prob_diff:.2e} "
                   f"(tolerance {p.tolerance:g})", highlight=False)
+
+
+@app.command("serve")
+def serve(
+    run: list[Path] = typer.Argument(..., help="A classifier run folder (or checkpoint, or .onnx export); several "
+                                     "are one ensemble."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1: this computer only)."),
+    port: int = typer.Option(8000, min=0, max=65535),
+    engine: Optional[str] = typer.Option(None, "--engine", help="torch (default) | onnx"),
+    checkpoint: str = CHECKPOINT_OPT,
+    faces: str = FACES_OPT,
+    detector: Optional[str] = DETECTOR_OPT,
+    threshold: float = typer.Option(0.5, help="Decision threshold for binary labels."),
+    max_upload_mb: float = typer.Option(20.0, min=0.01, help="Largest accepted upload (413 above)."),
+    max_pixels: Optional[int] = typer.Option(None, min=1, help="Largest accepted image, in pixels, checked from its "
+                                             "header before decoding (413 above; default 89.5 Mpx)."),
+    max_concurrent: int = typer.Option(2, min=1, help="Predictions at once; one more request gets 503 + Retry-After."),
+    max_faces: int = typer.Option(32, min=1, help="Faces predicted per photo (the best-scored)."),
+    read_timeout: float = typer.Option(30.0, min=0.1, help="Seconds a client has to send its upload (408 after)."),
+) -> None:
+    """A REST API (POST /v1/predict, GET /v1/model, /healthz, /docs) and a web page at / for any photo."""
+    import uvicorn
+
+    from facelab.deploy import load_engine
+    from facelab.eval.photos import PhotoPredictor
+    from facelab.serve.app import create_app
+    from facelab.serve.config import ServeConfig
+
+    config = resolve_config(ServeConfig, flags={
+        "host": host, "port": port, "max_upload_bytes": int(max_upload_mb * 1024 * 1024), "max_pixels": max_pixels,
+        "max_concurrent": max_concurrent, "max_faces": max_faces, "read_timeout_s": read_timeout},
+        where="serve options")
+    predictor = PhotoPredictor(load_engine(_one_or_many(run), engine=engine, which=_checkpoint_choice(checkpoint)),
+                               faces=faces, detector=detector, threshold=threshold)  # type: ignore[arg-type]
+    app = create_app(predictor, config)
+    info = predictor.describe()
+    console.print(f"serving {info['model']} ({info['engine']}, faces: {info['faces']}) on http://{host}:{port}/ "
+                  f"- API docs at /docs; Ctrl-C stops")
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", timeout_keep_alive=5,
+                limit_concurrency=max(16, 8 * config.max_concurrent))
 
 
 # ---- experiments -----------------------------------------------------------------------------------

@@ -1,16 +1,26 @@
-"""``facelab predict``: probabilities and predicted labels for every image of a store or a folder, as CSV."""
+"""``facelab predict``: probabilities and predicted labels for every image of a store or a folder, as CSV.
+
+A folder of photos goes through :class:`facelab.eval.photos.PhotoPredictor`, the path ``facelab serve`` takes
+too: for a checkpoint trained on aligned faces (``--faces auto``, the default, or ``detect``), every face of
+every photo is found, aligned like the training images and written as one row (``file, face, box_x, box_y,
+box_w, box_h, score``, then the probabilities and decisions); a photo without a face is listed as skipped
+with the reason. ``--faces aligned`` (and any checkpoint trained on unaligned images) takes each photo as one
+aligned face, one row keyed by the file. A store is predicted row by row as it is (``key``).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.progress import Progress
 
 from facelab.data.decode import crop_resize, decode_file, decode_min_side
 from facelab.data.image_folder import image_key, list_images
@@ -20,6 +30,7 @@ from facelab.data.store import MANIFEST, Store
 from facelab.deploy import load_engine
 from facelab.errors import FacelabError, ImageDecodeError
 from facelab.eval.evaluate import check_preprocessing
+from facelab.eval.photos import FacesMode, PhotoPredictor
 from facelab.models.classifiers.heads import Task
 from facelab.utils.io import atomic_write_text
 
@@ -36,34 +47,66 @@ class PredictReport:
                 "warnings": self.warnings}
 
 
-def _folder_batches(folder: Path, files: list[Path], preprocessing: Preprocessing, batch_size: int,
-                    skipped: list[dict[str, str]]) -> Iterator[tuple[list[str], np.ndarray]]:
+#: the columns that say where a face is, before the probabilities (--faces detect)
+FACE_COLUMNS = ["file", "face", "box_x", "box_y", "box_w", "box_h", "score"]
+Batch = tuple[list[list[Any]], np.ndarray]  # (the first cells of each row, (B, S, S, 3) uint8 crops)
+
+
+def _aligned_photos(folder: Path, files: Iterable[Path], preprocessing: Preprocessing,
+                    skipped: list[dict[str, str]]) -> Iterator[tuple[list[Any], np.ndarray]]:
+    """Each photo as one aligned face: ([key], its crop); the decoder may downscale (the crop is all we need)."""
     size = preprocessing.image_size
     crop = preprocessing.crop or CropSpec()
-    keys, imgs = [], []
     for p in files:
         try:
-            img = crop_resize(decode_file(p, min_side=decode_min_side(crop, size)), crop, size)
+            yield [image_key(folder, p)], crop_resize(decode_file(p, min_side=decode_min_side(crop, size)), crop, size)
         except ImageDecodeError as e:
             skipped.append({"key": image_key(folder, p), "reason": e.reason})
+
+
+def _detected_faces(folder: Path, files: Iterable[Path], predictor: PhotoPredictor,
+                    skipped: list[dict[str, str]]) -> Iterator[tuple[list[Any], np.ndarray]]:
+    """Every face of every photo: ([file, face index, box, score], its crop); photos without one are skipped."""
+    for p in files:
+        key = image_key(folder, p)
+        try:
+            crops, _ = predictor.face_crops(decode_file(p))
+        except ImageDecodeError as e:
+            skipped.append({"key": key, "reason": e.reason})
             continue
-        keys.append(image_key(folder, p))
+        if not crops:
+            skipped.append({"key": key, "reason": predictor.no_face_reason})
+        for i, c in enumerate(crops):
+            yield [key, i, *(f"{v:.1f}" for v in c.box), f"{c.score:.4f}"], c.image
+
+
+def _advancing(files: list[Path], advance: Any) -> Iterator[Path]:
+    """``files``, calling ``advance()`` after each one is read (the progress bar counts photos, not faces)."""
+    for p in files:
+        yield p
+        advance()
+
+
+def _batched(items: Iterator[tuple[list[Any], np.ndarray]], batch_size: int) -> Iterator[Batch]:
+    firsts, imgs = [], []
+    for first, img in items:
+        firsts.append(first)
         imgs.append(img)
         if len(imgs) == batch_size:
-            yield keys, np.stack(imgs)
-            keys, imgs = [], []
+            yield firsts, np.stack(imgs)
+            firsts, imgs = [], []
     if imgs:
-        yield keys, np.stack(imgs)
+        yield firsts, np.stack(imgs)
 
 
-def _store_batches(store, batch_size: int) -> Iterator[tuple[list[str], np.ndarray]]:
+def _store_batches(store, batch_size: int) -> Iterator[Batch]:
     for start in range(0, len(store), batch_size):
         sl = slice(start, min(len(store), start + batch_size))
-        yield [str(k) for k in store.keys[sl]], np.array(store.images[sl])  # copy: memmaps are read-only
+        yield [[str(k)] for k in store.keys[sl]], np.array(store.images[sl])  # copy: memmaps are read-only
 
 
-def _header(task: Task, specs: dict[str, LabelSpec]) -> list[str]:
-    cols = ["key"]
+def _header(first: list[str], task: Task, specs: dict[str, LabelSpec]) -> list[str]:
+    cols = list(first)
     for o in task.outputs:
         if o.kind is LabelKind.BINARY:
             cols.append(f"p_{o.name}")
@@ -72,9 +115,10 @@ def _header(task: Task, specs: dict[str, LabelSpec]) -> list[str]:
     return cols + [f"pred_{o.name}" for o in task.outputs]
 
 
-def _rows(keys: list[str], probs: dict[str, np.ndarray], task: Task, specs: dict[str, LabelSpec], threshold: float):
-    for i, k in enumerate(keys):
-        row: list[Any] = [k]
+def _rows(firsts: list[list[Any]], probs: dict[str, np.ndarray], task: Task, specs: dict[str, LabelSpec],
+          threshold: float):
+    for i, first in enumerate(firsts):
+        row: list[Any] = list(first)
         preds = []
         for o in task.outputs:
             p = probs[o.name][i]
@@ -98,7 +142,8 @@ def _check_writable(out: Path) -> None:
 
 def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, out: str | Path, *,
                    batch_size: int = 256, device: str = "cpu", threshold: float = 0.5, which: str = "best",
-                   tta_flip: bool = False, progress: bool = True, engine: str | None = None) -> PredictReport:
+                   tta_flip: bool = False, progress: bool = True, engine: str | None = None,
+                   faces: FacesMode = "auto", detector: str | None = None) -> PredictReport:
     """Write one CSV row per image of ``target`` (a store folder or a folder of images).
 
     Args:
@@ -108,6 +153,9 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
         tta_flip: average each image's logits with those of its mirror image (as ``facelab eval --tta-flip``).
         engine: what runs the model (:func:`facelab.deploy.load_engine`): "torch", "onnx" (a run's exported
             model, exported first when missing or stale); None: onnx for a .onnx file, else torch.
+        faces: for a folder of photos: "auto" (detect and align the faces when the checkpoint was trained on
+            aligned faces), "detect" or "aligned" (each photo is one aligned face); see the module docstring.
+        detector: the face detector instead of the checkpoint's (e.g. "retinaface", the fast one).
     """
     _check_writable(Path(out))  # before any inference, which a failed write at the end would throw away
     model = load_engine(run, engine=engine, which=which, device=device, tta_flip=tta_flip)
@@ -116,30 +164,37 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
     target = Path(target)
     skipped: list[dict[str, str]] = []
     warnings: list[str] = []
-    if (target / MANIFEST).is_file():
-        store = Store.open(target)
-        warnings = check_preprocessing(meta, store)
-        batches, total = _store_batches(store, batch_size), len(store)
-    else:
-        files, skipped = list_images(target, what=", and not a store")
-        batches, total = _folder_batches(target, files, meta.preprocessing, batch_size, skipped), len(files)
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(_header(task, specs))
-    count = 0
-    from rich.console import Console
-    from rich.progress import Progress
-
+    first = ["key"]
     with Progress(disable=not progress, transient=True, console=Console(stderr=True)) as prog:
-        bar = prog.add_task("predict", total=total)
-        for keys, imgs in batches:
+        is_store = (target / MANIFEST).is_file()
+        if is_store:
+            store = Store.open(target)
+            warnings = check_preprocessing(meta, store)
+            bar = prog.add_task("predict", total=len(store))
+            batches = _store_batches(store, batch_size)
+        else:
+            files, skipped = list_images(target, what=", and not a store")
+            predictor = PhotoPredictor(model, faces=faces, detector=detector, threshold=threshold)
+            bar = prog.add_task("predict", total=len(files))
+            files_done = _advancing(files, lambda: prog.advance(bar))
+            if predictor.mode == "detect":
+                first, items = FACE_COLUMNS, _detected_faces(target, files_done, predictor, skipped)
+            else:
+                items = _aligned_photos(target, files_done, meta.preprocessing, skipped)
+            batches = _batched(items, batch_size)
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(_header(first, task, specs))
+        count = 0
+        for firsts, imgs in batches:
             probs = model.probabilities(meta.preprocessing.to_input(imgs))  # {label: (B,) or (B, K)}
-            writer.writerows(_rows(keys, probs, task, specs, threshold))
-            count += len(keys)
-            prog.update(bar, advance=len(keys))
+            writer.writerows(_rows(firsts, probs, task, specs, threshold))
+            count += len(firsts)
+            if is_store:
+                prog.advance(bar, len(firsts))
     if count == 0:  # every file skipped: an empty CSV with exit code 0 would pass for a result
         reasons = "; ".join(f"{d['key']}: {d['reason']}" for d in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-        raise FacelabError(f"{target}: none of its {len(skipped)} files could be read as an image, nothing written "
-                           f"to {out} ({reasons})")
+        raise FacelabError(f"{target}: none of its {len(skipped)} files could be read as an image with a face to "
+                           f"predict, nothing written to {out} ({reasons})")
     atomic_write_text(Path(out), buf.getvalue())
     return PredictReport(out=str(out), count=count, skipped=skipped, warnings=warnings)

@@ -1,0 +1,11 @@
+"""``facelab serve``: a trained classifier behind a REST API and a web page, on any photo.
+
+- :mod:`facelab.serve.config`: the service's limits (upload size, pixels, concurrency, faces per photo);
+- :mod:`facelab.serve.guard`: ASGI middleware that refuses oversized and slow uploads before they are parsed;
+- :mod:`facelab.serve.app`: the FastAPI app (``POST /v1/predict``, ``GET /v1/model``, ``GET /healthz``, the
+  page at ``/``, OpenAPI at ``/docs`` served from local files);
+- ``static/``: the page (no CDN: it works offline).
+
+The service builds its preprocessing from the checkpoint through the same :class:`facelab.eval.photos.PhotoPredictor`
+that ``facelab predict`` uses, so a photo gets the same answer from both.
+"""
