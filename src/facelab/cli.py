@@ -448,7 +448,8 @@ def serve(
     max_upload_mb: float = typer.Option(20.0, min=0.01, help="Largest accepted upload (413 above)."),
     max_pixels: Optional[int] = typer.Option(None, min=1, help="Largest accepted image, in pixels, checked from its "
                                              "header before decoding (413 above; default 89.5 Mpx)."),
-    max_concurrent: int = typer.Option(2, min=1, help="Predictions at once; one more request gets 503 + Retry-After."),
+    max_concurrent: int = typer.Option(2, min=1, help="Predictions at once."),
+    max_queue: int = typer.Option(8, min=0, help="Requests waiting for a prediction; one more gets 503 + Retry-After."),
     max_faces: int = typer.Option(32, min=1, help="Faces predicted per photo (the best-scored)."),
     read_timeout: float = typer.Option(30.0, min=0.1, help="Seconds a client has to send its upload (408 after)."),
 ) -> None:
@@ -462,7 +463,7 @@ def serve(
 
     config = resolve_config(ServeConfig, flags={
         "host": host, "port": port, "max_upload_bytes": int(max_upload_mb * 1024 * 1024), "max_pixels": max_pixels,
-        "max_concurrent": max_concurrent, "max_faces": max_faces, "read_timeout_s": read_timeout},
+        "max_concurrent": max_concurrent, "max_queue": max_queue, "max_faces": max_faces, "read_timeout_s": read_timeout},
         where="serve options")
     predictor = PhotoPredictor(load_engine(_one_or_many(run), engine=engine, which=_checkpoint_choice(checkpoint)),
                                faces=faces, detector=detector, threshold=threshold)  # type: ignore[arg-type]

@@ -55,7 +55,8 @@ def test_model_health_page_and_docs_work_offline(client, clf_run):
     info = client.get("/v1/model").json()
     assert info["labels"] == clf_run[1]["labels"] and info["faces"] == "detect" and info["engine"] == "torch"
     assert info["limits"]["max_faces"] == 3 and info["preprocessing"]["image_size"] == 32
-    assert client.get("/healthz").json() == {"status": "ok", "busy": 0, "max_concurrent": 2}
+    assert client.get("/healthz").json() == {"status": "ok", "busy": 0, "waiting": 0, "max_concurrent": 2,
+                                             "max_queue": 8}
     page, docs = client.get("/").text, client.get("/docs").text
     assert 'id="file"' in page and "/static/app.js" in page
     for html in (page, docs):  # every resource comes from this server: no CDN, works offline
@@ -145,14 +146,32 @@ def test_an_upload_above_the_size_limit_is_refused_before_it_is_parsed(client):
 
 def test_a_full_service_answers_503_with_retry_after(client):
     slots = client.app.app.state.slots
-    free = slots.free
-    slots.free = 0  # every prediction slot taken
+    busy = slots.busy
+    slots.busy = slots.n + slots.queue  # every slot running, the queue full
     try:
         r = post(client, png(blank()))
     finally:
-        slots.free = free
+        slots.busy = busy
     assert r.status_code == 503 and r.headers["retry-after"] == "1" and "busy" in r.json()["detail"]
     assert post(client, png(blank())).status_code == 200  # free again
+
+
+def test_slots_run_n_queue_the_next_and_refuse_beyond():
+    from facelab.serve.app import Slots
+
+    async def scenario():
+        slots, order = Slots(2, 1), []
+        assert await slots.acquire() and await slots.acquire()  # both running
+        waiter = asyncio.create_task(slots.acquire())  # queued
+        await asyncio.sleep(0)
+        assert slots.waiting == 1 and not await slots.acquire()  # the queue is full: refused at once
+        slots.release()
+        assert await waiter and slots.busy == 2 and slots.waiting == 0
+        slots.release(), slots.release()
+        order.append(slots.busy)
+        return order
+
+    assert asyncio.run(scenario()) == [0]
 
 
 def test_slow_and_lying_clients_get_408_and_413():

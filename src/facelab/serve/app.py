@@ -9,12 +9,13 @@ Hostile input never reaches the model as a 500: oversized or slow bodies are ref
 sniffed from its bytes (not its name or Content-Type), so anything that does not decode as an image is 415
 and a truncated or corrupt one is 422; an image whose header announces more than ``max_pixels`` is 413
 before it is decoded; at most ``max_faces`` faces are predicted; when ``max_concurrent`` predictions are
-running, the next request gets 503 with Retry-After instead of queueing without bound. Uploads are parsed in
+running and ``max_queue`` requests wait, the next one gets 503 with Retry-After instead of queueing without bound. Uploads are parsed in
 memory (the body is already bounded): nothing is written to disk.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from importlib import resources
 from pathlib import Path
@@ -45,19 +46,31 @@ def _swagger_dir() -> Path | None:
 
 
 class Slots:
-    """At most ``n`` predictions at once; taking one when all are busy fails at once (never queues)."""
+    """At most ``n`` predictions at once and at most ``queue`` requests waiting for one; :meth:`acquire` says
+    False at once when the queue is full too (the caller answers 503), so memory stays bounded."""
 
-    def __init__(self, n: int) -> None:
-        self.free = n
+    def __init__(self, n: int, queue: int) -> None:
+        self.n, self.queue = n, queue
+        self.busy = self.waiting = 0
+        self._sem: asyncio.Semaphore | None = None
 
-    def take(self) -> bool:
-        if self.free == 0:
+    async def acquire(self) -> bool:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.n)  # made in the server's event loop
+        if self.busy + self.waiting >= self.n + self.queue:
             return False
-        self.free -= 1
+        self.waiting += 1
+        try:
+            await self._sem.acquire()
+        finally:
+            self.waiting -= 1
+        self.busy += 1
         return True
 
-    def give(self) -> None:
-        self.free += 1
+    def release(self) -> None:
+        self.busy -= 1
+        assert self._sem is not None
+        self._sem.release()
 
 
 def create_app(predictor: PhotoPredictor, config: ServeConfig | None = None) -> Any:
@@ -69,7 +82,7 @@ def create_app(predictor: PhotoPredictor, config: ServeConfig | None = None) -> 
     info = predictor.describe()
     app = FastAPI(title="facelab", version=info.get("facelab_version", ""), docs_url=None, redoc_url=None,
                   description=f"{info['model']} predicting {', '.join(info['labels'])} on faces found in photos.")
-    slots = Slots(config.max_concurrent)
+    slots = Slots(config.max_concurrent, config.max_queue)
     app.state.slots, app.state.config = slots, config
     swagger = _swagger_dir()
     if swagger is not None:
@@ -88,7 +101,8 @@ def create_app(predictor: PhotoPredictor, config: ServeConfig | None = None) -> 
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "busy": config.max_concurrent - slots.free, "max_concurrent": config.max_concurrent}
+        return {"status": "ok", "busy": slots.busy, "waiting": slots.waiting, "max_concurrent": config.max_concurrent,
+                "max_queue": config.max_queue}
 
     @app.get("/v1/model", response_model=ModelInfo)
     def model() -> dict[str, Any]:
@@ -100,14 +114,14 @@ def create_app(predictor: PhotoPredictor, config: ServeConfig | None = None) -> 
                          422: {"description": "a damaged image"}, 503: {"description": "busy: retry"}})
     async def predict(request: Request) -> dict[str, Any]:
         data, name = await _upload(request)
-        if not slots.take():
-            raise HTTPException(503, f"all {config.max_concurrent} prediction slots are busy; retry shortly",
-                                headers={"Retry-After": str(config.retry_after_s)})
+        if not await slots.acquire():
+            raise HTTPException(503, f"busy: {config.max_concurrent} predictions running and {config.max_queue} "
+                                "waiting; retry shortly", headers={"Retry-After": str(config.retry_after_s)})
         try:
             t0 = time.perf_counter()
             result = await run_in_threadpool(_predict, predictor, data, name, config)
         finally:
-            slots.give()
+            slots.release()
         return {**result, "seconds": round(time.perf_counter() - t0, 4), "model": info["model"]}
 
     return BodyGuard(app, max_bytes=config.max_upload_bytes, timeout_s=config.read_timeout_s)
