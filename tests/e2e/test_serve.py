@@ -204,6 +204,9 @@ def test_slow_and_lying_clients_get_408_and_413():
 def test_uploads_leave_no_file_behind(client, tmp_path, monkeypatch):
     import tempfile
 
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where spooled uploads would land
-    assert post(client, png(paste_face(13).image)).status_code == 200
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where uploads above 1 MB are spooled
+    noisy = np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)
+    data = png(noisy)
+    assert 1 << 20 < len(data) < 3 << 20  # spooled to disk, under the limit
+    assert post(client, data).status_code == 200
     assert list(tmp_path.iterdir()) == []
