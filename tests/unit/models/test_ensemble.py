@@ -110,3 +110,14 @@ def test_a_run_listed_twice_is_refused(tmp_path):
     a = _checkpoint(tmp_path / "a")
     with pytest.raises(FacelabError, match="listed twice"):
         load_classifier([a, tmp_path / "a" / ".." / "a"])
+
+
+def test_members_aligned_differently_are_refused_but_an_unrecorded_alignment_is_not(tmp_path):
+    from facelab.faces import AlignSpec
+
+    a = _checkpoint(tmp_path / "a", pre={**PRE, "align": AlignSpec(detector="mtcnn").model_dump(mode="json")})
+    b = _checkpoint(tmp_path / "b", pre={**PRE, "align": AlignSpec(detector="retinaface").model_dump(mode="json")})
+    old = _checkpoint(tmp_path / "old")  # written before checkpoints recorded their alignment
+    with pytest.raises(FacelabError, match=r"other preprocessing.*align"):
+        load_classifier([a, b])
+    assert load_classifier([a, old])[1].arch == "ensemble of 2 vgg_scratch"

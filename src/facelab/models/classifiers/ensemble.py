@@ -71,6 +71,9 @@ def _check_compatible(paths: Sequence[Path], metas: Sequence[CheckpointMeta]) ->
             raise FacelabError(f"{path} predicts {names}, {first} predicts {ref_names}: ensemble members must "
                                "predict the same labels, in the same order and with the same classes")
         diff = [k for k in SHARED_PREPROCESSING if _pre(meta, k) != _pre(ref, k)]
+        a, b = _pre(meta, "align"), _pre(ref, "align")
+        if a is not None and b is not None and a != b:  # older checkpoints record no alignment: not a difference
+            diff.append("align")
         if diff:
             detail = "; ".join(f"{k} {_pre(meta, k)!r} against {_pre(ref, k)!r}" for k in diff)
             raise FacelabError(f"{path} was trained with other preprocessing than {first} ({detail}): ensemble "
