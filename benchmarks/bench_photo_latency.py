@@ -73,7 +73,7 @@ def main() -> None:
     rows = []
     for detector in args.detectors:
         for engine in args.engines:
-            predictor = PhotoPredictor(load_engine(args.run, engine=engine), faces="detect", detector=detector,
+            predictor = PhotoPredictor(load_engine(args.run, engine=engine, **({"threads": args.threads} if engine == "onnx" else {})), faces="detect", detector=detector,
                                        threads=args.threads)
             for d in data[:3]:
                 time_one(predictor, d)  # warm-up: lazily loaded models, first-call allocations

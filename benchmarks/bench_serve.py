@@ -44,17 +44,22 @@ def _peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def _png(width: int, height: int, idat: bytes) -> bytes:
+    """A grey 8-bit PNG of ``width`` x ``height`` with the given compressed pixel data."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
 def hostile() -> dict[str, bytes]:
     """Uploads a public service meets, each of which must get a clear 4xx."""
-    raw = zlib.compress(b"\x00" * 5001 * 5000, 9)
-    ihdr = b"IHDR" + (5000).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
-    bomb = (b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + ihdr + zlib.crc32(ihdr).to_bytes(4, "big")
-            + len(raw).to_bytes(4, "big") + b"IDAT" + raw + zlib.crc32(b"IDAT" + raw).to_bytes(4, "big")
-            + (0).to_bytes(4, "big") + b"IEND" + zlib.crc32(b"IEND").to_bytes(4, "big"))
-    huge_ihdr = b"IHDR" + (40000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
-    huge = b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + huge_ihdr + zlib.crc32(huge_ihdr).to_bytes(4, "big")
+    side = 10_000  # 100 Mpx of zeros compress to about 100 kB
+    bomb = _png(side, side, zlib.compress(b"\x00" * (side + 1) * side, 9))
     return {"empty body": b"", "text named .jpg": b"not an image at all", "truncated JPEG": photos(None, 1, 0)[0][:500],
-            "PNG header of 40000x40000": huge, "zip bomb PNG (5000x5000 in %d bytes)" % len(bomb): bomb,
+            "PNG header of 40000x40000": _png(40_000, 40_000, zlib.compress(b"\x00" * 1000)),
+            f"zip bomb PNG ({side}x{side} in {len(bomb):,} bytes)": bomb,
             "PDF/PNG polyglot": b"%PDF-1.4\n" + bomb[:100], "30 MB upload": b"\xff\xd8\xff" + b"\x00" * (30 << 20)}
 
 
