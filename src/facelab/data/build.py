@@ -39,7 +39,7 @@ from facelab.data.schema import NO_PARTITION, CropSpec, Partition, Record, Skip,
 from facelab.data.sources.base import text_key
 from facelab.data.store import FORMAT_VERSION, MANIFEST
 from facelab.errors import ConfigError, DataError, ImageDecodeError, StoreError
-from facelab.faces import AlignSpec, FacePipeline
+from facelab.faces import AlignedFace, AlignSpec, FacePipeline
 from facelab.data.partial import (
     BUILD_FILE,
     DECODED_FILE,
@@ -184,16 +184,9 @@ def _set_state(source: Source, records: list[Record], crop: CropSpec, size: int,
                with_landmarks: bool, align: AlignSpec | None) -> None:
     pipeline = FacePipeline(align) if align is not None else None  # its model loads on the first image
     _STATE.update(source=source, records=records, crop=crop, size=size, pipeline=pipeline,
-                  template=None if align is None else _template_in_store(align, crop, size),
                   min_side=None if align is not None else decode_min_side(crop, size),
                   images=np.load(Path(partial) / DECODED_FILE, mmap_mode="r+"),
                   landmarks=np.load(Path(partial) / LANDMARKS_FILE, mmap_mode="r+") if with_landmarks else None)
-
-
-def _template_in_store(align: AlignSpec, crop: CropSpec, size: int) -> np.ndarray:
-    """(10,) the alignment template's points in store pixels: where every aligned face's landmarks go."""
-    width, height = align.frame
-    return landmarks_to_store(align.template_points.reshape(-1).tolist(), height, width, crop, size)
 
 
 def _init_worker(*args: Any) -> None:
@@ -219,25 +212,28 @@ def _decode_range(span: tuple[int, int]) -> tuple[int, int, list[tuple[int, str]
         try:
             img = st["source"].load(rec, min_side=min_side)  # (H, W, 3) uint8
             _check_loaded(img, rec, st["source"])
+            points = rec.landmarks
             if st["pipeline"] is not None:
-                img = _aligned(st["pipeline"], img)  # (218, 178, 3): CelebA's frame
+                found = _aligned(st["pipeline"], img)
+                img, points = found.image, tuple(found.landmarks.reshape(-1))  # (218, 178, 3): CelebA's frame
             images[i] = crop_resize(img, crop, size)  # (S, S, 3)
         except ImageDecodeError as e:
             failed.append((i, e.reason))  # the report lists the key beside it
             continue
         if landmarks is not None:
-            landmarks[i] = (st["template"] if st["template"] is not None else np.nan if rec.landmarks is None
-                            else landmarks_to_store(rec.landmarks, img.shape[0], img.shape[1], crop, size))
+            landmarks[i] = (np.nan if points is None
+                            else landmarks_to_store(points, img.shape[0], img.shape[1], crop, size))
     return start, stop, failed
 
 
-def _aligned(pipeline: FacePipeline, img: np.ndarray) -> np.ndarray:
-    """The best-scored face of ``img`` warped into the pipeline's frame; ImageDecodeError when there is none
-    (its reason, "no face found (mtcnn, min score 0.9)", is what the report lists)."""
+def _aligned(pipeline: FacePipeline, img: np.ndarray) -> AlignedFace:
+    """The best-scored face of ``img`` warped into the pipeline's frame, with its detected landmarks; an
+    ImageDecodeError when there is none (its reason, "no face found (mtcnn, min score 0.9)", is what the
+    report lists)."""
     faces = pipeline.detect(img)
     for face in faces:  # best first; a face whose landmarks coincide cannot be aligned: try the next
         try:
-            return pipeline.align(img, face).image
+            return pipeline.align(img, face)
         except DataError:
             continue
     raise ImageDecodeError(pipeline.no_face_reason)
@@ -488,7 +484,8 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
             default crop (the aligned images are in CelebA's frame).
         align: detect every image's faces and store the best-scored one aligned into CelebA's frame
             (:class:`~facelab.faces.AlignSpec`); images without a face are skipped and reported. The store's
-            landmarks column then holds the template's points in store pixels.
+            landmarks column then holds each face's detected landmarks carried into store pixels (near the
+            template: how far they are from it says how the head is turned).
         workers: decoding processes (default ``os.cpu_count()``; 1 decodes in this process).
         overwrite: replace a different store already at ``out`` (never a folder that is not a store).
         progress: show a progress bar with ETA on stderr (when it is a terminal) and print notes.
@@ -512,7 +509,7 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
     existing = _check_out(out, key, overwrite=overwrite)
     index = _text_keys(source.index())
     if align is not None:
-        index.has_landmarks = True  # the template's points, where every aligned face's landmarks go
+        index.has_landmarks = True  # each face's detected landmarks, carried into the aligned frame
     if existing is not None and not overwrite:
         return _already_complete(out, existing, index, t0)
     _validate_index(source, index)
