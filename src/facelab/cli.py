@@ -31,6 +31,9 @@ data_app = typer.Typer(help="Prepare dataset stores and inspect them.", no_args_
 app.add_typer(data_app, name="data")
 experiment_app = typer.Typer(help="Experiments: config -> run folder -> results and plots.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
+label_app = typer.Typer(help="Labels of face orientation and light direction: automatic, then reviewed.",
+                        no_args_is_help=True)
+app.add_typer(label_app, name="label")
 metrics_app = typer.Typer(help="Quality metrics of generative runs: FID/KID, conditional fidelity, CAS.", no_args_is_help=True)
 app.add_typer(metrics_app, name="metrics")
 
@@ -473,6 +476,35 @@ def serve(
                   f"- API docs at /docs; Ctrl-C stops")
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning", timeout_keep_alive=5,
                 limit_concurrency=max(16, 8 * config.max_concurrent))
+
+
+# ---- labels ----------------------------------------------------------------------------------------
+@label_app.command("auto")
+def label_auto(
+    store: Path = typer.Argument(..., help="A store whose images carry face landmarks (built with --align, or CelebA "
+                                 "with its landmarks file)."),
+    task: str = typer.Option("orientation,light", "--task", help="Comma-separated: orientation, light."),
+    out: Path = typer.Option(Path("labels.csv"), "--out", help="The labels CSV to write (plus OUT.html, the report)."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Label every image: head orientation from the landmarks, light direction from the skin's shading."""
+    from facelab.data.store import Store
+    from facelab.labelers.report import label_report
+    from facelab.labelers.table import LabelsFile, auto_label
+
+    st = Store.open(store)
+    result = auto_label(st, task, out)
+    result["report"] = str(label_report(st, LabelsFile.read(out, store=st)))
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"[bold green]labelled[/] {result['images']} images in {result['seconds']:.1f}s "
+                  f"({result['images_per_s']:.0f}/s) -> {result['out']}")
+    for t, counts in result["counts"].items():
+        console.print(f"  {t}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    if result["unlabelled"]:
+        console.print(f"  {result['unlabelled']} images without a label (see the note column)")
+    console.print(f"report: {result['report']}")
 
 
 # ---- experiments -----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from facelab.data.face_params import (
     sample_identity,
     sample_shot,
 )
-from facelab.data.render_face import render_face
+from facelab.data.render_face import face_landmarks, render_face
 from facelab.data.schema import LabelKind, LabelSpec, Partition, Record, SourceIndex
 from facelab.data.sources.base import SOURCES, Source, SourceOptions
 from facelab.errors import DataError
@@ -53,6 +53,8 @@ class SyntheticOptions(SourceOptions):
         render_size: side rendered when the caller does not ask for a size.
         partitions: TRAIN/VAL/TEST fractions, assigned per identity.
         images_per_identity: consecutive records sharing one person.
+        landmarks: record each face's exact five landmarks (as drawn), so the store carries them; the images
+            are then rendered at ``render_size`` and downscaled by the store.
     """
 
     n: int = Field(2000, ge=1, le=50_000_000)
@@ -62,6 +64,7 @@ class SyntheticOptions(SourceOptions):
     render_size: int = Field(128, ge=8, le=4096)
     partitions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     images_per_identity: int = Field(5, ge=1)
+    landmarks: bool = False  # record each face's exact 5 landmarks (renders at render_size: slower builds)
 
     @field_validator("prevalence")
     @classmethod
@@ -186,17 +189,17 @@ class SyntheticSource(Source):
             identity = i // o.images_per_identity
             if i % o.images_per_identity == 0:
                 person, partition = self.person_labels(identity), int(self.partition_of(identity))
-            records.append(
-                Record(
-                    key=f"synthetic_{i:07d}", ref=(o.seed, i, identity), labels=self.record_labels(i, person),
-                    identity=identity, partition=partition,
-                )
-            )
+            record = Record(key=f"synthetic_{i:07d}", ref=(o.seed, i, identity), labels=self.record_labels(i, person),
+                            identity=identity, partition=partition)
+            if o.landmarks:
+                points = face_landmarks(self.face_params(record), o.render_size)  # (5, 2) in render pixels
+                record.landmarks = tuple(float(v) for v in points.reshape(-1))
+            records.append(record)
         n_ids = (o.n + o.images_per_identity - 1) // o.images_per_identity
         note = f"{o.n} procedurally rendered faces of {n_ids} identities (seed {o.seed}); images are drawn on load"
         return SourceIndex(
             source=self.name, root=None, labels=self.label_specs(), records=records, notes=[note],
-            has_identities=True, has_partitions=True,
+            has_identities=True, has_partitions=True, has_landmarks=o.landmarks,
         )
 
     # ---- images ---------------------------------------------------------------------------------------

@@ -1,0 +1,78 @@
+"""The report of an auto-labelling: contact sheets per class and the confidence histogram, in one HTML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from facelab.data.store import Store
+from facelab.eval.grids import save_grid
+from facelab.labelers.table import LabelsFile
+from facelab.report.html import image, page, section, table
+from facelab.utils.io import atomic_write_text
+
+SHEET = 40  # faces per contact sheet
+
+
+def label_report(store: Store, labels: LabelsFile, *, seed: int = 0) -> Path:
+    """Write ``<labels>.html`` (and its PNGs in ``<labels stem>_report/``): per task, the counts per class, a
+    contact sheet of up to 40 faces of each class drawn at random (seeded), the least confident faces, and
+    the confidence histogram. Returns the HTML path."""
+    folder = labels.path.with_name(labels.path.stem + "_report")
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    parts = [section("Store", f"<p>{store.path}: {len(store)} images, {len(labels.rows)} rows in {labels.path.name}</p>")]
+    for task in labels.tasks:
+        rows = labels.rows
+        classes = sorted({r[task] for r in rows if r[task]})
+        conf = {c: np.array([float(r[f"{task}_confidence"]) for r in rows if r[task] == c]) for c in classes}
+        counts = table(["class", "images", "share", "median confidence"],
+                       [[c, len(conf[c]), f"{len(conf[c]) / max(1, len(rows)):.1%}",
+                         f"{np.median(conf[c]):.3f}" if len(conf[c]) else "-"] for c in classes]
+                       + [["(no label)", sum(not r[task] for r in rows), "", ""]])
+        sheets = []
+        for c in classes:
+            keys = [r["key"] for r in rows if r[task] == c]
+            pick = sorted(rng.choice(len(keys), size=min(SHEET, len(keys)), replace=False))
+            sheets.append(image(_sheet(store, labels, [keys[i] for i in pick], folder / f"{task}-{c}.png"),
+                                f"{c}: {len(pick)} of {len(keys)} at random"))
+        ranked = sorted((r for r in rows if r[task]), key=lambda r: float(r[f"{task}_confidence"]))[:SHEET]
+        sheets.append(image(_sheet(store, labels, [r["key"] for r in ranked], folder / f"{task}-least-confident.png"),
+                            "the least confident (what the review page shows first)"))
+        hist = _histogram(conf, folder / f"{task}-confidence.png", task)
+        parts.append(section(f"{task}", counts, "<div class='row'>" + "".join(sheets) + "</div>", image(hist)))
+    out = labels.path.with_suffix(".html")
+    atomic_write_text(out, page(f"facelab labels: {labels.path.name}", parts))
+    return out
+
+
+def _sheet(store: Store, labels: LabelsFile, keys: list[str], path: Path) -> Path:
+    rows = np.sort(np.array([_store_row(store, k) for k in keys], dtype=np.int64)) if keys else np.zeros(0, np.int64)
+    images = np.asarray(store.images[rows]) if len(rows) else np.zeros((1, store.image_size, store.image_size, 3), np.uint8)
+    return save_grid(images, path, nrow=8, scale=max(1, 64 // store.image_size))
+
+
+def _store_row(store: Store, key: str) -> int:
+    cache = getattr(store, "_row_of_key", None)
+    if cache is None:
+        cache = {str(k): i for i, k in enumerate(store.keys)}
+        object.__setattr__(store, "_row_of_key", cache)
+    return cache[key]
+
+
+def _histogram(conf: dict[str, np.ndarray], path: Path, task: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.hist([conf[c] for c in conf], bins=20, range=(0, 1), stacked=True, label=list(conf))
+    ax.set_xlabel(f"{task} confidence")
+    ax.set_ylabel("images")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
