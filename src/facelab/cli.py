@@ -507,6 +507,30 @@ def label_auto(
     console.print(f"report: {result['report']}")
 
 
+@label_app.command("review")
+def label_review(
+    store: Path = typer.Argument(..., help="The store the labels are of."),
+    labels: Path = typer.Option(..., "--labels", help="The labels CSV (from `facelab label auto`): decisions are "
+                                "written into it at once."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1: this computer only)."),
+    port: int = typer.Option(8000, min=0, max=65535),
+) -> None:
+    """A page showing the faces least-confident first: one key per class, s to skip, u to undo."""
+    import uvicorn
+
+    from facelab.data.store import Store
+    from facelab.labelers.table import LabelsFile
+    from facelab.serve.app import create_app
+    from facelab.serve.review import ReviewSession, review_lock
+
+    st = Store.open(store)
+    session = ReviewSession(st, LabelsFile.read(labels, store=st))
+    with review_lock(labels):
+        console.print(f"reviewing {labels} on http://{host}:{port}/review - every decision is saved at once; "
+                      "Ctrl-C stops")
+        uvicorn.run(create_app(None, review=session), host=host, port=port, log_level="warning")
+
+
 # ---- experiments -----------------------------------------------------------------------------------
 @experiment_app.command("batch-schedule")
 def experiment_batch_schedule(

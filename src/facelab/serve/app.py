@@ -23,15 +23,18 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+
+import facelab
 
 from facelab.data.decode import decode_bytes
 from facelab.errors import ImageDecodeError
 from facelab.eval.photos import PhotoPredictor
 from facelab.serve.config import ServeConfig
 from facelab.serve.guard import BodyGuard
+from facelab.serve.review import ReviewSession, review_router
 from facelab.serve.schemas import FaceResult, ModelInfo, PredictResponse
 
 STATIC = Path(str(resources.files("facelab.serve") / "static"))
@@ -73,31 +76,50 @@ class Slots:
         self._sem.release()
 
 
-def create_app(predictor: PhotoPredictor, config: ServeConfig | None = None) -> Any:
-    """The app for ``predictor`` under ``config``'s limits (an ASGI app: the FastAPI app inside a BodyGuard).
+def create_app(predictor: PhotoPredictor | None, config: ServeConfig | None = None, *,
+               review: ReviewSession | None = None) -> Any:
+    """The app for ``predictor`` under ``config``'s limits (an ASGI app: the FastAPI app inside a BodyGuard),
+    with the review page's routes when ``review`` is given (``facelab label review``; then ``predictor`` may
+    be None).
 
     The FastAPI app itself is ``returned.app`` (for ``TestClient`` and ``app.state``).
     """
     config = config or ServeConfig()
-    info = predictor.describe()
-    app = FastAPI(title="facelab", version=info.get("facelab_version", ""), docs_url=None, redoc_url=None,
-                  description=f"{info['model']} predicting {', '.join(info['labels'])} on faces found in photos.")
+    app = FastAPI(title="facelab", version=facelab.__version__, docs_url=None, redoc_url=None,
+                  description="facelab: attribute predictions for the faces in photos, and the label review page.")
+    if review is not None:
+        app.include_router(review_router(review))
     slots = Slots(config.max_concurrent, config.max_queue)
     app.state.slots, app.state.config = slots, config
+    _docs_and_static(app)
+    if predictor is not None:
+        _predict_routes(app, predictor, config, slots)
+    elif review is not None:
+        @app.get("/", include_in_schema=False)
+        def to_review() -> RedirectResponse:
+            return RedirectResponse("/review")
+    return BodyGuard(app, max_bytes=config.max_upload_bytes, timeout_s=config.read_timeout_s)
+
+
+def _docs_and_static(app: FastAPI) -> None:
     swagger = _swagger_dir()
     if swagger is not None:
         app.mount("/swagger", StaticFiles(directory=swagger), name="swagger")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="facelab API",
                                    swagger_js_url="/swagger/swagger-ui-bundle.js",
                                    swagger_css_url="/swagger/swagger-ui.css", swagger_favicon_url="/swagger/favicon-32x32.png")
+
+
+def _predict_routes(app: FastAPI, predictor: PhotoPredictor, config: ServeConfig, slots: Slots) -> None:
+    info = predictor.describe()
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -123,8 +145,6 @@ def create_app(predictor: PhotoPredictor, config: ServeConfig | None = None) -> 
         finally:
             slots.release()
         return {**result, "seconds": round(time.perf_counter() - t0, 4), "model": info["model"]}
-
-    return BodyGuard(app, max_bytes=config.max_upload_bytes, timeout_s=config.read_timeout_s)
 
 
 async def _upload(request: Request) -> tuple[bytes, str]:
