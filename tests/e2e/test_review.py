@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from facelab.data.store import Store
 from facelab.errors import DataError
-from facelab.labelers.table import LabelsFile
+from facelab.data.labels_file import LabelsFile
 from facelab.serve.app import create_app
 from facelab.serve.review import Decision, ReviewSession, review_lock
 from tests.e2e.conftest import cli_json

@@ -62,12 +62,30 @@ class StoreManifest(BaseModel):
         return self.model_dump(mode="json")
 
 
+@dataclass(frozen=True)
+class LabelOverlay:
+    """Label columns laid over a store from outside it (a labels file: :mod:`facelab.data.labels_file`)."""
+
+    source: str  # where the labels came from (the labels file's path)
+    sha256: str  # of that file when it was read
+    specs: tuple[LabelSpec, ...]
+    values: np.ndarray  # (N, len(specs)) int32, -1 unknown
+    reviewed_only: bool = False  # only the rows a person reviewed carry a label
+
+    def describe(self) -> dict[str, Any]:
+        return {"labels_file": self.source, "sha256": self.sha256, "labels": [s.name for s in self.specs],
+                "reviewed_only": self.reviewed_only, "known": {s.name: int((self.values[:, j] >= 0).sum())
+                                                               for j, s in enumerate(self.specs)}}
+
+
 @dataclass
 class Store:
-    """A read-only view of a prepared store. Images are memory-mapped, never loaded whole."""
+    """A read-only view of a prepared store. Images are memory-mapped, never loaded whole. An ``overlay`` adds
+    label columns from outside the store after the stored ones (:meth:`with_overlay`)."""
 
     path: Path
     manifest: StoreManifest
+    overlay: LabelOverlay | None = None
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
@@ -113,9 +131,22 @@ class Store:
             raise self._damaged("images.npy", f"holds {images.dtype} {images.shape}, the manifest says uint8 {want}")
         return images
 
+    def with_overlay(self, overlay: LabelOverlay) -> Store:
+        """This store with ``overlay``'s label columns after its own (replacing any earlier overlay)."""
+        if overlay.values.shape != (len(self), len(overlay.specs)):
+            raise StoreError(f"{self.path}: an overlay of shape {overlay.values.shape} does not fit {len(self)} rows "
+                             f"and {len(overlay.specs)} labels")
+        return Store(path=self.path, manifest=self.manifest, overlay=overlay)
+
     @cached_property
     def labels(self) -> np.ndarray:
         """(N, L) int32 label table, columns ordered as :attr:`label_specs`."""
+        stored = self._stored_labels()
+        if self.overlay is None:
+            return stored
+        return np.concatenate([stored, self.overlay.values.astype(np.int32)], axis=1)
+
+    def _stored_labels(self) -> np.ndarray:
         try:
             labels = np.load(self.path / "labels.npy")
         except (OSError, ValueError, EOFError) as e:
@@ -163,7 +194,8 @@ class Store:
 
     @cached_property
     def label_specs(self) -> list[LabelSpec]:
-        return [LabelSpec.from_dict(d) for d in self.manifest.labels]
+        stored = [LabelSpec.from_dict(d) for d in self.manifest.labels]
+        return stored + list(self.overlay.specs if self.overlay else ())
 
     @property
     def label_names(self) -> list[str]:

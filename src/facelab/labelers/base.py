@@ -9,11 +9,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from facelab.data.labels_file import DIRECTIONS
 from facelab.errors import DataError
 from facelab.registry import Registry
-
-DIRECTIONS = ("left", "center", "right")
-
 
 @dataclass(frozen=True)
 class AutoLabel:
@@ -59,7 +57,7 @@ class Labeler(ABC):
         """``image`` (H, W, 3) RGB uint8, ``landmarks`` (5, 2) in its pixels -> the face's label."""
 
     def describe(self) -> dict[str, Any]:
-        return {"labeler": self.name, "classes": list(self.classes), "unit": self.unit}
+        return {"labeler": self.name, "classes": list(self.classes), "unit": self.unit, "options": dict(vars(self))}
 
 
 LABELERS: Registry[Labeler] = Registry("labeler")

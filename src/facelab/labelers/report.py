@@ -8,7 +8,7 @@ import numpy as np
 
 from facelab.data.store import Store
 from facelab.eval.grids import save_grid
-from facelab.labelers.table import LabelsFile
+from facelab.data.labels_file import LabelsFile
 from facelab.report.html import image, page, section, table
 from facelab.utils.io import atomic_write_text
 

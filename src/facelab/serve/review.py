@@ -24,8 +24,7 @@ from pydantic import BaseModel
 
 from facelab.data.store import Store
 from facelab.errors import DataError
-from facelab.labelers.base import create_labeler
-from facelab.labelers.table import LabelsFile
+from facelab.data.labels_file import LabelsFile
 from facelab.utils.io import append_jsonl, read_jsonl
 
 STATIC = Path(__file__).with_name("static")
@@ -71,7 +70,7 @@ class ReviewSession:
 
     def classes(self, task: str) -> tuple[str, ...]:
         self._check_task(task)
-        return create_labeler(task).classes
+        return self.labels.classes(task)
 
     def _check_task(self, task: str) -> None:
         if task not in self.labels.tasks:
