@@ -18,7 +18,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-from facelab.config import StrictConfig, resolve_config, resume_config
+from facelab.config import StrictConfig, parse_options, resolve_config, resume_config
 from facelab.errors import FacelabError
 from facelab.utils.io import finite_or_none
 
@@ -129,7 +129,6 @@ def data_prepare(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Decode a dataset once into a fast store (resumable; re-run to finish an interrupted build)."""
-    from facelab.config import parse_options
     from facelab.data.build import default_crop, prepare_store
     from facelab.data.sources import create_source
 
@@ -233,6 +232,8 @@ def train(
     store: Optional[Path] = typer.Argument(None, help="Store to train on (or set `store:` in --config)."),
     config: Optional[Path] = typer.Option(None, help="YAML file of ClassifierConfig overrides."),
     labels: Optional[str] = typer.Option(None, help="Comma-separated labels (default: all labels of the store)."),
+    labels_file: Optional[Path] = typer.Option(None, "--labels-file", help="A labels CSV (facelab label auto / "
+                                               "review) whose tasks (orientation, light) become labels to train on."),
     model: Optional[str] = typer.Option(None, help="vgg_scratch | resnet18 | resnet34 | resnet50 | inception_v3"),
     epochs: Optional[int] = typer.Option(None, min=1),
     batch_size: Optional[int] = typer.Option(None, min=1),
@@ -260,6 +261,7 @@ def train(
     from facelab.train.classifier import ClassifierConfig, check_config, train_classifier
 
     flags = {"store": str(store) if store else None, "labels": labels, "model": model, "trainer.epochs": epochs,
+             "labels_file": str(labels_file) if labels_file else None,
              "batch_size": batch_size, "trainer.optim.lr": lr, "trainer.optim.name": optimizer,
              "trainer.schedule.name": schedule, "augment": augment, "random_erasing": random_erasing,
              "balance": balance, "pretrained": pretrained, "freeze_backbone": freeze or None,
@@ -268,7 +270,7 @@ def train(
     if resume is not None:
         _refuse_with_resume(resume, {
             "STORE": store, "--config": config, "--labels": labels, "--model": model, "--batch-size": batch_size,
-            "--lr": lr, "--optimizer": optimizer, "--schedule": schedule, "--augment": augment,
+            "--labels-file": labels_file, "--lr": lr, "--optimizer": optimizer, "--schedule": schedule, "--augment": augment,
             "--random-erasing": random_erasing, "--balance": balance, "--pretrained": pretrained, "--freeze": freeze,
             "--unfreeze-at": unfreeze_at, "--device": device, "--seed": seed, "--train-limit": train_limit,
             "--train-identities": train_identities, "-o": option, "--name": name}, allowed="--epochs")
@@ -330,6 +332,10 @@ def evaluate(
     adapt_priors: bool = typer.Option(False, "--adapt-priors", help="Re-weight the probabilities to the class priors of "
                                       "the evaluated images, estimated from the unlabelled predictions (EM, Saerens et "
                                       "al. 2002): for data whose label frequencies differ from the training data's."),
+    labels_file: Optional[Path] = typer.Option(None, "--labels-file", help="The labels CSV the truth comes from "
+                                               "(default: the run's own, when the store lacks the model's labels)."),
+    reviewed_only: bool = typer.Option(False, "--reviewed-only", help="Score only the images a person reviewed "
+                                       "on the review page (their classes are the truth)."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Per-label accuracy, balanced accuracy, macro-F1 and AUROC next to the majority baseline."""
@@ -338,7 +344,8 @@ def evaluate(
     if split not in ("train", "val", "test", "all"):
         raise FacelabError(f"--split {split!r}: choose train, val, test or all")
     report = evaluate_run(_one_or_many(run), data, split=split, device=device, tta_flip=tta_flip,  # type: ignore[arg-type]
-                          which=_checkpoint_choice(checkpoint), adapt_priors=adapt_priors)
+                          which=_checkpoint_choice(checkpoint), adapt_priors=adapt_priors, labels_file=labels_file,
+                          reviewed_only=reviewed_only)
     if as_json:
         emit_json(report)
         return
@@ -354,6 +361,8 @@ def evaluate(
     for name, m in rows:
         t.add_row(name, *(cell(m[k]) for k in ("accuracy", "majority_accuracy", "balanced_accuracy", "f1_macro", "auroc")))
     Console().print(t)
+    for name, share in report.get("flip_consistency", {}).items():
+        console.print(f"flip consistency of {name}: {share:.4f} (mirror image predicted as the mirrored class)")
     for note in ([report["note"]] if "note" in report else []):
         console.print(f"[yellow]note[/]: {note}")
     for w in report.get("warnings", []):
@@ -485,15 +494,18 @@ def label_auto(
                                  "with its landmarks file)."),
     task: str = typer.Option("orientation,light", "--task", help="Comma-separated: orientation, light."),
     out: Path = typer.Option(Path("labels.csv"), "--out", help="The labels CSV to write (plus OUT.html, the report)."),
+    option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="A labeler option, TASK.KEY=VALUE: "
+                                               "-o orientation.threshold=20 (degrees of yaw), -o light.threshold=0.1"),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Label every image: head orientation from the landmarks, light direction from the skin's shading."""
     from facelab.data.store import Store
+    from facelab.data.labels_file import LabelsFile
     from facelab.labelers.report import label_report
-    from facelab.labelers.table import LabelsFile, auto_label
+    from facelab.labelers.table import auto_label
 
     st = Store.open(store)
-    result = auto_label(st, task, out)
+    result = auto_label(st, task, out, options=parse_options(option))
     result["report"] = str(label_report(st, LabelsFile.read(out, store=st)))
     if as_json:
         emit_json(result)
@@ -519,7 +531,7 @@ def label_review(
     import uvicorn
 
     from facelab.data.store import Store
-    from facelab.labelers.table import LabelsFile
+    from facelab.data.labels_file import LabelsFile
     from facelab.serve.app import create_app
     from facelab.serve.review import ReviewSession, review_lock
 

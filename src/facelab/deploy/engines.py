@@ -34,7 +34,7 @@ from facelab.deploy.metadata import OnnxMeta, load_onnx, onnx_meta, read_model_b
 from facelab.errors import ConfigError, FacelabError
 from facelab.models.checkpoint import CheckpointMeta
 from facelab.models.classifiers.ensemble import load_classifier
-from facelab.models.classifiers.heads import Task, task_predict
+from facelab.models.classifiers.heads import Task, flip_permutation, task_predict
 from facelab.registry import Registry
 from facelab.utils.device import resolve_device
 
@@ -61,6 +61,7 @@ class Engine(ABC):
                                "rebuilt; it was not written by facelab train")
         self.meta, self.tta_flip = meta, tta_flip
         self.task = Task.from_dict(meta.config["task"])
+        self.flip_perm = flip_permutation(self.task, meta.labels)
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -84,7 +85,10 @@ class Engine(ABC):
         self.check_input(x)
         logits = self.forward(x)
         if self.tta_flip:
-            logits = np.float32(0.5) * (logits + self.forward(np.ascontiguousarray(x[..., ::-1])))
+            mirrored = self.forward(np.ascontiguousarray(x[..., ::-1]))
+            if self.flip_perm is not None:  # the mirror's left/right classes swapped back
+                mirrored = mirrored[:, self.flip_perm]
+            logits = np.float32(0.5) * (logits + mirrored)
         return logits
 
     def probabilities(self, x: np.ndarray) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from facelab.data.schema import LabelSpec
+from facelab.data.labels_file import LabelsFile, with_labels_file
 from facelab.data.store import Store
 from facelab.data.views import official_splits, run_splits
 from facelab.errors import FacelabError
@@ -21,7 +22,7 @@ from facelab.eval.metrics import label_metrics, score
 from facelab.eval.plots import plot_confusion, plot_label_bars
 from facelab.models.checkpoint import CheckpointMeta
 from facelab.models.classifiers.ensemble import describe, load_classifier, member_metas
-from facelab.models.classifiers.heads import Task
+from facelab.models.classifiers.heads import Task, flip_permutation
 from facelab.models.loading import load_model
 from facelab.report import render_report
 from facelab.runs.splits import load_run_splits
@@ -159,9 +160,41 @@ def _prepare(runs: RunPaths, store: Store, *, which: str, device: str) -> tuple[
     return model, meta, check_preprocessing(meta, store)
 
 
+def labelled_store(store: Store, meta: CheckpointMeta, labels_file: str | Path | None = None, *,
+                   reviewed_only: bool = False) -> Store:
+    """``store`` with the labels file the model's labels come from laid over it: ``labels_file``, or else
+    the one its training run used when the store lacks a label the model predicts. ``reviewed_only``: only
+    the classes a person reviewed count (the others are unknown)."""
+    if labels_file is None and (reviewed_only or any(d["name"] not in store.label_names for d in meta.labels)):
+        labels_file = (meta.config or {}).get("labels_file")
+        if labels_file is None and reviewed_only:
+            raise FacelabError("--reviewed-only needs a labels file: --labels-file, or a model trained with one")
+    if labels_file is None:
+        return store
+    predicted = [d["name"] for d in meta.labels]
+    tasks = [t for t in LabelsFile.read(labels_file).tasks if t in predicted]
+    return with_labels_file(store, labels_file, tasks=tasks or None, reviewed_only=reviewed_only)
+
+
+def flip_consistency(probs: dict[str, np.ndarray], mirrored: dict[str, np.ndarray], task: Task,
+                     flip_perm: list[int] | None) -> dict[str, float]:
+    """Per label a flip mirrors (left <-> right): the share of images whose predicted class on the mirror
+    image is the mirror of the predicted class on the image."""
+    out = {}
+    if flip_perm is None:
+        return out
+    for o, sl in zip(task.outputs, task.slices):
+        swap = [flip_perm[sl.start + k] - sl.start for k in range(o.num_logits)]
+        if o.num_logits > 1 and swap != list(range(o.num_logits)):
+            a, b = probs[o.name].argmax(1), mirrored[o.name].argmax(1)
+            out[o.name] = float(np.mean(np.asarray(swap)[a] == b)) if len(a) else float("nan")
+    return out
+
+
 def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "test", out_dir: str | Path | None = None,
                  batch_size: int = 256, device: str = "cpu", tta_flip: bool = False, which: str = "best",
-                 adapt_priors: bool = False) -> dict[str, Any]:
+                 adapt_priors: bool = False, labels_file: str | Path | None = None,
+                 reviewed_only: bool = False) -> dict[str, Any]:
     """Evaluate a classifier run (or several, their probabilities averaged) on ``store_path``; write JSON and
     plots; return the report.
 
@@ -173,9 +206,17 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
             unadapted figures in ``label_shift.unadapted_summary``.
         out_dir: where report.json and the plots go (default: RUN/eval/STORE-SPLIT, for an ensemble
             FIRST_RUN/eval/ensemble-of-N-HASH-STORE-SPLIT, HASH naming its members).
+        labels_file, reviewed_only: the labels file the truth comes from (:func:`labelled_store`; default: the
+            run's own when the store lacks the model's labels), and whether only reviewed classes count.
+
+    Labels a flip mirrors (left/right classes) also get their flip consistency: the share of images whose
+    prediction on the mirror image is the mirrored prediction.
     """
     store = Store.open(store_path)
-    model, meta, warnings = _prepare(run, store, which=which, device=device)
+    model, meta = load_classifier(run, which=which, device=device)
+    store = labelled_store(store, meta, labels_file, reviewed_only=reviewed_only)
+    check_labels(meta, store)
+    warnings = check_preprocessing(meta, store)
     metas = member_metas(model, meta)
     task = Task.from_dict(meta.config["task"])
     chosen = ensemble_eval_rows(metas, store, split)
@@ -184,6 +225,13 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
         others = [s for s in ("train", "val", "test") if s != split and len(ensemble_eval_rows(metas, store, s).rows)]
         hint = " or ".join(f"--split {s}" for s in [*others, "all"])
         raise FacelabError(f"{store.path}: the {split} split ({how}) is empty; choose {hint}")
+    if reviewed_only:  # the rows a person reviewed for at least one label the model predicts
+        known = (store.labels[rows][:, [store.label_index(n) for n in task.names]] >= 0).any(axis=1)
+        rows = rows[known]
+        how += f"; only the {len(rows)} a person reviewed"
+        if not len(rows):
+            raise FacelabError(f"{store.overlay.source if store.overlay else 'the labels file'}: no reviewed image "
+                               f"among the {split} rows; review some with `facelab label review`")
     priors = training_priors(metas, store) if adapt_priors else None  # refuse before the forward pass
     probs, y, loss = predict_rows(model, meta, store, rows, batch_size=batch_size, device=device, tta_flip=tta_flip)
     shift = None
@@ -193,10 +241,24 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
         shift = {"method": "EM re-estimate of the class priors of the evaluated rows from their unlabelled "
                            "predictions (Saerens et al. 2002)", "train_priors_from": priors[1],
                  "unadapted_summary": unadapted, "priors": per_label}
+    flip_perm = flip_permutation(task, meta.labels)
+    consistency = {}
+    if flip_perm is not None:
+        mirrored, _, _ = predict_rows(model, meta, store, rows, batch_size=batch_size, device=device,
+                                      tta_flip=tta_flip, mirror=True)
+        consistency = flip_consistency(probs, mirrored, task, flip_perm)
     report = score(task, y, probs)
     runs = _run_names(run)
     report.update({"run": runs, "store": str(store.path), "split": split, "rows": how, "loss": loss,
                    "checkpoint": which, **describe(meta), "warnings": warnings})
+    if consistency:
+        report["flip_consistency"] = consistency
+    if store.overlay is not None:
+        report["labels_file"] = store.overlay.describe()
+        trained = (meta.config or {}).get("labels_file")
+        if trained and Path(trained).resolve() == Path(store.overlay.source) and \
+                (meta.config or {}).get("labels_file_sha256") not in (None, store.overlay.sha256):
+            report["labels_file"]["changed_since_training"] = True
     if shift is not None:
         report["label_shift"] = shift
     if which == "best" and split == "val" and chosen.own_split:

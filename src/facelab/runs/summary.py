@@ -72,6 +72,7 @@ class ClassifierSummary(TrainingSummary):
     synthetic_rows: int = 0
     train_identities: int | None = None
     pretrained: str | None = None
+    labels_file: dict[str, Any] | None = None  # the labels file laid over the store: path, sha256, known rows
 
 
 class GenerativeSummary(TrainingSummary):

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 
 from facelab.config import StrictConfig, overlay
 from facelab.data.augment import BatchAugment
+from facelab.data.labels_file import LabelsFile, open_store
 from facelab.data.loader import BatchLoader
 from facelab.data.preprocessing import Preprocessing
 from facelab.data.schema import NO_IDENTITY, LabelKind
@@ -28,6 +29,7 @@ from facelab.models.classifiers import create_classifier, freeze_backbone, list_
 from facelab.models.classifiers.heads import (
     Task,
     class_weights_from_labels,
+    flip_permutation,
     head_bias_from_labels,
     pos_weight_from_labels,
     task_loss,
@@ -49,7 +51,9 @@ class ClassifierConfig(StrictConfig):
     """Everything a classifier run needs; saved as config.yaml in the run folder."""
 
     store: str
-    labels: list[str] | None = None  # None: every binary/categorical label of the store
+    labels: list[str] | None = None  # None: every binary/categorical label of the store (or the labels file's tasks)
+    # a labels CSV (facelab label auto / review) whose tasks become categorical labels of the store
+    labels_file: str | None = None
     split: Literal["auto", "official", "random"] = "auto"
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     model: str = "vgg_scratch"
@@ -124,7 +128,8 @@ class ClassifierObjective:
         return StepOutput(loss, {"loss": float(loss.detach()), "mixup_lambda": lam})
 
     def evaluate(self, loader: Any, *, model: torch.nn.Module | None = None) -> dict[str, float]:
-        return evaluate_model(model or self.model, loader, self.task, tta_flip=self.cfg.tta_flip)
+        return evaluate_model(model or self.model, loader, self.task, tta_flip=self.cfg.tta_flip,
+                              flip_perm=flip_permutation(self.task, self.store.label_specs))
 
     def checkpoint_meta(self) -> CheckpointMeta:
         m = self.model
@@ -136,7 +141,8 @@ class ClassifierObjective:
                          "image_size": self.store.image_size},
             labels=[specs[n].to_dict() for n in self.task.names],
             preprocessing=preprocessing_of(m, self.store),
-            config={**self.cfg.model_dump(mode="json"), "task": self.task.to_dict()},
+            config={**self.cfg.model_dump(mode="json"), "task": self.task.to_dict(),
+                    **({"labels_file_sha256": self.store.overlay.sha256} if self.store.overlay else {})},
             label_priors=self.label_priors,
         )
 
@@ -182,10 +188,25 @@ class UnfreezeCallback(Callback):
 
 
 def build_task(store: Store, labels: list[str] | None) -> Task:
+    """The task of ``labels`` (default: every label of the store, or only the labels file's tasks when one is
+    laid over it)."""
+    if labels is None and store.overlay is not None:
+        labels = [s.name for s in store.overlay.specs]
     try:
         return Task.from_labels(store.label_specs, labels)
     except ConfigError as e:
         raise ConfigError(f"{store.path}: {e}") from None
+
+
+def open_training_store(cfg: ClassifierConfig) -> Store:
+    """The run's store, with its labels file's tasks laid over it when the config names one (those among
+    ``cfg.labels``, or all of them)."""
+    if cfg.labels_file is None:
+        return Store.open(cfg.store)
+    tasks = None
+    if cfg.labels is not None:
+        tasks = [t for t in LabelsFile.read(cfg.labels_file).tasks if t in cfg.labels] or None
+    return open_store(cfg.store, cfg.labels_file, tasks=tasks)
 
 
 def check_config(cfg: ClassifierConfig) -> Task:
@@ -194,7 +215,7 @@ def check_config(cfg: ClassifierConfig) -> Task:
     if cfg.model not in list_classifiers():
         raise ConfigError(f"unknown classifier {cfg.model!r}; known classifiers: {', '.join(list_classifiers())}")
     resolve_device(cfg.device)
-    store = Store.open(cfg.store)
+    store = open_training_store(cfg)
     task = build_task(store, cfg.labels)
     splits, _ = make_splits(cfg, store, task)
     check_batches(cfg, splits["train"].size)
@@ -227,6 +248,14 @@ def make_splits(cfg: ClassifierConfig, store: Store, task: Task) -> tuple[dict[s
     there is no val partition), then ``train_identities`` and ``train_limit`` applied to train."""
     splits, how = run_splits(store, policy=cfg.split, fractions=cfg.split_fractions, seed=cfg.seed,
                              stratify=list(task.names)[:1])
+    if store.overlay is not None:  # images the labels file gives no class for any task label teach nothing
+        y = store.labels[:, [store.label_index(n) for n in task.names]]
+        known = (y >= 0).any(axis=1)
+        dropped = {k: int((~known[v]).sum()) for k, v in splits.items()}
+        splits = {k: v[known[v]] for k, v in splits.items()}
+        if any(dropped.values()):
+            how += (f"; images without a label in {Path(store.overlay.source).name} left out "
+                    f"(train {dropped['train']}, val {dropped['val']}, test {dropped['test']})")
     if cfg.train_identities:
         splits["train"] = _rows_of_people(store, splits["train"], cfg.train_identities, cfg.seed)
         how += f"; train: every photo of {cfg.train_identities} randomly chosen training people (seed {cfg.seed})"
@@ -344,7 +373,7 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
     """
     run_dir = Path(run_dir)
     torch.manual_seed(cfg.seed)
-    store = Store.open(cfg.store)
+    store = open_training_store(cfg)
     task = build_task(store, cfg.labels)
     device = resolve_device(cfg.device)
     splits, how = _run_rows(cfg, store, task, run_dir, resume=resume, splits=splits, how=splits_how)
@@ -377,7 +406,8 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
         train_rows=int(splits["train"].size), synthetic_rows=0 if extra is None else int(len(extra[0])),
         train_identities=len(_people(store, splits["train"])) if store.has_identities else None,
         val_rows=int(splits["val"].size), test_rows=int(splits["test"].size), device=str(device),
-        pretrained=loaded, **result, fit_seconds=round(time.monotonic() - t0, 2),
+        pretrained=loaded, labels_file=store.overlay.describe() if store.overlay else None,
+        **result, fit_seconds=round(time.monotonic() - t0, 2),
         final=trainer.history[-1] if trainer.history else {}, splits=how, warnings=warnings,
     )
     write_summary(run_dir, summary)

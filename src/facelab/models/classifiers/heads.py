@@ -263,3 +263,21 @@ def head_bias_from_labels(y: torch.Tensor, task: Task, *, eps: float = 1e-3) -> 
         freq = (counts / counts.sum().clamp(min=1.0)).clamp(eps, 1 - eps)
         bias[s] = torch.log(freq[1] / freq[0]) if o.kind is LabelKind.BINARY else torch.log(freq)
     return bias
+
+
+
+def flip_permutation(task: Task, specs: Sequence[LabelSpec | Mapping[str, Any]]) -> list[int] | None:
+    """Logit columns of the mirror image: ``logits[:, perm]`` of a face are the logits its flip should get.
+
+    A horizontal flip swaps the ``left`` and ``right`` classes of every categorical label that has both (head
+    orientation, light direction: classes in image coordinates); other logits stay. None when nothing swaps.
+    ``specs`` are the labels' specs (a store's, or a checkpoint's ``labels``) giving the class names."""
+    by_name = {s.name: s for s in (x if isinstance(x, LabelSpec) else LabelSpec.from_dict(x) for x in specs)}
+    perm = list(range(task.num_logits))
+    for o, sl in zip(task.outputs, task.slices):
+        spec = by_name.get(o.name)
+        classes = list(spec.classes or ()) if spec is not None and o.kind is LabelKind.CATEGORICAL else []
+        if "left" in classes and "right" in classes:
+            i, j = sl.start + classes.index("left"), sl.start + classes.index("right")
+            perm[i], perm[j] = perm[j], perm[i]
+    return None if perm == list(range(task.num_logits)) else perm

@@ -1,0 +1,173 @@
+"""Training on a labels file: ``facelab train STORE --labels-file labels.csv --labels orientation``, from scratch
+and by transfer with frozen batch norm; evaluation against the file (reviewed rows only, flip consistency);
+predictions for every image; every bad labels file refused before a run folder exists."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from facelab.data.labels_file import LabelsFile, open_store
+from facelab.data.store import Store
+from facelab.errors import ConfigError, DataError
+from facelab.models.checkpoint import read_meta, read_weights
+from facelab.runs.splits import load_run_splits
+from facelab.serve.review import Decision, ReviewSession
+from tests.e2e.conftest import TINY_CLASSIFIER, cli, cli_error, cli_json
+
+N = 160
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    """A store of synthetic faces with their landmarks (identities shared by several photos), and its labels."""
+    root = tmp_path_factory.mktemp("labtrain")
+    store = root / "store"
+    cli_json("data", "prepare", "synthetic", "--out", store, "--size", 32, "--workers", 1, "-o", f"n={N}",
+             "-o", "landmarks=true")
+    labels = root / "labels.csv"
+    cli_json("label", "auto", store, "--out", labels, "-o", "orientation.threshold=15")
+    return store, labels
+
+
+@pytest.fixture(scope="module")
+def scratch(faces, tmp_path_factory):
+    store, labels = faces
+    out = tmp_path_factory.mktemp("runs")
+    summary = cli_json("train", store, "--labels-file", labels, "--labels", "orientation", "--epochs", 2,
+                       *TINY_CLASSIFIER, "--out", out, "--name", "scratch")
+    return Path(summary["run_dir"]), summary
+
+
+def test_a_run_trains_on_the_file_s_classes_with_identity_disjoint_splits(faces, scratch):
+    store, labels = faces
+    run, summary = scratch
+    assert summary["labels"] == ["orientation"]
+    assert summary["labels_file"]["labels_file"] == str(labels.resolve())
+    assert summary["labels_file"]["known"] == {"orientation": N}
+    st = Store.open(store)
+    splits = load_run_splits(run, st)
+    people = {k: set(st.identities[splits.rows(k)].tolist()) for k in ("train", "val", "test")}
+    assert not (people["train"] & people["val"]) and not (people["train"] & people["test"])
+    assert not (people["val"] & people["test"])
+    meta = read_meta(run / "checkpoints" / "best")
+    assert meta.labels == [{"name": "orientation", "kind": "categorical", "classes": ["left", "center", "right"]}]
+    assert meta.config["labels_file"] == str(labels) and len(meta.config["labels_file_sha256"]) == 64
+
+
+def test_eval_uses_the_run_s_labels_file_and_reports_flip_consistency(faces, scratch):
+    store, labels = faces
+    run, _ = scratch
+    report = cli_json("eval", run, "--data", store, "--split", "all")
+    assert report["count"] == N and set(report["per_label"]) == {"orientation"}
+    assert report["labels_file"]["labels_file"] == str(labels.resolve())
+    assert 0.0 <= report["flip_consistency"]["orientation"] <= 1.0
+    # flip TTA with the mirror's classes swapped back is flip-consistent by construction
+    tta = cli_json("eval", run, "--data", store, "--split", "all", "--tta-flip")
+    assert tta["flip_consistency"]["orientation"] == 1.0
+
+
+def test_reviewed_only_scores_the_reviewed_rows_against_the_person_s_classes(faces, scratch, tmp_path):
+    store, labels = faces
+    run, _ = scratch
+    copy = tmp_path / "labels.csv"
+    copy.write_bytes(labels.read_bytes())
+    assert "no reviewed image" in str(cli_error("eval", run, "--data", store, "--split", "all", "--labels-file", copy,
+                                               "--reviewed-only"))
+    st = Store.open(store)
+    session = ReviewSession(st, LabelsFile.read(copy, store=st))
+    keys = [str(k) for k in st.keys[:10]]
+    for k in keys:
+        session.decide(Decision(key=k, task="orientation", cls="left"))
+    report = cli_json("eval", run, "--data", store, "--split", "all", "--labels-file", copy, "--reviewed-only")
+    assert report["count"] == 10 and "reviewed" in report["rows"]
+    preds = report["confusion"]["orientation"]  # every truth is 'left': only the first row can hold counts
+    assert sum(preds[0]) == 10 and sum(map(sum, preds[1:])) == 0
+
+
+def test_unlabelled_images_are_left_out_of_every_split(faces, tmp_path):
+    store, labels = faces
+    rows = list(csv.DictReader(labels.open()))
+    for r in rows[:30]:
+        r["orientation"] = ""
+    part = tmp_path / "part.csv"
+    with part.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    summary = cli_json("train", store, "--labels-file", part, "--epochs", 1, *TINY_CLASSIFIER, "--out", tmp_path,
+                       "-o", "labels=[orientation]")
+    assert summary["train_rows"] + summary["val_rows"] + summary["test_rows"] == N - 30
+    assert "left out" in summary["splits"]
+
+
+def test_transfer_from_a_multilabel_checkpoint_keeps_batch_norm_statistics_frozen(faces, tmp_path):
+    store, labels = faces
+    base = cli_json("train", store, "--labels", "Male,Smiling,Eyeglasses", "--epochs", 1, "--model", "resnet18",
+                    "--batch-size", 32, "-o", "trainer.progress=false", "--out", tmp_path, "--name", "base")
+    summary = cli_json("train", store, "--labels-file", labels, "--labels", "orientation", "--epochs", 1,
+                       "--model", "resnet18", "--batch-size", 32, "-o", "trainer.progress=false",
+                       "--pretrained", base["run_dir"], "--freeze", "--out", tmp_path, "--name", "transfer")
+    assert summary["pretrained"]
+
+    def backbone(run):
+        return {k: v for k, v in read_weights(Path(run) / "checkpoints" / "last").items() if not k.startswith("fc.")}
+
+    before, after = backbone(base["run_dir"]), backbone(summary["run_dir"])
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_predict_writes_every_image_of_the_store(faces, scratch, tmp_path):
+    store, _ = faces
+    run, _ = scratch
+    out = tmp_path / "pred.csv"
+    cli_json("predict", run, store, "--out", out)
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == N and {r["pred_orientation"] for r in rows} <= {"left", "center", "right"}
+    assert abs(sum(float(rows[0][f"p_orientation={c}"]) for c in ("left", "center", "right")) - 1) < 1e-4
+
+
+def _write(path, rows):
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda rows: rows.append(dict(rows[0])), "appears twice"),
+    (lambda rows: rows[3].update(orientation="up"), "not a class of orientation"),
+    (lambda rows: rows[5].update(key="nope.png"), "not images of"),
+])
+def test_a_bad_labels_file_is_refused_before_any_run_folder(faces, tmp_path, damage, message):
+    store, labels = faces
+    rows = list(csv.DictReader(labels.open()))
+    damage(rows)
+    bad = tmp_path / "bad.csv"
+    _write(bad, rows)
+    before = bad.read_bytes()
+    assert message in str(cli_error("train", store, "--labels-file", bad, "--labels", "orientation",
+                                    *TINY_CLASSIFIER, "--out", tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists() and bad.read_bytes() == before
+
+
+def test_a_task_the_file_does_not_hold_or_the_store_already_has_is_refused(faces, tmp_path):
+    store, labels = faces
+    rows = [{k: v for k, v in r.items() if not k.startswith("light")} for r in csv.DictReader(labels.open())]
+    only = tmp_path / "orientation.csv"
+    _write(only, rows)
+    with pytest.raises(ConfigError, match="no task light"):
+        open_store(store, only, tasks=["light"])
+    # the synthetic store has a label 'light' of its own: the file's light task cannot replace it
+    with pytest.raises(DataError, match="already has a label light"):
+        open_store(store, labels)
+    assert "already has a label light" in str(cli_error("train", store, "--labels-file", labels, *TINY_CLASSIFIER,
+                                                        "--out", tmp_path / "runs"))
+    st = open_store(store, labels, tasks=["orientation"])
+    assert st.label_names[-1] == "orientation" and np.all(st.column("orientation") >= 0)
+    assert not (tmp_path / "runs").exists()
