@@ -157,3 +157,12 @@ def near_decision_boundary(probs: np.ndarray | Sequence[float], margin: float) -
         return np.abs(p - 0.5) <= margin
     top2 = np.sort(p, axis=-1)[..., -2:]
     return top2[..., 1] - top2[..., 0] <= margin
+
+
+def set_alignment(store: Store, spec: object | None) -> Store:
+    """Rewrite ``store``'s manifest so that it records the AlignSpec ``spec`` (None: not aligned), as
+    ``prepare --align`` would (the content hash does not cover the manifest), and reopen it."""
+    m = json.loads((store.path / MANIFEST).read_text())
+    m["align"] = None if spec is None else spec.model_dump(mode="json")  # type: ignore[attr-defined]
+    (store.path / MANIFEST).write_text(json.dumps(m))
+    return Store.open(store.path)

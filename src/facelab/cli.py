@@ -305,6 +305,56 @@ def _resumed(config_cls: Any, run_dir: Path, *, epochs: int | None = None, minut
     return cfg
 
 
+@app.command("pretrain")
+def pretrain(
+    stores: Optional[list[Path]] = typer.Argument(None, help="Stores to learn from, without labels (one image size "
+                                                  "and alignment); their official val/test rows are left out."),
+    config: Optional[Path] = typer.Option(None, help="YAML file of PretrainConfig overrides."),
+    objective: Optional[str] = typer.Option(None, help="Unlabelled objective: simclr"),
+    model: Optional[str] = typer.Option(None, help="vgg_scratch | resnet18 | resnet34 | resnet50 | inception_v3"),
+    epochs: Optional[int] = typer.Option(None, min=1),
+    batch_size: Optional[int] = typer.Option(None, min=2),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    seed: Optional[int] = typer.Option(None),
+    train_limit: Optional[int] = typer.Option(None, help="Use at most N training images (all stores together)."),
+    option: Optional[list[str]] = OPTION_OPT,
+    out: Path = typer.Option(Path("runs"), help="Folder under which the run folder is created."),
+    name: Optional[str] = typer.Option(None, help="Run folder pretrain-NAME under --out (default: pretrain-<timestamp>)."),
+    resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill (or extend it: with --epochs)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Pretrain a backbone without labels (SimCLR) on one or more stores; fine-tune it with train --pretrained RUN."""
+    from facelab.train.pretrain import PretrainConfig, check_pretrain_config
+    from facelab.train.pretrain import pretrain as run_pretrain
+
+    flags = {"stores": [str(s) for s in stores] if stores else None, "objective": objective, "model": model,
+             "trainer.epochs": epochs, "batch_size": batch_size, "trainer.optim.lr": lr, "device": device,
+             "seed": seed, "train_limit": train_limit}
+    if resume is not None:
+        _refuse_with_resume(resume, {"STORES": stores, "--config": config, "--objective": objective, "--model": model,
+                                     "--batch-size": batch_size, "--lr": lr, "--device": device, "--seed": seed,
+                                     "--train-limit": train_limit, "-o": option, "--name": name}, allowed="--epochs")
+        summary = run_pretrain(_resumed(PretrainConfig, resume, epochs=epochs), run_dir=resume, resume=True)
+    else:
+        cfg = resolve_config(PretrainConfig, yaml_file=config, flags=flags, options=option)
+        check_pretrain_config(cfg)
+        if dry_run:
+            sys.stdout.write(cfg.to_yaml())
+            return
+        with _run_folder("pretrain", name=name, out=out, config=cfg) as run_dir:
+            summary = run_pretrain(cfg, run_dir=run_dir)
+    if as_json:
+        emit_json(summary)
+        return
+    best = summary["best"]
+    console.print(f"[bold green]done[/] {summary['epochs']} epochs, best {summary['monitor']}="
+                  f"{'-' if best is None else f'{best:.4f}'}, {summary['images_per_s'] or 0:.0f} images/s "
+                  f"({summary['fit_seconds']:.0f}s); fine-tune with: facelab train STORE --pretrained "
+                  f"{summary['run_dir']}")
+
+
 CHECKPOINT_OPT = typer.Option("best", "--checkpoint", help="Checkpoint of each run folder: best (by its validation "
                               "metric) or last (the last epoch's).")
 

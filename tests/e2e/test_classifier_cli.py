@@ -631,7 +631,8 @@ def test_pretrained_file_that_does_not_exist_is_a_clear_error(store, tmp_path):
     err = cli_error("train", store, "--pretrained", tmp_path / "nope.safetensors", "--epochs", 1, *TINY_CLASSIFIER,
                     "--out", tmp_path / "runs")
     assert isinstance(err, FacelabError) and "nope.safetensors" in str(err)
-    assert not list((tmp_path / "runs").iterdir())  # the run that never started leaves no folder behind
+    runs = tmp_path / "runs"  # refused before any run folder is made: the run that never started leaves none
+    assert not runs.exists() or not list(runs.iterdir())
 
 
 def test_a_new_run_never_reuses_an_existing_run_folder(clf_run, store):

@@ -23,6 +23,22 @@ from facelab.data.schema import LabelKind, LabelSpec
 from facelab.errors import ConfigError
 from facelab.registry import Registry
 
+class ResizedCropConfig(StrictConfig):
+    """A random crop of ``scale`` x the image area and aspect ``ratio``, resized back to the image size
+    (the view sampler of contrastive learning; faces keep most of the frame with the default scale)."""
+
+    p: float = Field(1.0, ge=0.0, le=1.0)
+    scale: tuple[float, float] = (0.35, 1.0)
+    ratio: tuple[float, float] = (0.75, 1.3333)
+
+    @field_validator("scale")
+    @classmethod
+    def _area_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < v[0] <= v[1] <= 1.0:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high <= 1, got {v}")
+        return v
+
+
 class AffineConfig(StrictConfig):
     """Small random rotation, translation and scaling (reflection padding)."""
 
@@ -88,6 +104,7 @@ class AugmentConfig(StrictConfig):
     """
 
     hflip: float = Field(0.0, ge=0.0, le=1.0)  # probability; 0 turns flipping off
+    resized_crop: ResizedCropConfig | None = None
     affine: AffineConfig | None = None
     color_jitter: ColorJitterConfig | None = None
     grayscale: float = Field(0.0, ge=0.0, le=1.0)
@@ -110,7 +127,7 @@ class AugmentConfig(StrictConfig):
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> AugmentConfig:
-        """The registered preset ``name`` (none, flip, geometric, standard, strong, wild), with field ``overrides``."""
+        """The registered preset ``name`` (none, flip, geometric, standard, strong, wild, simclr), with field ``overrides``."""
         base = AUGMENT_PRESETS.create(name)
         return cls.from_dict({**base.model_dump(), **overrides}, where=f"augmentation preset {name!r}")
 
@@ -167,14 +184,44 @@ def _preset_wild() -> AugmentConfig:
                          grayscale=0.2, blur=BlurConfig())
 
 
+@AUGMENT_PRESETS.register("simclr")
+def _preset_simclr() -> AugmentConfig:
+    """The views of contrastive pretraining (SimCLR, Chen et al. 2020), tuned for aligned faces: a resized
+    crop keeping 35-100% of the area (faces fill the frame: smaller crops show only skin), flip, strong colour
+    jitter (p 0.8, 0.4/0.4/0.4/0.1), greyscale 20% and blur half of the time. No labels are involved."""
+    return AugmentConfig(hflip=0.5, resized_crop=ResizedCropConfig(),
+                         color_jitter=ColorJitterConfig(p=0.8, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
+                         grayscale=0.2, blur=BlurConfig(p=0.5, sigma=(0.1, 2.0)))
+
+
 # ---- ops ------------------------------------------------------------------------------------------
 AUGMENT_OPS: Registry[nn.Module] = Registry("augmentation op")
-OP_ORDER = ("affine", "color_jitter", "grayscale", "blur", "random_erasing")  # after the flip, in this order
+OP_ORDER = ("resized_crop", "affine", "color_jitter", "grayscale", "blur", "random_erasing")  # after the flip, in this order
 
 
 def _enabled(config: AugmentConfig, op: str) -> bool:
     value = getattr(config, op)
     return value is not None and (not isinstance(value, float) or value > 0) and getattr(value, "p", 1.0) > 0
+
+
+@AUGMENT_OPS.register("resized_crop")
+def _resized_crop(c: ResizedCropConfig) -> nn.Module:
+    return _SameSizeCrop(c)
+
+
+class _SameSizeCrop(nn.Module):
+    """kornia's RandomResizedCrop at the size of the images it gets (the op is built before the size is known)."""
+
+    def __init__(self, c: ResizedCropConfig) -> None:
+        super().__init__()
+        self.c = c
+        self.ops = nn.ModuleDict()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = f"{x.shape[-2]}x{x.shape[-1]}"
+        if key not in self.ops:
+            self.ops[key] = K.RandomResizedCrop(tuple(x.shape[-2:]), scale=self.c.scale, ratio=self.c.ratio, p=self.c.p)
+        return self.ops[key](x)  # (B, 3, H, W)
 
 
 @AUGMENT_OPS.register("affine")

@@ -12,6 +12,7 @@ and inference cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,18 @@ class Preprocessing(StrictConfig):
         """
         return cls(image_size=store.image_size, crop=store.manifest.crop, source=store.source,
                    mean=tuple(mean), std=tuple(std), store_hash=store.content_hash, align=store_alignment(store))
+
+    @classmethod
+    def of_stores(cls, stores: Sequence[Store], *, mean: RGB | list[float], std: RGB | list[float]) -> Preprocessing:
+        """The preprocessing of a network trained on several stores of one image size and alignment (checked
+        by the caller): their common crop and source where they share one, no single store hash."""
+        if len(stores) == 1:
+            return cls.of_store(stores[0], mean=mean, std=std)
+        crops = [s.manifest.crop for s in stores]
+        sources = {s.source for s in stores}
+        return cls(image_size=stores[0].image_size, crop=crops[0] if all(c == crops[0] for c in crops) else None,
+                   source=sources.pop() if len(sources) == 1 else None, mean=tuple(mean), std=tuple(std),
+                   store_hash=None, align=store_alignment(stores[0]))
 
     @classmethod
     def from_meta(cls, data: dict[str, Any] | None, *, where: str) -> Preprocessing | None:
@@ -136,6 +149,23 @@ def store_alignment(store: Store) -> AlignSpec | None:
     if store.manifest.align is not None:
         return AlignSpec.from_dict(store.manifest.align, where=f"{store.path}: manifest align")
     return AlignSpec() if store.source == CELEBA_SOURCE else None
+
+
+def alignment_key(spec: AlignSpec | None) -> tuple | None:
+    """What decides where a face sits in an aligned image: the template points and the frame (rounded to
+    0.01 px), or None for images that were not aligned. Detector thresholds and limits do not move faces."""
+    if spec is None:
+        return None
+    template = tuple((round(x, 2), round(y, 2)) for x, y in (spec.template or ()))
+    return template, tuple(spec.frame)
+
+
+def describe_alignment(spec: AlignSpec | None) -> str:
+    """One line for error messages: ``aligned into CelebA's frame 178x218 (mtcnn template)`` or ``not aligned``."""
+    if spec is None:
+        return "not aligned"
+    w, h = spec.frame
+    return f"aligned into a {w}x{h} frame with the {spec.detector} template {alignment_key(spec)[0]}"
 
 
 def _crop_text(crop: CropSpec) -> str:

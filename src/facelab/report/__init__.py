@@ -5,7 +5,14 @@ Each kind of run (``summary.json["kind"]``) registers one :class:`~facelab.repor
 so a report can be re-rendered any time (``facelab report RUN``).
 """
 
-from facelab.report import batch_schedule, classifier, demo, generative, imbalance_study  # noqa: F401  (register the kinds)
+from facelab.report import (  # noqa: F401  (register the kinds)
+    batch_schedule,
+    classifier,
+    demo,
+    generative,
+    imbalance_study,
+    pretrain,
+)
 from facelab.report.html import render_report
 from facelab.report.kinds import RUN_KINDS, RunKind
 from facelab.report.listing import list_runs

@@ -17,10 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from facelab.data.store import Store
-from facelab.data.views import load_view, save_view
-from facelab.errors import FacelabError
+from facelab.data.views import as_indices, load_view, save_view
+from facelab.errors import FacelabError, StoreError
+from facelab.utils.io import atomic_write_json
 
 SPLITS = "splits.json"
+PRETRAIN_SPLITS = "pretrain_splits.json"  # the rows of a pretraining run, per store (several stores)
+PRETRAIN_FORMAT = "facelab-pretrain-splits"
 
 
 @dataclass(frozen=True)
@@ -62,3 +65,41 @@ def load_run_splits(run_dir: str | Path, store: Store) -> RunSplits | None:
     splits = load_view(path, store)
     note = json.loads(path.read_text()).get("note") or "recorded by the run"
     return RunSplits(splits, note)
+
+
+def save_pretrain_splits(run_dir: str | Path, stores: list[Store], splits: list[Mapping[str, np.ndarray]], *,
+                         how: str) -> None:
+    """Record a pretraining run's rows: for each store its content hash and its train/val rows, atomically."""
+    doc = {"format": PRETRAIN_FORMAT, "version": 1, "note": how, "stores": [
+        {"path": str(s.path), "source": s.source, "count": len(s), "content_hash": s.content_hash,
+         "counts": {k: int(np.size(v)) for k, v in sp.items()},
+         "splits": {k: np.sort(as_indices(s, v)).tolist() for k, v in sp.items()}}
+        for s, sp in zip(stores, splits, strict=True)]}
+    atomic_write_json(Path(run_dir) / PRETRAIN_SPLITS, doc)
+
+
+def load_pretrain_splits(run_dir: str | Path, stores: list[Store]) -> tuple[list[dict[str, np.ndarray]], str] | None:
+    """The rows a pretraining run recorded, per store, and how they were chosen (None: none recorded yet).
+
+    Raises:
+        FacelabError: the file is damaged or records other stores; StoreError: a store's content changed.
+    """
+    path = Path(run_dir) / PRETRAIN_SPLITS
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        recorded = doc["stores"] if doc.get("format") == PRETRAIN_FORMAT else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        recorded = None
+    if not isinstance(recorded, list):
+        raise FacelabError(f"{path}: damaged (not a facelab pretraining splits file); it records the rows the run "
+                           "used, so it cannot be resumed without it: start a new run")
+    if len(recorded) != len(stores):
+        raise FacelabError(f"{path} records {len(recorded)} stores, the run's config names {len(stores)}")
+    for rec, s in zip(recorded, stores):
+        if rec["content_hash"] != s.content_hash:
+            raise StoreError(f"{path}: the run pretrained on {rec['path']} with content hash {rec['content_hash'][:12]}, "
+                             f"but {s.path} now has {s.content_hash[:12]}: resume with the stores it used")
+    rows = [{k: np.asarray(v, dtype=np.int64) for k, v in rec["splits"].items()} for rec in recorded]
+    return rows, doc.get("note") or "recorded by the run"

@@ -75,6 +75,17 @@ class ClassifierSummary(TrainingSummary):
     labels_file: dict[str, Any] | None = None  # the labels file laid over the store: path, sha256, known rows
 
 
+class PretrainSummary(TrainingSummary):
+    """A backbone pretrained without labels on one or more stores (``facelab pretrain``)."""
+
+    kind: Literal["pretrain"] = "pretrain"
+    stores: list[str]
+    objective: str
+    objective_kwargs: dict[str, Any] = Field(default_factory=dict)
+    excluded_rows: dict[str, int] = Field(default_factory=dict)  # store -> rows of its official val/test left out
+    images_per_s: float | None = None  # training images (each seen as two views) per second, last epoch
+
+
 class GenerativeSummary(TrainingSummary):
     kind: Literal["generative"] = "generative"
     conditions: list[str] = Field(default_factory=list)
@@ -120,7 +131,7 @@ class DemoSummary(RunSummary):
 
 #: summary.json "kind" -> its model
 SUMMARY_KINDS: dict[str, type[RunSummary]] = {
-    "classifier": ClassifierSummary, "generative": GenerativeSummary, "batch_schedule": BatchScheduleSummary,
+    "classifier": ClassifierSummary, "generative": GenerativeSummary, "pretrain": PretrainSummary, "batch_schedule": BatchScheduleSummary,
     "imbalance_study": ImbalanceStudySummary, "augment_study": ImbalanceStudySummary, "demo": DemoSummary,
 }
 

@@ -21,23 +21,29 @@ from facelab.data.schema import NO_IDENTITY, LabelKind
 from facelab.data.store import Store
 from facelab.data.views import run_splits
 from facelab.errors import ConfigError
-from facelab.eval.inference import evaluate_model
 from facelab.eval.label_shift import label_priors
 from facelab.eval.plots import plot_curves
-from facelab.models.checkpoint import CheckpointMeta
-from facelab.models.classifiers import create_classifier, freeze_backbone, list_classifiers, load_pretrained, unfreeze
+from facelab.models.classifiers import (
+    check_pretrained_fits,
+    classifier_arch_kwargs,
+    create_classifier,
+    freeze_backbone,
+    list_classifiers,
+    load_pretrained,
+    unfreeze,
+)
 from facelab.models.classifiers.heads import (
     Task,
     class_weights_from_labels,
-    flip_permutation,
     head_bias_from_labels,
     pos_weight_from_labels,
-    task_loss,
 )
 from facelab.report import render_report
 from facelab.runs.splits import load_run_splits, save_run_splits
 from facelab.runs.summary import ClassifierSummary, write_summary
-from facelab.train.trainer import Callback, StepOutput, Trainer, TrainerConfig
+from facelab.train.objectives import objective_spec
+from facelab.train.objectives.supervised import ClassifierObjective, preprocessing_of
+from facelab.train.trainer import Callback, Trainer, TrainerConfig
 from facelab.utils.device import resolve_device
 
 log = logging.getLogger("facelab")
@@ -56,9 +62,13 @@ class ClassifierConfig(StrictConfig):
     labels_file: str | None = None
     split: Literal["auto", "official", "random"] = "auto"
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    # the registered objective (facelab.train.objectives) that learns from the labels, and its options
+    objective: str = "supervised"
+    objective_kwargs: dict[str, Any] = Field(default_factory=dict)
     model: str = "vgg_scratch"
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    pretrained: str | None = None  # torchvision-format file or facelab checkpoint
+    # torchvision-format file, or a facelab checkpoint / run folder (facelab train or facelab pretrain)
+    pretrained: str | None = None
     freeze_backbone: bool = False
     unfreeze_at_epoch: int | None = Field(None, ge=0)
     backbone_lr_scale: float = Field(0.1, gt=0, le=1)
@@ -83,80 +93,10 @@ class ClassifierConfig(StrictConfig):
         return overlay(default_trainer_config().model_dump(), v)  # {epochs: 2} keeps the classifier's monitor
 
 
-class ClassifierObjective:
-    """Task loss of a classifier; evaluation = per-label metrics averaged over labels.
-
-    Training variants (another loss, an auxiliary head) subclass it and are passed to
-    :func:`train_classifier` as ``objective=``.
-    """
-
-    def __init__(self, model: torch.nn.Module, task: Task, *, cfg: ClassifierConfig, store: Store,
-                 pos_weight: torch.Tensor | None = None, class_weights: dict[str, torch.Tensor] | None = None,
-                 label_priors: dict[str, list[float]] | None = None) -> None:
-        self.model, self.task, self.cfg, self.store = model, task, cfg, store
-        self.pos_weight, self.class_weights = pos_weight, class_weights
-        #: class frequencies of the training rows, which the model's probabilities carry (eval --adapt-priors)
-        self.label_priors = label_priors or {}
-        self.lr_groups: list[dict[str, Any]] | None = None
-
-    def parameter_groups(self) -> dict[str, Any]:
-        return {"model": self.lr_groups or list(self.model.parameters())}
-
-    def step_schedule(self) -> list[tuple[str, int]]:
-        return [("model", 1)]
-
-    def loss(self, group: str, batch: Any) -> StepOutput:
-        alpha = self.cfg.mixup_alpha
-        if alpha > 0 and self.model.training:
-            return self._mixup_loss(batch, alpha)
-        logits = self.model(batch.x)  # (B, num_logits)
-        loss = self._task_loss(logits, batch.y)
-        return StepOutput(loss, {"loss": float(loss.detach())})
-
-    def _task_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return task_loss(logits, y, self.task, pos_weight=self.pos_weight, class_weights=self.class_weights,
-                         label_smoothing=self.cfg.label_smoothing)
-
-    def _mixup_loss(self, batch: Any, alpha: float) -> StepOutput:
-        """Mixup: the batch mixed with a shuffled copy of itself by ``lam ~ Beta(alpha, alpha)``; the loss is
-        the same mix of the losses against both label sets, so unknown labels (-1) and class weights keep
-        working. Drawn from torch's global generator, which checkpoints save: resume stays exact."""
-        lam = float(torch.distributions.Beta(alpha, alpha).sample())
-        perm = torch.randperm(batch.x.shape[0]).to(batch.x.device)
-        logits = self.model(lam * batch.x + (1 - lam) * batch.x[perm])  # (B, num_logits)
-        loss = lam * self._task_loss(logits, batch.y) + (1 - lam) * self._task_loss(logits, batch.y[perm])
-        return StepOutput(loss, {"loss": float(loss.detach()), "mixup_lambda": lam})
-
-    def evaluate(self, loader: Any, *, model: torch.nn.Module | None = None) -> dict[str, float]:
-        return evaluate_model(model or self.model, loader, self.task, tta_flip=self.cfg.tta_flip,
-                              flip_perm=flip_permutation(self.task, self.store.label_specs))
-
-    def checkpoint_meta(self) -> CheckpointMeta:
-        m = self.model
-        specs = {s.name: s for s in self.store.label_specs}
-        return CheckpointMeta(
-            kind="classifier",
-            arch=self.cfg.model,
-            arch_kwargs={**getattr(m, "arch_kwargs", {}), **self.cfg.model_kwargs, "num_outputs": self.task.num_logits,
-                         "image_size": self.store.image_size},
-            labels=[specs[n].to_dict() for n in self.task.names],
-            preprocessing=preprocessing_of(m, self.store),
-            config={**self.cfg.model_dump(mode="json"), "task": self.task.to_dict(),
-                    **({"labels_file_sha256": self.store.overlay.sha256} if self.store.overlay else {})},
-            label_priors=self.label_priors,
-        )
-
-
 #: what builds a classifier run's objective: ClassifierObjective or a subclass (same signature)
 ObjectiveFactory = Callable[..., ClassifierObjective]
 #: what builds its network: :func:`facelab.models.classifiers.create_classifier` or a function of that signature
 ModelFactory = Callable[..., torch.nn.Module]
-
-
-def preprocessing_of(model: torch.nn.Module, store: Store) -> Preprocessing:
-    """What inference must do to an image so the model sees what it saw in training."""
-    cfg = model.pretrained_cfg
-    return Preprocessing.of_store(store, mean=cfg.mean, std=cfg.std)
 
 
 class UnfreezeCallback(Callback):
@@ -214,12 +154,27 @@ def check_config(cfg: ClassifierConfig) -> Task:
     and the training split holds at least one batch."""
     if cfg.model not in list_classifiers():
         raise ConfigError(f"unknown classifier {cfg.model!r}; known classifiers: {', '.join(list_classifiers())}")
+    spec = objective_spec(cfg.objective, labelled=True)
+    spec.parse_options(cfg.objective, cfg.objective_kwargs)
     resolve_device(cfg.device)
     store = open_training_store(cfg)
     task = build_task(store, cfg.labels)
     splits, _ = make_splits(cfg, store, task)
     check_batches(cfg, splits["train"].size)
+    check_pretrained(cfg, store, task)
     return task
+
+
+def check_pretrained(cfg: ClassifierConfig, store: Store, task: Task) -> None:
+    """A facelab checkpoint given as ``pretrained`` must be of the run's architecture (and options), image size
+    and alignment (FacelabError naming each that differs); nothing to check without one."""
+    if cfg.pretrained is None:
+        return
+    kwargs = classifier_arch_kwargs(cfg.model, num_outputs=task.num_logits, image_size=store.image_size,
+                                    **cfg.model_kwargs)
+    mean_std = (0.5,) * 3  # the comparison reads only the image size and the alignment
+    check_pretrained_fits(cfg.pretrained, arch=cfg.model, arch_kwargs=kwargs,
+                          preprocessing=Preprocessing.of_store(store, mean=mean_std, std=mean_std))
 
 
 def check_batches(cfg: ClassifierConfig, train_rows: int) -> None:
@@ -313,6 +268,7 @@ def build_classifier(cfg: ClassifierConfig, store: Store, task: Task, train_y: t
     model = create(cfg.model, num_outputs=task.num_logits, image_size=store.image_size, **cfg.model_kwargs)
     loaded = None
     if cfg.pretrained is not None:
+        check_pretrained(cfg, store, task)
         loaded = load_pretrained(model, cfg.pretrained).summary()
     else:
         with torch.no_grad():
@@ -354,7 +310,7 @@ def _run_rows(cfg: ClassifierConfig, store: Store, task: Task, run_dir: Path, *,
 def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool = False,
                      callbacks: list[Callback] | None = None, splits: dict[str, np.ndarray] | None = None,
                      splits_how: str | None = None, extra: tuple[np.ndarray, np.ndarray] | None = None,
-                     objective: ObjectiveFactory = ClassifierObjective,
+                     objective: ObjectiveFactory | None = None,
                      create_model: ModelFactory = create_classifier) -> dict[str, Any]:
     """Train (or resume) a classifier run in ``run_dir``; returns the summary written to summary.json.
 
@@ -365,7 +321,8 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
             ``splits_how`` a sentence saying how they were chosen.
         extra: synthetic training rows (images (M, S, S, 3) uint8, labels (M, num task labels)); tagged
             synthetic by the loader, never used for validation.
-        objective: the training objective (a :class:`ClassifierObjective` subclass for a training variant).
+        objective: the training objective (a :class:`ClassifierObjective` subclass for a training variant);
+            default: the config's registered ``objective``.
         create_model: builds the network (default: the registry's :func:`create_classifier`).
 
     Raises:
@@ -391,6 +348,7 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
     if cfg.balance == "class_weights":
         pos_w = pos_weight_from_labels(train_y, task) if task.binary_index[0] else None
         class_w = class_weights_from_labels(train_y, task) or None
+    objective = objective or objective_spec(cfg.objective, labelled=True).factory
     obj = objective(model, task, cfg=cfg, store=store, pos_weight=pos_w, class_weights=class_w,
                     label_priors=label_priors(train_y.numpy(), task))
     cbs = list(callbacks or [])

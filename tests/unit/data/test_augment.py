@@ -27,7 +27,7 @@ def test_presets_are_registered_and_keep_shapes():
         out, y = BatchAugment.from_preset(name)(x)
         assert out.shape == x.shape and out.dtype == x.dtype and y is None
         assert out.min() >= -1e-5 and out.max() <= 1 + 1e-5
-    with pytest.raises(ConfigError, match="known augmentation presets: flip, geometric, none, standard, strong, wild"):
+    with pytest.raises(ConfigError, match="known augmentation presets: flip, geometric, none, simclr, standard, strong, wild"):
         AugmentConfig.preset("tempest")
 
 

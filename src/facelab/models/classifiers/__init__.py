@@ -20,7 +20,13 @@ from facelab.errors import ConfigError
 from facelab.models.classifiers import inception, resnet, vgg_scratch  # noqa: F401  (register the models)
 from facelab.models.classifiers.base import CLASSIFIERS, Classifier, PretrainedCfg
 from facelab.models.classifiers.heads import Task, TaskOutput, task_decode, task_loss, task_predict
-from facelab.models.classifiers.transfer import LoadReport, freeze_backbone, load_pretrained, unfreeze
+from facelab.models.classifiers.transfer import (
+    LoadReport,
+    check_pretrained_fits,
+    freeze_backbone,
+    load_pretrained,
+    unfreeze,
+)
 
 __all__ = [
     "CLASSIFIERS",
@@ -29,6 +35,8 @@ __all__ = [
     "PretrainedCfg",
     "Task",
     "TaskOutput",
+    "check_pretrained_fits",
+    "classifier_arch_kwargs",
     "create_classifier",
     "freeze_backbone",
     "list_classifiers",
@@ -77,6 +85,25 @@ def _constructor_defaults(factory: Any) -> dict[str, Any]:
             and p.kind is not inspect.Parameter.VAR_KEYWORD and not callable(p.default)}
 
 
+def _options(num_outputs: int, in_chans: int, image_size: int | None, drop_rate: float | None,
+             kwargs: dict[str, Any]) -> dict[str, Any]:
+    options: dict[str, Any] = {"num_outputs": num_outputs, "in_chans": in_chans, **kwargs}
+    if image_size is not None:
+        options["image_size"] = image_size
+    if drop_rate is not None:
+        options["drop_rate"] = drop_rate
+    return options
+
+
+def classifier_arch_kwargs(name: str, *, num_outputs: int, in_chans: int = 3, image_size: int | None = None,
+                           drop_rate: float | None = None, **kwargs: Any) -> dict[str, Any]:
+    """The ``arch_kwargs`` a checkpoint of ``create_classifier(name, ...)`` records (every constructor option,
+    defaults included), without building the network."""
+    options = _options(num_outputs, in_chans, image_size, drop_rate, kwargs)
+    _check_options(name, options)
+    return _json_ready({**_constructor_defaults(CLASSIFIERS.get(name)), **options})
+
+
 def create_classifier(
     name: str,
     *,
@@ -104,11 +131,7 @@ def create_classifier(
         ConfigError: unknown name or option, bad value.
         FacelabError: the pretrained file is missing, unreadable or of another architecture.
     """
-    options: dict[str, Any] = {"num_outputs": num_outputs, "in_chans": in_chans, **kwargs}
-    if image_size is not None:
-        options["image_size"] = image_size
-    if drop_rate is not None:
-        options["drop_rate"] = drop_rate
+    options = _options(num_outputs, in_chans, image_size, drop_rate, kwargs)
     _check_options(name, options)
     model = CLASSIFIERS.create(name, **options)
     model.arch_name = name

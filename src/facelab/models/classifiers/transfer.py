@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
+from facelab.data.preprocessing import Preprocessing, alignment_key, describe_alignment
 from facelab.errors import FacelabError
 from facelab.models.classifiers.base import FROZEN_STATS_ATTR, Classifier, identify_architecture
 from facelab.models.checkpoint import WEIGHTS, resolve_checkpoint
@@ -147,6 +148,84 @@ def read_weights(path: str | Path) -> WeightsFile:
     """Read a weights file or facelab checkpoint folder into a CPU state dict (no key matching yet)."""
     p = _weights_path(Path(path).expanduser())
     return _read_safetensors(p) if p.suffix == ".safetensors" else _read_torch(p)
+
+
+#: architecture options that may differ between a pretrained network and its fine-tuned copy: the head's
+#: size, the input size (checked on its own, as the image size) and the dropout before the head
+TRANSFERABLE_OPTIONS = frozenset({"num_outputs", "image_size", "drop_rate", "pretrained"})
+
+
+def read_facelab_meta(path: str | Path) -> dict[str, Any] | None:
+    """The facelab metadata of a checkpoint (folder, run folder or .safetensors file) without reading its
+    tensors; None for a plain weights file (torchvision-style ``.pth``, a safetensors file without it)."""
+    p = _weights_path(Path(path).expanduser())
+    if p.suffix != ".safetensors":
+        return None
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise FacelabError(f"{p}: not a readable safetensors file ({e})") from None
+    if "facelab" not in meta:
+        return None
+    try:
+        return json.loads(meta["facelab"])
+    except json.JSONDecodeError as e:
+        raise FacelabError(f"{p}: its 'facelab' metadata is not valid JSON ({e}); the checkpoint is damaged") from None
+
+
+def _plain(v: Any) -> Any:
+    return json.loads(json.dumps(v, default=str))  # tuples as lists, as a checkpoint's JSON holds them
+
+
+def _architecture_difference(meta: dict[str, Any], arch: str, arch_kwargs: dict[str, Any]) -> str | None:
+    theirs = meta.get("arch_kwargs") or {}
+    if meta.get("arch") != arch:
+        return f"architecture: the checkpoint is {meta.get('arch')}, this run builds {arch}"
+    differ = sorted(k for k in theirs if k not in TRANSFERABLE_OPTIONS and k in arch_kwargs
+                    and _plain(theirs[k]) != _plain(arch_kwargs[k]))
+    if not differ:
+        return None
+    both = "; ".join(f"{k}: checkpoint {_plain(theirs[k])}, this run {_plain(arch_kwargs[k])}" for k in differ)
+    return f"architecture options of {arch}: {both}"
+
+
+def check_pretrained_fits(path: str | Path, *, arch: str, arch_kwargs: dict[str, Any],
+                          preprocessing: Preprocessing) -> None:
+    """Refuse a facelab checkpoint whose network cannot be what this run fine-tunes: another architecture
+    (or architecture options such as ``channels``), another image size, or another alignment of the faces
+    than the run's store. Plain weights files (no facelab metadata) pass: :func:`load_pretrained` then
+    checks them tensor by tensor.
+
+    Args:
+        path: the ``--pretrained`` value.
+        arch, arch_kwargs: what the run builds (``classifier_arch_kwargs``).
+        preprocessing: the run's, from its store (image size and alignment are compared).
+
+    Raises:
+        FacelabError: naming each of the three that differs, both sides, and the fix.
+    """
+    meta = read_facelab_meta(path)
+    if meta is None:
+        return
+    if meta.get("kind") not in ("classifier", "encoder"):
+        raise FacelabError(f"{path} holds a {meta.get('kind')} model ({meta.get('arch')}), not a classifier or a "
+                           "pretrained encoder; pass a `facelab train` or `facelab pretrain` run")
+    theirs = Preprocessing.from_meta(meta.get("preprocessing"), where=f"{path}: preprocessing")
+    problems = [p for p in [_architecture_difference(meta, arch, arch_kwargs)] if p]
+    size = theirs.image_size if theirs is not None else (meta.get("arch_kwargs") or {}).get("image_size")
+    if size is not None and size != preprocessing.image_size:
+        problems.append(f"image size: the checkpoint was trained on {size}px images, this run's store holds "
+                        f"{preprocessing.image_size}px")
+    if theirs is not None and "align" in theirs.model_fields_set and \
+            alignment_key(theirs.align) != alignment_key(preprocessing.align):
+        problems.append(f"alignment: the checkpoint was trained on faces {describe_alignment(theirs.align)}, this "
+                        f"run's store is {describe_alignment(preprocessing.align)}")
+    if problems:
+        raise FacelabError(
+            f"cannot fine-tune from {path}: it differs from this run in\n  " + "\n  ".join(problems) +
+            "\nFix: train with the checkpoint's --model and -o model_kwargs, on a store prepared like its own "
+            "(same --size, same --align or none), or pretrain again to match this run")
 
 
 def _dotted_prefixes(key: str, depth: int = 2) -> Iterator[str]:

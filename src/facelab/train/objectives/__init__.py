@@ -1,0 +1,73 @@
+"""Training objectives, by name: what a run optimises, chosen in its config (``objective: simclr``).
+
+An objective is one file that registers an :class:`ObjectiveSpec` in :data:`OBJECTIVES`:
+
+- ``supervised`` (:mod:`.supervised`): the task loss of a classifier on labelled rows (``facelab train``);
+- ``simclr`` (:mod:`.simclr`): contrastive learning from two augmented views of unlabelled images
+  (``facelab pretrain``), whose encoder a classifier then fine-tunes (``facelab train --pretrained``).
+
+Every objective gives the :class:`~facelab.train.trainer.Trainer` the same interface (its ``Objective``
+protocol); ``labelled`` says which command runs it. Its options (``objective_kwargs`` in the config) are a
+typed config of its own, validated before a run folder is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from facelab.config import StrictConfig
+from facelab.errors import ConfigError
+from facelab.registry import Registry
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """What a run needs to know about an objective before it builds one.
+
+    Attributes:
+        factory: builds the objective (signature: :class:`~.supervised.ClassifierObjective` for labelled
+            objectives, :class:`~.simclr.SimCLRObjective` for unlabelled ones).
+        labelled: whether it learns from labels (``facelab train``) or from images alone (``facelab pretrain``).
+        options: the typed config of its ``objective_kwargs``.
+        monitor, monitor_mode: the validation metric that picks the best checkpoint and stops early.
+        doc: one line for listings and error messages.
+    """
+
+    factory: Callable[..., Any]
+    labelled: bool
+    options: type[StrictConfig]
+    monitor: str
+    monitor_mode: Literal["min", "max"]
+    doc: str
+
+    def parse_options(self, name: str, kwargs: dict[str, Any]) -> StrictConfig:
+        """``kwargs`` validated against the objective's options (ConfigError naming each bad key)."""
+        return self.options.from_dict(kwargs, where=f"objective_kwargs of objective {name!r}")
+
+
+#: objective name -> a function returning its :class:`ObjectiveSpec` (imports stay lazy)
+OBJECTIVES: Registry[ObjectiveSpec] = Registry("objective")
+
+
+def objective_spec(name: str, *, labelled: bool) -> ObjectiveSpec:
+    """The registered objective ``name``, checked to fit the command (labelled or not).
+
+    Raises:
+        ConfigError: unknown name (listing the known ones), or an objective of the other kind, with the
+            command that runs it.
+    """
+    spec = OBJECTIVES.create(name)
+    if spec.labelled != labelled:
+        fits = [n for n in OBJECTIVES.names() if OBJECTIVES.create(n).labelled == labelled]
+        other = ("`facelab train STORE --labels ...` (it learns from labels)" if spec.labelled
+                 else "`facelab pretrain STORE [STORE ...]` (it learns from images without labels)")
+        kind = "labelled" if labelled else "unlabelled"
+        raise ConfigError(f"objective {name!r} runs with {other}; {kind} objectives: {', '.join(fits)}")
+    return spec
+
+
+from facelab.train.objectives import simclr, supervised  # noqa: E402,F401  (register the objectives)
+
+__all__ = ["OBJECTIVES", "ObjectiveSpec", "objective_spec"]

@@ -1,0 +1,127 @@
+"""``simclr``: contrastive pretraining without labels (SimCLR, Chen et al. 2020).
+
+Each image of a batch is augmented twice (the ``simclr`` augmentation preset: resized crop, flip, colour
+jitter, greyscale, blur); the encoder's pooled features go through a projection MLP, and the NT-Xent loss
+asks each view to pick its partner out of the other ``2B - 1`` views of the batch. Validation reports the
+same loss and ``positive_top1``, the share of views whose nearest other view (cosine similarity) is their
+partner, on held-out rows with fixed views (seeded per batch), so epochs are comparable.
+
+The loader serves images in [0, 1] (mean 0, std 1): views are made from the untouched images, then
+normalised with the encoder's own mean/std, which the checkpoint's preprocessing records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from facelab.config import StrictConfig
+from facelab.data.augment import AugmentConfig, BatchAugment
+from facelab.data.preprocessing import Preprocessing
+from facelab.models.checkpoint import CheckpointMeta
+from facelab.models.classifiers.base import Classifier
+from facelab.models.projection import ProjectedEncoder, ProjectionMLP
+from facelab.train.objectives import OBJECTIVES, ObjectiveSpec
+from facelab.train.trainer import StepOutput
+
+VAL_VIEW_SEED = 20_201  # validation views are seeded per batch from this: every epoch sees the same views
+
+
+class SimCLROptions(StrictConfig):
+    """``objective_kwargs`` of ``simclr``."""
+
+    temperature: float = Field(0.2, gt=0, le=10)  # of NT-Xent; SimCLR used 0.1-0.5
+    proj_hidden: int = Field(512, ge=1)  # projection MLP: pooled features -> hidden -> proj_dim
+    proj_dim: int = Field(128, ge=1)
+    augment: str = "simclr"  # augmentation preset (facelab.data.augment) drawn for each view
+    augment_overrides: dict[str, Any] = Field(default_factory=dict)  # e.g. {resized_crop: {scale: [0.5, 1.0]}}
+
+    @model_validator(mode="after")
+    def _preset_exists(self) -> SimCLROptions:
+        self.view_config()  # ConfigError now, not after the run folder is made
+        return self
+
+    def view_config(self) -> AugmentConfig:
+        return AugmentConfig.preset(self.augment, **self.augment_overrides)
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """NT-Xent loss of two views' projections (B, D) each, and (2B,) whether each view's most similar other
+    view is its partner. Computed in float32 (under bf16 autocast too)."""
+    b = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2B, D)
+    sim = z @ z.T / temperature  # (2B, 2B) cosine similarity / T
+    sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))  # not itself
+    target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)  # (2B,) the partner
+    return F.cross_entropy(sim, target), sim.argmax(dim=1) == target
+
+
+class SimCLRObjective:
+    """Trains ``encoder`` with a projection head by NT-Xent on two views of each image.
+
+    Args:
+        encoder: a registered classifier built without a head (``num_outputs=0``).
+        options: :class:`SimCLROptions`.
+        preprocessing: what the checkpoint records (image size, alignment, the encoder's mean/std).
+        config: the run's resolved config, saved in every checkpoint.
+    """
+
+    def __init__(self, encoder: Classifier, *, options: SimCLROptions, preprocessing: Preprocessing,
+                 config: dict[str, Any]) -> None:
+        projector = ProjectionMLP(encoder.num_features, hidden=options.proj_hidden, out_features=options.proj_dim)
+        self.model = ProjectedEncoder(encoder, projector)
+        self.options, self.preprocessing, self.config = options, preprocessing, config
+        self.augment = BatchAugment(options.view_config())
+        self._mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self._std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def parameter_groups(self) -> dict[str, Any]:
+        return {"model": list(self.model.parameters())}
+
+    def step_schedule(self) -> list[tuple[str, int]]:
+        return [("model", 1)]
+
+    def views(self, x: torch.Tensor, *, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two normalised views (B, 3, S, S) of images ``x`` (B, 3, S, S) in [0, 1]; ``seed`` fixes them."""
+        mean, std = self._mean.to(x.device), self._std.to(x.device)
+        v1, _ = self.augment(x, seed=None if seed is None else 2 * seed)
+        v2, _ = self.augment(x, seed=None if seed is None else 2 * seed + 1)
+        return (v1 - mean) / std, (v2 - mean) / std
+
+    def loss(self, group: str, batch: Any) -> StepOutput:
+        v1, v2 = self.views(batch.x)
+        loss, hit = nt_xent(self.model(v1), self.model(v2), self.options.temperature)
+        return StepOutput(loss, {"loss": float(loss.detach()), "positive_top1": float(hit.float().mean())})
+
+    @torch.no_grad()
+    def evaluate(self, loader: Any, *, model: torch.nn.Module | None = None) -> dict[str, float]:
+        """NT-Xent loss and positive_top1 over the held-out rows (batches of one row are skipped: no negatives)."""
+        model = model or self.model
+        loss_sum, hits, views = 0.0, 0, 0
+        for i, batch in enumerate(loader):
+            if len(batch) < 2:
+                continue
+            v1, v2 = self.views(batch.x, seed=VAL_VIEW_SEED + i)
+            loss, hit = nt_xent(model(v1), model(v2), self.options.temperature)
+            loss_sum += float(loss) * hit.numel()
+            hits += int(hit.sum())
+            views += hit.numel()
+        if not views:
+            return {}
+        return {"loss": loss_sum / views, "positive_top1": hits / views}
+
+    def checkpoint_meta(self) -> CheckpointMeta:
+        enc = self.model.encoder
+        return CheckpointMeta(kind="encoder", arch=enc.arch_name, arch_kwargs=dict(enc.arch_kwargs),
+                              preprocessing=self.preprocessing,
+                              config={**self.config, "objective_options": self.options.model_dump(mode="json")})
+
+
+@OBJECTIVES.register("simclr")
+def _simclr() -> ObjectiveSpec:
+    return ObjectiveSpec(factory=SimCLRObjective, labelled=False, options=SimCLROptions,
+                         monitor="val_positive_top1", monitor_mode="max",
+                         doc="contrastive (NT-Xent) on two augmented views of unlabelled images")
