@@ -139,11 +139,12 @@ def test_another_alignment_is_refused_naming_both(utk_and_celeba, clf_run, tmp_p
     _, celeba = utk_and_celeba  # CelebA's aligned faces; clf_run trained on synthetic faces that were not aligned
     err = _refused(celeba, "--labels", "Male", "--pretrained", clf_run[0], *TINY_CLASSIFIER, out=tmp_path / "a")
     assert "alignment: the checkpoint was trained on faces not aligned, this run's store is aligned into a 178x218" in err
-    retina = set_alignment(make_store(tmp_path / "retina", n=64, size=STORE_SIZE, label_specs=CELEBA_LABELS),
-                           AlignSpec(detector="retinaface"))
+    lower = [[x, y + 12] for x, y in AlignSpec().template_points.tolist()]  # faces 12 px lower in the frame
+    moved = set_alignment(make_store(tmp_path / "moved", n=64, size=STORE_SIZE, label_specs=CELEBA_LABELS),
+                          AlignSpec(detector="retinaface", template=lower))
     utk_run = cli_json("train", utk_and_celeba[0], "--labels", "gender", "--epochs", 1, *TINY_CLASSIFIER,
                        "--out", tmp_path / "runs")["run_dir"]
-    err = _refused(retina.path, "--labels", "Male", "--pretrained", utk_run, *TINY_CLASSIFIER, out=tmp_path / "b")
+    err = _refused(moved.path, "--labels", "Male", "--pretrained", utk_run, *TINY_CLASSIFIER, out=tmp_path / "b")
     assert "mtcnn template" in err and "retinaface template" in err
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelab.data.preprocessing import alignment_key, describe_alignment, store_alignment
+from facelab.data.preprocessing import describe_alignment, same_alignment, store_alignment
 from facelab.data.schema import LabelSpec
 from facelab.data.store import Store
 from facelab.errors import ConfigError, StoreError
@@ -35,7 +35,7 @@ def check_same_images(stores: Sequence[Store]) -> None:
                               f"every store must have one image size; prepare {s.path.name} again with "
                               f"--size {first.image_size}")
         a = store_alignment(s)
-        if alignment_key(a) != alignment_key(a0):
+        if not same_alignment(a, a0):
             raise ConfigError(f"{s.path} is {describe_alignment(a)} but {first.path} is {describe_alignment(a0)}: "
                               "every store must be aligned the same way; prepare the stores with the same "
                               "--align options (or none of them aligned)")

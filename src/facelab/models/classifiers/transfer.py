@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from facelab.data.preprocessing import Preprocessing, alignment_key, describe_alignment
+from facelab.data.preprocessing import Preprocessing, describe_alignment, same_alignment
 from facelab.errors import FacelabError
 from facelab.models.classifiers.base import FROZEN_STATS_ATTR, Classifier, identify_architecture
 from facelab.models.checkpoint import WEIGHTS, resolve_checkpoint
@@ -218,7 +218,7 @@ def check_pretrained_fits(path: str | Path, *, arch: str, arch_kwargs: dict[str,
         problems.append(f"image size: the checkpoint was trained on {size}px images, this run's store holds "
                         f"{preprocessing.image_size}px")
     if theirs is not None and "align" in theirs.model_fields_set and \
-            alignment_key(theirs.align) != alignment_key(preprocessing.align):
+            not same_alignment(theirs.align, preprocessing.align):
         problems.append(f"alignment: the checkpoint was trained on faces {describe_alignment(theirs.align)}, this "
                         f"run's store is {describe_alignment(preprocessing.align)}")
     if problems:
