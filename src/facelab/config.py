@@ -80,7 +80,12 @@ _EXPONENT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 def _yaml_value(raw: str) -> Any:
     """A YAML value, where ``1e-3`` is the number people mean (YAML 1.1 reads it as text: it wants ``1.0e-3``)."""
-    value = yaml.safe_load(raw)
+    return yaml_number(yaml.safe_load(raw))
+
+
+def yaml_number(value: Any) -> Any:
+    """``value``, or the float that a text such as ``1e-3`` means: YAML 1.1 (PyYAML) reads ``1e-3`` as text and
+    only ``1.0e-3`` as a number. For values a field's type does not convert, e.g. the choices of a sweep."""
     return float(value) if isinstance(value, str) and _EXPONENT.match(value.strip()) else value
 
 

@@ -100,3 +100,28 @@ def dcgan_run(store: Path, runs_root: Path) -> Path:
     summary = cli_json("train-gen", store, "--model", "dcgan", "--epochs", 2, *TINY_GEN, "-o", EVERY_BATCH,
                        "--out", runs_root, "--name", "dcgan")
     return Path(summary["run_dir"])
+
+
+#: a sweep of tiny classifier trials on ``store`` (two parameters, 2 epochs, heartbeats every second; a trial
+#: silent for 20 s is failed, far more than any pause of a live worker on a busy machine)
+TINY_SWEEP: dict[str, Any] = {
+    "command": "train",
+    "base": {**TINY_CLASSIFIER_CFG, "trainer": {"epochs": 2, "progress": False}},
+    "space": {"trainer.optim.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True},
+              "augment": ["flip", "geometric"]},
+    "sampler": {"name": "random", "seed": 0},
+    "pruner": {"name": "median", "n_startup_trials": 2},
+    "n_trials": 4,
+    "heartbeat_interval": 1,
+    "grace_period": 20,
+}
+
+
+def write_sweep_spec(path: Path, store: Path, **changes: Any) -> Path:
+    """:data:`TINY_SWEEP` on ``store`` with top-level ``changes``, written as YAML to ``path``."""
+    import yaml
+
+    spec = {**TINY_SWEEP, **changes}
+    spec["base"] = {**spec["base"], "store": str(store)}
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path

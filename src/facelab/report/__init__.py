@@ -12,6 +12,7 @@ from facelab.report import (  # noqa: F401  (register the kinds)
     generative,
     imbalance_study,
     pretrain,
+    sweep,
 )
 from facelab.report.html import render_report
 from facelab.report.kinds import RUN_KINDS, RunKind

@@ -129,10 +129,56 @@ class DemoSummary(RunSummary):
     seconds: float
 
 
+class SweepTrial(BaseModel):
+    """One trial of a hyperparameter sweep, as the study database recorded it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    number: int
+    state: Literal["RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING"]
+    value: float | None = None  # the sweep's metric (the run's best epoch); None unless COMPLETE
+    params: dict[str, Any] = Field(default_factory=dict)  # config field (dotted) -> the value it trained with
+    cpu_seconds: float | None = None  # CPU time of the worker process during the trial (all its threads)
+    wall_seconds: float | None = None
+    epochs: int | None = None  # epochs trained (fewer than planned when pruned)
+    run_dir: str | None = None  # the trial's run folder, on the machine of its worker
+    worker: str | None = None  # host:pid of the worker that ran it
+    note: str | None = None  # why it was pruned or failed
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _no_nan(cls, v: Any) -> Any:
+        return finite_or_none(v)
+
+
+class SweepSummary(RunSummary):
+    """A hyperparameter sweep (``facelab sweep``): an Optuna study whose trials are run folders in ``run_dir``."""
+
+    kind: Literal["sweep"] = "sweep"
+    command: str  # train | train-gen: what every trial runs
+    study_name: str
+    storage: str  # the study database's URL, without its password
+    metric: str
+    direction: Literal["maximize", "minimize"]
+    n_trials: int  # the target: trials COMPLETE or PRUNED
+    states: dict[str, int]  # trial state -> count
+    best_trial: int | None = None
+    best_value: float | None = None
+    best_params: dict[str, Any] = Field(default_factory=dict)
+    best_run_dir: str | None = None
+    best_config: str | None = None  # best.yaml: the best trial's config, for `facelab train --config`
+    cpu_seconds: float  # summed over every trial
+    importances: dict[str, float] = Field(default_factory=dict)  # fANOVA, over the COMPLETE trials
+    plots: dict[str, str] = Field(default_factory=dict)  # name -> PNG under run_dir/plots
+    notes: list[str] = Field(default_factory=list)  # what could not be computed, and why
+    trials: list[SweepTrial]
+
+
 #: summary.json "kind" -> its model
 SUMMARY_KINDS: dict[str, type[RunSummary]] = {
     "classifier": ClassifierSummary, "generative": GenerativeSummary, "pretrain": PretrainSummary, "batch_schedule": BatchScheduleSummary,
     "imbalance_study": ImbalanceStudySummary, "augment_study": ImbalanceStudySummary, "demo": DemoSummary,
+    "sweep": SweepSummary,
 }
 
 

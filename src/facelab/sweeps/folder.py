@@ -1,0 +1,105 @@
+"""A sweep folder and its study: made once the spec checks out (:func:`create_sweep`), opened again to continue it,
+join it or report on it (:func:`open_sweep`).
+
+The sweep folder ``runs/sweep-<name>`` holds config.yaml (the resolved spec), study.db (the default storage),
+one run folder per trial (``trial-0000`` ...), workers/ (their logs), plots/, best.yaml, summary.json and
+report.html.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from facelab.config import read_yaml
+from facelab.errors import ConfigError
+from facelab.runs.folder import check_run_name, create_run_dir
+from facelab.sweeps.spec import SweepSpec
+from facelab.sweeps.storage import default_storage, open_storage, strip_password, without_password
+from facelab.sweeps.study import check_new_study, create_study, read_spec, update_spec
+from facelab.sweeps.validate import prepare_spec
+
+KIND = "sweep"  # run folders are sweep-<name>
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep folder with its resolved spec and the URL its study is reached at (with a password, if given)."""
+
+    dir: Path
+    spec: SweepSpec
+    url: str
+
+    @property
+    def study_name(self) -> str:
+        assert self.spec.study_name is not None
+        return self.spec.study_name
+
+
+def create_sweep(spec: SweepSpec, *, out: str | Path = "runs", name: str | None = None) -> Sweep:
+    """Check ``spec`` (every parameter against its field, the database, the study name) and only then make the
+    sweep folder ``<out>/sweep-<name>`` and its study.
+
+    Raises:
+        ConfigError: a bad spec, or a study name the database already holds (see :func:`check_new_study`).
+        StorageError: a database that cannot be reached.
+        FacelabError: the folder already holds a run.
+    """
+    name = check_run_name(name) if name is not None else time.strftime("%Y%m%d-%H%M%S")
+    resolved = prepare_spec(spec)
+    resolved = resolved.model_copy(update={"study_name": resolved.study_name or f"{KIND}-{name}"})
+    explicit = resolved.storage
+    if explicit is not None:  # a shared database: reachable, and the name free, before any folder is made
+        check_new_study(open_storage(explicit), resolved, explicit)
+    sweep_dir = create_run_dir(KIND, name=name, root=out)
+    try:
+        url = explicit or default_storage(sweep_dir)
+        recorded = resolved.model_copy(update={"storage": strip_password(explicit) if explicit else None})
+        recorded.save(sweep_dir / "config.yaml")
+        create_study(open_storage(url), recorded, sweep_dir)
+    except BaseException:
+        shutil.rmtree(sweep_dir, ignore_errors=True)  # nothing ran in it
+        raise
+    return Sweep(sweep_dir, recorded, url)
+
+
+def open_sweep(sweep_dir: str | Path, *, storage: str | None = None) -> Sweep:
+    """The sweep in ``sweep_dir``; ``storage`` gives the database URL with its password when the recorded one
+    (which has none) is not enough.
+
+    Raises:
+        ConfigError: not a sweep folder.
+        StorageError: its database cannot be reached, or holds no such study.
+    """
+    sweep_dir = Path(sweep_dir)
+    path = sweep_dir / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{sweep_dir}: no config.yaml, so not a sweep folder (facelab sweep makes runs/sweep-NAME)")
+    data = read_yaml(path)
+    if "space" not in data:
+        raise ConfigError(f"{sweep_dir}: its config.yaml is not a sweep spec (no space:); give a sweep folder")
+    spec = SweepSpec.from_dict(data, where=str(path))
+    url = storage or spec.storage or default_storage(sweep_dir)
+    stored, _ = read_spec(open_storage(url), spec.study_name or sweep_dir.name, url)
+    return Sweep(sweep_dir, stored, url)
+
+
+def raise_n_trials(sweep: Sweep, n_trials: int) -> Sweep:
+    """Continue to ``n_trials`` (COMPLETE or PRUNED) in all; recorded in the study and config.yaml."""
+    import optuna
+
+    if n_trials < sweep.spec.n_trials:
+        raise ConfigError(f"--n-trials {n_trials}: the sweep already aims at {sweep.spec.n_trials}; give more")
+    spec = sweep.spec.model_copy(update={"n_trials": n_trials})
+    study = optuna.load_study(study_name=sweep.study_name, storage=open_storage(sweep.url),
+                              sampler=optuna.samplers.RandomSampler())
+    update_spec(study, spec)
+    spec.save(sweep.dir / "config.yaml")
+    return Sweep(sweep.dir, spec, sweep.url)
+
+
+def describe_storage(sweep: Sweep) -> str:
+    """The study's database, as messages show it (no password)."""
+    return without_password(sweep.url)
