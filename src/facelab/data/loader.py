@@ -7,11 +7,17 @@ device as uint8 and converts it there, so the expensive float work runs where tr
 The order of an epoch depends only on ``(seed, epoch)``, and the augmentation of a batch only on
 ``(seed, epoch, batch number)``, so a run resumed from :meth:`BatchLoader.state_dict` sees exactly the
 batches an uninterrupted run would have seen.
+
+Distributed training (``rank``/``world_size``): every process computes the same epoch order and takes its
+share of each *global* batch of ``world_size * batch_size`` positions, so N processes with batch B serve,
+step by step, exactly the rows one process with batch N*B serves (a 1-process loader is the special case).
+A partial last global batch (``drop_last=False``) is split as evenly as possible (shares differ by at most
+one row; ``Batch.global_rows`` says how many rows the step holds over all processes); when it holds fewer
+rows than there are processes, no process serves it, so every process runs the same number of steps.
 """
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,6 +43,12 @@ class Batch:
     y: torch.Tensor  # (B, L) int64 raw label values (binary 0/1, categorical class index, numeric value)
     index: torch.Tensor  # (B,) int64 store rows; SYNTHETIC_ROW (-1) for synthetic rows
     synthetic: torch.Tensor  # (B,) bool, True for rows from ``extra``
+    #: rows of this step over every process (== len(self) on one process): a distributed trainer weights
+    #: its share of the loss by ``len / global_rows`` so that a partial batch counts each row once
+    global_rows: int = 0
+
+    def __post_init__(self) -> None:
+        self.global_rows = self.global_rows or len(self)
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -47,6 +59,7 @@ class _HostBatch:
     images: torch.Tensor  # (B, S, S, 3) uint8 on the CPU (pinned for CUDA)
     y: torch.Tensor  # (B, L) int64
     rows: torch.Tensor  # (B,) int64
+    global_rows: int  # rows of the global batch this share belongs to
 
 
 class BatchLoader:
@@ -70,6 +83,9 @@ class BatchLoader:
         prefetch: batches gathered ahead by the background thread (0: read in the iterating thread).
         extra: ``(images (M, S, S, 3) uint8, labels (M, L))`` synthetic rows appended after ``indices``
             and tagged ``synthetic=True``; training loaders (``shuffle=True``) only.
+        rank: this process's share of every global batch (0 .. world_size - 1), for distributed training.
+        world_size: processes that share the epoch; ``len(loader)`` counts global batches of
+            ``world_size * batch_size`` rows, the same on every process.
     """
 
     def __init__(
@@ -90,9 +106,14 @@ class BatchLoader:
         sampler_weights: np.ndarray | None = None,
         prefetch: int = 2,
         extra: tuple[np.ndarray, np.ndarray] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1 or prefetch < 0:
             raise ConfigError(f"batch_size must be >= 1 and prefetch >= 0; got {batch_size} and {prefetch}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} of world_size {world_size}: need world_size >= 1 and 0 <= rank < world_size")
+        self.rank, self.world_size = int(rank), int(world_size)
         self.store = store
         self.indices = as_indices(store, indices)
         self.label_names = list(store.label_names if labels is None else labels)
@@ -163,9 +184,24 @@ class BatchLoader:
         """Rows served per epoch: the store rows plus the synthetic extra rows."""
         return int(self._item_rows.size)
 
+    @property
+    def global_batch_size(self) -> int:
+        """Rows of one step over every process: ``world_size * batch_size``."""
+        return self.world_size * self.batch_size
+
     def __len__(self) -> int:
-        n, b = self.num_items, self.batch_size
-        return n // b if self.drop_last else math.ceil(n / b)
+        """Steps per epoch, the same on every process (global batches; see the module docstring)."""
+        n, g = self.num_items, self.global_batch_size
+        full, rest = divmod(n, g)
+        return full + int(not self.drop_last and rest >= self.world_size)
+
+    def step_positions(self, order: np.ndarray, number: int) -> tuple[np.ndarray, int]:
+        """This process's item positions of step ``number`` of an epoch ``order``, and the step's global rows."""
+        g = self.global_batch_size
+        rows = order[number * g : (number + 1) * g]
+        if self.world_size == 1:
+            return rows, int(rows.size)
+        return np.array_split(rows, self.world_size)[self.rank], int(rows.size)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """(num_items,) item positions of ``epoch`` in serving order (store rows first, then extra rows)."""
@@ -180,7 +216,8 @@ class BatchLoader:
 
     def state_dict(self) -> dict[str, int]:
         """Where the loader is: the epoch and the number of its batches already handed out."""
-        return {"epoch": self.epoch, "batches_consumed": self._consumed, "seed": self.seed, "num_items": self.num_items}
+        return {"epoch": self.epoch, "batches_consumed": self._consumed, "seed": self.seed, "num_items": self.num_items,
+                "world_size": self.world_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict`: the next iteration serves the remaining batches of that epoch."""
@@ -188,6 +225,11 @@ class BatchLoader:
             raise ConfigError(
                 f"loader state is for seed {state.get('seed')} and {state.get('num_items')} rows, but this loader has "
                 f"seed {self.seed} and {self.num_items} rows; resume with the same data and seed"
+            )
+        if int(state.get("world_size", 1)) != self.world_size:
+            raise ConfigError(
+                f"loader state counts batches of {state.get('world_size', 1)} process(es), but this loader is shared by "
+                f"{self.world_size}: resume mid-epoch with the same number of processes (--nproc)"
             )
         consumed = int(state["batches_consumed"])
         if not 0 <= consumed <= len(self):
@@ -199,10 +241,10 @@ class BatchLoader:
     # ---- iteration --------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Batch]:
         """Serve the remaining batches of the current epoch; after the last one, move to the next epoch."""
-        epoch, start, b = self.epoch, self._consumed, self.batch_size
+        epoch, start = self.epoch, self._consumed
         order = self.epoch_order(epoch)
-        positions = [order[i * b : (i + 1) * b] for i in range(start, len(self))]
-        host = _prefetch(self._gather, positions, self.prefetch)
+        steps = [self.step_positions(order, i) for i in range(start, len(self))]
+        host = _prefetch(self._gather, steps, self.prefetch)
         try:
             for number, hb in enumerate(host, start):
                 batch = self._to_device(hb, epoch, number)
@@ -212,8 +254,9 @@ class BatchLoader:
             host.close()
         self.set_epoch(epoch + 1)
 
-    def _gather(self, positions: np.ndarray) -> _HostBatch:
+    def _gather(self, step: tuple[np.ndarray, int]) -> _HostBatch:
         """Read one batch into host memory: store rows in sorted order (sequential memmap access)."""
+        positions, global_rows = step
         n_real, s = self.indices.size, self.store.image_size
         pin = self.device.type == "cuda"
         images = torch.empty((positions.size, s, s, 3), dtype=torch.uint8, pin_memory=pin)  # (B, S, S, 3)
@@ -228,7 +271,7 @@ class BatchLoader:
             out[fake] = self._extra_images[positions[fake] - n_real]
         y = torch.from_numpy(self._item_labels[positions])
         rows_t = torch.from_numpy(self._item_rows[positions])
-        return _HostBatch(images=images, y=y.pin_memory() if pin else y, rows=rows_t)
+        return _HostBatch(images=images, y=y.pin_memory() if pin else y, rows=rows_t, global_rows=global_rows)
 
     def _to_device(self, hb: _HostBatch, epoch: int, number: int) -> Batch:
         x = hb.images.to(self.device, non_blocking=True)  # (B, S, S, 3) uint8
@@ -237,15 +280,18 @@ class BatchLoader:
         x = x.float().div_(255.0)  # (B, 3, S, S) in [0, 1]
         y = hb.y.to(self.device, non_blocking=True)  # (B, L)
         if self.augment is not None:
-            x, y = self.augment(x, y, seed=_batch_seed(self.seed, epoch, number))
+            x, y = self.augment(x, y, seed=_batch_seed(self.seed, epoch, number, self.rank))
         x = x.sub_(self._mean).div_(self._std)
         x = x.contiguous(memory_format=fmt)  # kornia ops may return another layout
         synthetic = (hb.rows == SYNTHETIC_ROW).to(self.device, non_blocking=True)
-        return Batch(x=x, y=y, index=hb.rows, synthetic=synthetic)
+        return Batch(x=x, y=y, index=hb.rows, synthetic=synthetic, global_rows=hb.global_rows)
 
 
-def _batch_seed(seed: int, epoch: int, number: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, number]).generate_state(1, np.uint64)[0] >> 1)
+def _batch_seed(seed: int, epoch: int, number: int, rank: int = 0) -> int:
+    """The augmentation seed of a batch; each process's share of a global batch draws its own (rank 0 the
+    single-process one), so shares are not augmented alike."""
+    entropy = [seed, epoch, number] + ([rank] if rank else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1)
 
 
 # ---- background prefetching -----------------------------------------------------------------------
