@@ -4,13 +4,15 @@
 index.npz, manifest.json written last) without going through a source or the store builder, so tests of
 views, stats, loaders, trainers and experiments can make exactly the data they need in milliseconds. The
 manifest has the builder's fields and its content hash (:func:`facelab.data.build.content_hash`).
+``run_processes`` and ``join_processes`` run a function in several processes that train together (DDP).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -166,3 +168,26 @@ def set_alignment(store: Store, spec: object | None) -> Store:
     m["align"] = None if spec is None else spec.model_dump(mode="json")  # type: ignore[attr-defined]
     (store.path / MANIFEST).write_text(json.dumps(m))
     return Store.open(store.path)
+
+
+def run_processes(fn: Callable[..., None], nprocs: int, *args: Any) -> None:
+    """Run ``fn(rank, nprocs, *args)`` in ``nprocs`` forked processes and wait; an exception in any is raised here.
+
+    Forked, not spawned: the children inherit the imported modules (a spawned process spends ~5 s importing
+    torch, sklearn and facelab again; torch imports its compiler, ~4 s more, when the first optimizer is made,
+    so that is imported here first). The processes meet through a file, not a port (see
+    :func:`join_processes`).
+    """
+    import torch._dynamo  # noqa: F401 - what creating an optimizer imports: once here, not in every child
+    import torch.multiprocessing as mp
+
+    mp.start_processes(fn, args=(nprocs, *args), nprocs=nprocs, join=True, start_method="fork")
+
+
+def join_processes(rank: int, nprocs: int, rendezvous: Path, device: str = "cpu") -> Any:
+    """In a process of :func:`run_processes`: join the group of ``nprocs`` (gloo on the CPU) through the
+    ``rendezvous`` file, which must be new for every group; returns the ``Distributed`` the trainers take."""
+    from facelab.train.distributed import TorchrunEnv, init_distributed
+
+    env = TorchrunEnv(rank=rank, world_size=nprocs, local_rank=rank, local_world_size=nprocs)
+    return init_distributed(env, device, init_method=f"file://{rendezvous}")

@@ -64,6 +64,7 @@ class TrainingSummary(RunSummary):
     final: dict[str, Any] = Field(default_factory=dict)
     splits: str | None = None  # how the train/val/test rows were chosen (rows: splits.json)
     warnings: list[str] = Field(default_factory=list)
+    processes: int = 1  # training processes (torchrun / --nproc); each step held processes x batch_size rows
 
 
 class ClassifierSummary(TrainingSummary):

@@ -41,6 +41,7 @@ from facelab.models.classifiers.heads import (
 from facelab.report import render_report
 from facelab.runs.splits import load_run_splits, save_run_splits
 from facelab.runs.summary import ClassifierSummary, write_summary
+from facelab.train.distributed import Distributed
 from facelab.train.objectives import objective_spec
 from facelab.train.objectives.supervised import ClassifierObjective, preprocessing_of
 from facelab.train.trainer import Callback, Trainer, TrainerConfig
@@ -149,9 +150,9 @@ def open_training_store(cfg: ClassifierConfig) -> Store:
     return open_store(cfg.store, cfg.labels_file, tasks=tasks)
 
 
-def check_config(cfg: ClassifierConfig) -> Task:
+def check_config(cfg: ClassifierConfig, *, processes: int = 1) -> Task:
     """What can be checked before a run folder is made: the store opens, the model, labels and device exist,
-    and the training split holds at least one batch."""
+    and the training split holds at least one batch (of every process: ``processes * batch_size`` rows)."""
     if cfg.model not in list_classifiers():
         raise ConfigError(f"unknown classifier {cfg.model!r}; known classifiers: {', '.join(list_classifiers())}")
     spec = objective_spec(cfg.objective, labelled=True)
@@ -160,7 +161,7 @@ def check_config(cfg: ClassifierConfig) -> Task:
     store = open_training_store(cfg)
     task = build_task(store, cfg.labels)
     splits, _ = make_splits(cfg, store, task)
-    check_batches(cfg, splits["train"].size)
+    check_batches(cfg, splits["train"].size, processes=processes)
     check_pretrained(cfg, store, task)
     return task
 
@@ -177,12 +178,14 @@ def check_pretrained(cfg: ClassifierConfig, store: Store, task: Task) -> None:
                           preprocessing=Preprocessing.of_store(store, mean=mean_std, std=mean_std))
 
 
-def check_batches(cfg: ClassifierConfig, train_rows: int) -> None:
-    """A batch larger than the training rows would train on nothing (the loader drops partial batches)."""
-    if train_rows < cfg.batch_size:
-        raise ConfigError(f"the training split has {train_rows} rows, fewer than one batch of {cfg.batch_size}: "
-                          "every epoch would end without a single optimizer step; lower --batch-size "
-                          f"(at most {train_rows}) or train on more rows")
+def check_batches(cfg: ClassifierConfig, train_rows: int, *, processes: int = 1) -> None:
+    """A step larger than the training rows would train on nothing (the loader drops partial batches)."""
+    step = cfg.batch_size * processes
+    if train_rows < step:
+        of = f"{processes} processes x --batch-size {cfg.batch_size}" if processes > 1 else f"{cfg.batch_size}"
+        fix = f"lower --batch-size (at most {train_rows // processes})" + (" or --nproc" if processes > 1 else "")
+        raise ConfigError(f"the training split has {train_rows} rows, fewer than one batch of {of}: every epoch "
+                          f"would end without a single optimizer step; {fix} or train on more rows")
 
 
 def _training_labels(store: Store, rows: np.ndarray, task: Task) -> torch.Tensor:
@@ -239,8 +242,11 @@ def _rows_of_people(store: Store, rows: np.ndarray, n: int, seed: int) -> np.nda
 
 
 def make_loaders(cfg: ClassifierConfig, store: Store, task: Task, splits: dict[str, np.ndarray],
-                 device: torch.device, mean, std, *, extra: tuple[np.ndarray, np.ndarray] | None = None):
-    """Train and validation loaders; ``extra`` = synthetic (images, task labels) appended to training only."""
+                 device: torch.device, mean, std, *, extra: tuple[np.ndarray, np.ndarray] | None = None,
+                 rank: int = 0, world_size: int = 1):
+    """Train and validation loaders; ``extra`` = synthetic (images, task labels) appended to training only.
+    With several processes the training loader serves process ``rank``'s share of each batch; validation
+    (rank 0's) reads every row."""
     train_rows = splits["train"]
     overrides = {"random_erasing": {"p": cfg.random_erasing}} if cfg.random_erasing else {}
     specs = {s.name: s for s in store.label_specs}
@@ -254,7 +260,8 @@ def make_loaders(cfg: ClassifierConfig, store: Store, task: Task, splits: dict[s
     common = dict(labels=list(task.names), mean=mean, std=std, device=device,
                   channels_last=cfg.trainer.channels_last)
     train = BatchLoader(store, train_rows, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
-                        augment=augment, sampler_weights=weights, extra=extra, **common)
+                        augment=augment, sampler_weights=weights, extra=extra, rank=rank, world_size=world_size,
+                        **common)
     val = BatchLoader(store, splits["val"], batch_size=max(256, cfg.batch_size), shuffle=False, **common)
     return train, val
 
@@ -311,7 +318,8 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
                      callbacks: list[Callback] | None = None, splits: dict[str, np.ndarray] | None = None,
                      splits_how: str | None = None, extra: tuple[np.ndarray, np.ndarray] | None = None,
                      objective: ObjectiveFactory | None = None,
-                     create_model: ModelFactory = create_classifier) -> dict[str, Any]:
+                     create_model: ModelFactory = create_classifier,
+                     dist: Distributed | None = None) -> dict[str, Any]:
     """Train (or resume) a classifier run in ``run_dir``; returns the summary written to summary.json.
 
     The run's train/val/test rows are written once to ``run_dir/splits.json`` and read back on resume.
@@ -324,26 +332,31 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
         objective: the training objective (a :class:`ClassifierObjective` subclass for a training variant);
             default: the config's registered ``objective``.
         create_model: builds the network (default: the registry's :func:`create_classifier`).
+        dist: the processes training together (a torchrun launch; default this one): ``cfg.batch_size`` is
+            each one's share of a step; rank 0 alone writes into ``run_dir`` (the others return the same
+            summary without ``report``).
 
     Raises:
         ConfigError: fewer training rows than one batch, among the config checks.
     """
-    run_dir = Path(run_dir)
+    run_dir, dist = Path(run_dir), dist or Distributed()
     torch.manual_seed(cfg.seed)
     store = open_training_store(cfg)
     task = build_task(store, cfg.labels)
-    device = resolve_device(cfg.device)
-    splits, how = _run_rows(cfg, store, task, run_dir, resume=resume, splits=splits, how=splits_how)
-    check_batches(cfg, int(splits["train"].size) + (0 if extra is None else len(extra[0])))
+    device = dist.device if dist.active else resolve_device(cfg.device)
+    rows = _run_rows(cfg, store, task, run_dir, resume=resume, splits=splits, how=splits_how) if dist.is_main else None
+    splits, how = dist.broadcast(rows)  # rank 0 records them once; the others train on what it recorded
+    check_batches(cfg, int(splits["train"].size) + (0 if extra is None else len(extra[0])), processes=dist.world_size)
     train_y = _training_labels(store, splits["train"], task)
     if extra is not None:
         train_y = torch.cat([train_y, torch.from_numpy(np.asarray(extra[1], dtype=np.int64))])
     warnings = one_class_warnings(train_y, task)
-    for w in warnings:
+    for w in warnings if dist.is_main else []:
         log.warning(w)
     model, loaded = build_classifier(cfg, store, task, train_y, create=create_model)
     pc = model.pretrained_cfg
-    train_loader, val_loader = make_loaders(cfg, store, task, splits, device, pc.mean, pc.std, extra=extra)
+    train_loader, val_loader = make_loaders(cfg, store, task, splits, device, pc.mean, pc.std, extra=extra,
+                                            rank=dist.rank, world_size=dist.world_size)
     pos_w = class_w = None
     if cfg.balance == "class_weights":
         pos_w = pos_weight_from_labels(train_y, task) if task.binary_index[0] else None
@@ -354,10 +367,10 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
     cbs = list(callbacks or [])
     if cfg.freeze_backbone and cfg.unfreeze_at_epoch is not None:
         cbs.append(UnfreezeCallback(cfg.unfreeze_at_epoch, cfg.backbone_lr_scale))
-    trainer = Trainer(obj, train_loader, val_loader, config=cfg.trainer, run_dir=run_dir, device=device, callbacks=cbs)
+    trainer = Trainer(obj, train_loader, val_loader, config=cfg.trainer, run_dir=run_dir, device=device, callbacks=cbs,
+                      dist=dist)
     t0 = time.monotonic()
     result = trainer.fit(resume=resume)
-    plot_curves(run_dir / "curves.png", trainer.history)
     summary = ClassifierSummary(
         run_dir=str(run_dir), model=cfg.model, labels=list(task.names),
         params=sum(p.numel() for p in model.parameters()),
@@ -367,6 +380,10 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
         pretrained=loaded, labels_file=store.overlay.describe() if store.overlay else None,
         **result, fit_seconds=round(time.monotonic() - t0, 2),
         final=trainer.history[-1] if trainer.history else {}, splits=how, warnings=warnings,
+        processes=dist.world_size,
     )
+    if not dist.is_main:
+        return summary.to_dict()
+    plot_curves(run_dir / "curves.png", trainer.history)
     write_summary(run_dir, summary)
     return {**summary.to_dict(), "report": str(render_report(run_dir))}

@@ -24,6 +24,7 @@ from facelab.models.generative import Condition, GenBatch, create_generative, en
 from facelab.report import render_report
 from facelab.runs.splits import load_run_splits, save_run_splits
 from facelab.runs.summary import GenerativeSummary, write_summary
+from facelab.train.distributed import Distributed
 from facelab.train.trainer import Callback, StepOutput, Trainer, TrainerConfig
 from facelab.utils.device import resolve_device
 
@@ -110,6 +111,8 @@ class GridCallback(Callback):
         self.every, self.n, self.seed = every, n, seed
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        if not trainer.is_main:
+            return  # rank 0 writes the run folder
         if epoch % self.every and epoch != trainer.cfg.epochs and trainer.stop_reason is None:
             return  # the last epoch (planned, or cut by a time budget or early stopping) always gets its grid
         model = trainer.eval_model()
@@ -138,22 +141,23 @@ def build_generative(cfg: GenerativeRunConfig, store: Store) -> torch.nn.Module:
     return create_generative(cfg.model, **opts)
 
 
-def check_config(cfg: GenerativeRunConfig) -> None:
+def check_config(cfg: GenerativeRunConfig, *, processes: int = 1) -> None:
     """Build the model once before a run folder is made: unknown models, conditions, options or devices fail
-    early, and so does a batch larger than the training rows."""
+    early, and so does a step (``processes * batch_size`` rows) larger than the training rows."""
     resolve_device(cfg.device)
     store = Store.open(cfg.store)
     build_generative(cfg, store)
     splits, _ = make_splits(cfg, store)
-    check_batches(cfg, splits["train"].size)
+    check_batches(cfg, splits["train"].size, processes=processes)
 
 
-def check_batches(cfg: GenerativeRunConfig, train_rows: int) -> None:
-    """A batch larger than the training rows would train on nothing (the loader drops partial batches)."""
-    if train_rows < cfg.batch_size:
-        raise ConfigError(f"the training split has {train_rows} rows, fewer than one batch of {cfg.batch_size}: "
-                          "every epoch would end without a single optimizer step; lower --batch-size "
-                          f"(at most {train_rows}) or train on more rows")
+def check_batches(cfg: GenerativeRunConfig, train_rows: int, *, processes: int = 1) -> None:
+    """A step larger than the training rows would train on nothing (the loader drops partial batches)."""
+    if train_rows < cfg.batch_size * processes:
+        of = f"{processes} processes x --batch-size {cfg.batch_size}" if processes > 1 else f"{cfg.batch_size}"
+        fix = f"lower --batch-size (at most {train_rows // processes})" + (" or --nproc" if processes > 1 else "")
+        raise ConfigError(f"the training split has {train_rows} rows, fewer than one batch of {of}: every epoch "
+                          f"would end without a single optimizer step; {fix} or train on more rows")
 
 
 def make_splits(cfg: GenerativeRunConfig, store: Store) -> tuple[dict[str, np.ndarray], str]:
@@ -182,26 +186,30 @@ def _run_rows(cfg: GenerativeRunConfig, store: Store, run_dir: Path, *, resume: 
 
 def train_generative(cfg: GenerativeRunConfig, *, run_dir: str | Path, resume: bool = False,
                      rows: np.ndarray | None = None, val_rows: np.ndarray | None = None,
-                     callbacks: list[Callback] | None = None) -> dict[str, Any]:
+                     callbacks: list[Callback] | None = None, dist: Distributed | None = None) -> dict[str, Any]:
     """Train (or resume) a generative run; its rows are recorded in ``run_dir/splits.json``.
 
     Args:
         rows: train only on these store rows (e.g. an experiment's reduced training split) instead of the
             config's split; ``val_rows``: the rows of the validation loss (autoencoders).
+        dist: the processes training together (a torchrun launch; default this one): ``cfg.batch_size`` is
+            each one's share of a step; one DistributedDataParallel over the whole model syncs the gradients
+            of whichever player steps; rank 0 alone writes into ``run_dir``.
     """
-    run_dir = Path(run_dir)
+    run_dir, dist = Path(run_dir), dist or Distributed()
     torch.manual_seed(cfg.seed)
     store = Store.open(cfg.store)
     model = build_generative(cfg, store)
-    device = resolve_device(cfg.device)
-    splits, how = _run_rows(cfg, store, run_dir, resume=resume, rows=rows, val_rows=val_rows)
-    check_batches(cfg, splits["train"].size)
+    device = dist.device if dist.active else resolve_device(cfg.device)
+    recorded = _run_rows(cfg, store, run_dir, resume=resume, rows=rows, val_rows=val_rows) if dist.is_main else None
+    splits, how = dist.broadcast(recorded)  # rank 0 records them once; the others train on what it recorded
+    check_batches(cfg, splits["train"].size, processes=dist.world_size)
     labels = list(cfg.conditions or [])
     served = labels or store.label_names
     augment = BatchAugment.from_preset(cfg.augment, label_specs=[store.spec(n) for n in served])
     common = dict(labels=served, mean=GEN_MEAN, std=GEN_STD, device=device)
     train = BatchLoader(store, splits["train"], batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
-                        drop_last=True, augment=augment, **common)
+                        drop_last=True, augment=augment, rank=dist.rank, world_size=dist.world_size, **common)
     val = (BatchLoader(store, splits["val"][:2048], batch_size=256, shuffle=False, **common)
            if len(splits["val"]) and model.has_encoder else None)
     tcfg = cfg.trainer.model_copy(deep=True)
@@ -213,15 +221,17 @@ def train_generative(cfg: GenerativeRunConfig, *, run_dir: str | Path, resume: b
         tcfg.monitor = "none"
     obj = GenerativeObjective(model, cfg=cfg, store=store)
     cbs = [GridCallback(cfg.grid_every_epochs), *(callbacks or [])]
-    trainer = Trainer(obj, train, val, config=tcfg, run_dir=run_dir, device=device, callbacks=cbs)
+    trainer = Trainer(obj, train, val, config=tcfg, run_dir=run_dir, device=device, callbacks=cbs, dist=dist)
     t0 = time.monotonic()
     result = trainer.fit(resume=resume)
-    plot_curves(run_dir / "curves.png", trainer.history)
     summary = GenerativeSummary(
         run_dir=str(run_dir), model=cfg.model, conditions=labels, train_rows=int(splits["train"].size),
         val_rows=int(splits["val"].size), test_rows=int(splits["test"].size),
         params=sum(p.numel() for p in model.parameters()), device=str(device), **result,
         fit_seconds=round(time.monotonic() - t0, 2), grid=str(run_dir / "samples" / "latest.png"),
-        final=trainer.history[-1] if trainer.history else {}, splits=how)
+        final=trainer.history[-1] if trainer.history else {}, splits=how, processes=dist.world_size)
+    if not dist.is_main:
+        return summary.to_dict()
+    plot_curves(run_dir / "curves.png", trainer.history)
     write_summary(run_dir, summary)
     return {**summary.to_dict(), "report": str(render_report(run_dir))}

@@ -4,6 +4,14 @@ The loop knows nothing about the task. An :class:`Objective` says which paramete
 often each group steps, what the loss of a group is on a batch, and how to evaluate; the
 :class:`Trainer` does the rest: optimizers, lr schedule (over fractional epochs), mixed precision,
 progress, metrics JSONL, checkpoints, resume, early stopping, EMA, divergence guard and callbacks.
+
+Several processes (``dist``: a :class:`~facelab.train.distributed.Distributed` of a torchrun launch): the
+objective's loss runs behind DistributedDataParallel (gradients averaged over processes in backward), each
+process trains its loader's share of every batch, and rank 0 alone validates (the figures are broadcast, so
+every process takes the same lr, early-stopping and checkpoint decisions) and writes metrics.jsonl, the
+checkpoints (the unwrapped model: the format does not change) and the progress. Stops that one process could
+take alone (a time budget, a NaN loss, a mid-epoch checkpoint due) are agreed after every step by one
+all-reduce of flags, so no process is ever left waiting in a collective the others have left.
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ from pydantic import Field
 from facelab.config import StrictConfig
 from facelab.errors import FacelabError
 from facelab.models.checkpoint import CheckpointMeta, read_training_state, read_weights, save_checkpoint
+from facelab.train.distributed import Distributed, LossModule
 from facelab.train.optim import create_optimizer
 from facelab.train.schedules import PlateauTracker, ScheduleConfig, lr_factor_fn
+from facelab.train.sync_batchnorm import convert_sync_batchnorm
 from facelab.utils.io import append_jsonl
 
 log = logging.getLogger("facelab")
@@ -91,10 +101,18 @@ class TrainerConfig(StrictConfig):
     # steps cost differently (a WGAN-GP iteration is 5 critic steps). Schedules still run over ``epochs``.
     time_budget_minutes: float | None = Field(None, gt=0)
     progress: bool = True
+    # several processes (--nproc): batch-norm statistics over the whole step (every process's share) instead of
+    # each share; then N processes of batch B train as one process of batch N*B. No effect on one process.
+    sync_batchnorm: bool = False
 
 
 class Callback:
-    """Hooks called by the Trainer; override what you need."""
+    """Hooks called by the Trainer; override what you need.
+
+    With several processes every process calls every hook (a callback that changes the model, e.g. unfreezing,
+    must run everywhere); a callback that writes files or reports somewhere does so only where
+    ``trainer.is_main``.
+    """
 
     def on_resume(self, trainer: Trainer, state: dict[str, Any]) -> None:
         """After the model weights of a resume are loaded, before the optimizer state is (``state``: the
@@ -165,6 +183,8 @@ class Trainer:
         run_dir: folder for metrics.jsonl and checkpoints/.
         device: where the model lives (the loader must yield batches on it).
         callbacks: extra hooks (sample grids, batch-size schedules, ...).
+        dist: the processes training together (default: this one alone); the loaders must serve this
+            process's share of each batch (``BatchLoader(rank=, world_size=)``).
     """
 
     def __init__(
@@ -177,11 +197,15 @@ class Trainer:
         run_dir: str | Path,
         device: str | torch.device = "cpu",
         callbacks: list[Callback] | None = None,
+        dist: Distributed | None = None,
     ) -> None:
         self.obj, self.train_loader, self.val_loader = objective, train_loader, val_loader
         self.cfg, self.run_dir, self.device = config, Path(run_dir), torch.device(device)
         self.callbacks = callbacks or []
+        self.dist = dist or Distributed()
         self.model = objective.model.to(self.device)
+        if config.sync_batchnorm and self.dist.active:
+            convert_sync_batchnorm(self.model, self.device)
         if config.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizers = self._build_optimizers()
@@ -197,7 +221,17 @@ class Trainer:
         self.train_seconds = 0.0  # training time spent, summed over resumes (time_budget_minutes)
         self.history: list[dict[str, Any]] = []
         self._last_ckpt_time = time.monotonic()
-        (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self._ddp: torch.nn.Module | None = None  # the loss behind DistributedDataParallel (several processes)
+        self._ddp_params: tuple[int, ...] = ()
+        self._due = _Due()
+        self._epoch_start = time.monotonic()
+        if self.is_main:
+            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run folder (always, on one process)."""
+        return self.dist.is_main
 
     # ---- construction -----------------------------------------------------------------------
     def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -231,13 +265,17 @@ class Trainer:
         to continue from, so it starts from the beginning (with a notice), as a fresh start would.
         """
         if resume and read_training_state(self.run_dir / "checkpoints" / "last") is None:
-            log.warning(f"{self.run_dir}: the run stopped before its first checkpoint, so there is nothing to "
-                        "continue from: training starts from the beginning with its saved config")
+            if self.is_main:
+                log.warning(f"{self.run_dir}: the run stopped before its first checkpoint, so there is nothing to "
+                            "continue from: training starts from the beginning with its saved config")
             resume = False
         if resume:
             self.load_state()
-        else:  # a fresh start in a folder that an interrupted attempt left behind: start a fresh log
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        else:
+            if self.is_main:  # a fresh start in a folder that an interrupted attempt left behind: a fresh log
+                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            if self.dist.rank:  # rank 0 keeps a 1-process run's stream; the others draw their own noise
+                torch.manual_seed(self.dist.rank_seed(torch.initial_seed()))
         start = time.monotonic()
         while self.epoch < self.cfg.epochs and self.stop_reason is None:
             for cb in self.callbacks:
@@ -247,6 +285,7 @@ class Trainer:
             self._end_epoch(metrics)
         for cb in self.callbacks:
             cb.on_fit_end(self)
+        self._ddp = None  # DDP holds the process group: let it go before the caller leaves the group
         return {"epochs": self.epoch, "steps": self.step, "best": self.best, "monitor": self.cfg.monitor,
                 "stop_reason": self.stop_reason or "completed", "seconds": time.monotonic() - start,
                 "train_seconds": self.train_seconds}  # the training loop's time, summed over resumes
@@ -254,12 +293,14 @@ class Trainer:
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training loader (continuing mid-epoch after a resume)."""
         self.model.train()
+        self._wrap_for_processes()
         loader = self.train_loader
         loader.set_epoch(self.epoch)
         if self.batches_done:  # resuming mid-epoch: skip the batches already trained on
             loader.load_state_dict({**loader.state_dict(), "epoch": self.epoch, "batches_consumed": self.batches_done})
         sums: dict[str, float] = {}
         count, t0, images = 0, time.monotonic(), 0
+        self._epoch_start = t0
         n_batches = len(loader)
         with self._progress(n_batches) as advance:
             for batch in loader:
@@ -268,51 +309,104 @@ class Trainer:
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
                 count += 1
-                images += int(batch.x.shape[0])
+                images += int(getattr(batch, "global_rows", 0) or batch.x.shape[0] * self.dist.world_size)
                 advance(logs)
-                self._maybe_checkpoint_mid_epoch()
-                if self._budget_spent(time.monotonic() - t0):
+                if self._due.checkpoint:  # mid-epoch checkpoint for a resume after a kill
+                    self.save("last")
+                if self._due.stop:
                     self.stop_reason = f"{BUDGET_STOP} of {self.cfg.time_budget_minutes:g} min spent"
                     break
         secs = time.monotonic() - t0
         self.train_seconds += secs
-        out = {f"train_{k}": v / max(1, count) for k, v in sums.items()}
+        out = self.dist.mean({f"train_{k}": v / max(1, count) for k, v in sums.items()})  # over every share
         out.update({"train_seconds": secs, "train_images_per_s": images / max(secs, 1e-9)})
         return out
+
+    def _wrap_for_processes(self) -> None:
+        """With several processes: the objective's loss behind DistributedDataParallel, rebuilt when the set of
+        trainable parameters changed (DDP syncs the parameters that required grad when it was built, so a
+        backbone unfrozen since would otherwise train apart on each process)."""
+        if not self.dist.active:
+            return
+        trainable = tuple(id(p) for p in self.model.parameters() if p.requires_grad)
+        if self._ddp is None or trainable != self._ddp_params:
+            # several players (a GAN's generator and discriminator) step in turn, each leaving the others'
+            # parameters without a gradient: DDP must look for the unused ones after every forward
+            self._ddp = self.dist.wrap(LossModule(self.obj.loss, self.model),
+                                       find_unused_parameters=len(self.schedule) > 1)
+            self._ddp_params = trainable
 
     def _budget_spent(self, epoch_seconds: float) -> bool:
         budget = self.cfg.time_budget_minutes
         return budget is not None and self.train_seconds + epoch_seconds >= budget * 60
 
     def train_step(self, batch: Any) -> dict[str, float]:
-        """Step every group due on this batch; return the batch's logs."""
+        """Step every group due on this batch; return the batch's logs.
+
+        With several processes a non-finite loss cannot stop one process before its backward (the others would
+        wait in that backward's all-reduce for ever): every process finishes the step, then all raise together.
+        """
         t = self.epoch + self.batches_done / max(1, len(self.train_loader))
         self._set_lr(t)
         logs: dict[str, float] = {}
+        share = self._loss_share(batch)
+        diverged: str | None = None
         for group, every in self.schedule:
             if self.step % every:
                 continue
             opt = self.optimizers[group]
             opt.zero_grad(set_to_none=True)
             with autocast_context(self.device, self.cfg.precision):
-                out = self.obj.loss(group, batch)
+                out = self._group_loss(group, batch)
             if not torch.isfinite(out.loss.detach()).all():
-                raise DivergenceError(
-                    f"loss of {group!r} became {out.loss.item()} at step {self.step} (epoch {self.epoch}); "
-                    f"the last good checkpoint is kept in {self.run_dir / 'checkpoints'}. "
-                    "Lower the learning rate or use --precision fp32, then resume or restart."
-                )
-            out.loss.backward()
+                diverged = f"loss of {group!r} became {out.loss.item()}"
+                if not self.dist.active:
+                    raise self._divergence(diverged)
+            (out.loss * share if share != 1.0 else out.loss).backward()
             if self.cfg.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_([p for pg in opt.param_groups for p in pg["params"]], self.cfg.optim.grad_clip)
             opt.step()
             logs.update(out.logs)
+        self._agree_after_step(diverged)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         self.step += 1
         for cb in self.callbacks:
             cb.on_step_end(self, logs)
         return logs
+
+    def _group_loss(self, group: str, batch: Any) -> StepOutput:
+        if self._ddp is None:
+            return self.obj.loss(group, batch)
+        loss, logs = self._ddp(group, batch)
+        return StepOutput(loss, logs)
+
+    def _loss_share(self, batch: Any) -> float:
+        """The factor of this process's loss so that DDP's average over processes is the mean over the step's
+        rows: 1 when every process holds the same number of rows, ``len * N / global_rows`` for the uneven
+        shares of a partial last batch."""
+        global_rows = getattr(batch, "global_rows", 0)
+        if not self.dist.active or not global_rows:
+            return 1.0
+        return len(batch) * self.dist.world_size / global_rows
+
+    def _agree_after_step(self, diverged: str | None) -> None:
+        """Decide, together with every other process, whether training diverged, a mid-epoch checkpoint is due
+        and the time budget is spent (one all-reduce of three flags); sets ``self._due``."""
+        now = time.monotonic()
+        checkpoint = now - self._last_ckpt_time >= self.cfg.checkpoint_every_minutes * 60
+        spent = self._budget_spent(now - self._epoch_start)
+        any_diverged, checkpoint, spent = self.dist.any(diverged is not None, checkpoint, spent)
+        if any_diverged:
+            where = diverged or f"the loss became NaN or infinite in another of the {self.dist.world_size} processes"
+            raise self._divergence(where)
+        self._due = _Due(checkpoint=checkpoint, stop=spent)
+
+    def _divergence(self, what: str) -> DivergenceError:
+        return DivergenceError(
+            f"{what} at step {self.step} (epoch {self.epoch}); the last good checkpoint is kept in "
+            f"{self.run_dir / 'checkpoints'}. Lower the learning rate or use --precision fp32, then resume or restart."
+        )
 
     def _set_lr(self, t: float) -> None:
         f = self.lr_fn(t) * self.plateau.factor
@@ -325,16 +419,21 @@ class Trainer:
         return float(opt.param_groups[-1]["lr"])
 
     def validate(self) -> dict[str, float]:
+        """Evaluate on the validation loader; with several processes rank 0 evaluates (every row, the unwrapped
+        model: the figures equal `facelab eval` of the checkpoint) and the others receive its figures."""
         if self.val_loader is None:
             return {}
-        model = self.eval_model()
-        # fp32 even when training runs under bf16 autocast: the figures then equal what `facelab eval`,
-        # `predict` and the ONNX export compute from the same checkpoint (bf16 flipped about 10 of 31,200
-        # CelebA val decisions), for about 0.3 s per epoch on 780 images at 64 px on 2 CPU threads.
-        with torch.no_grad():
-            metrics = self.obj.evaluate(self.val_loader, model=model) if _accepts_model(self.obj.evaluate) else self.obj.evaluate(self.val_loader)
-        self.model.train()
-        return {f"val_{k}" if not k.startswith("val_") else k: float(v) for k, v in metrics.items()}
+        figures = None
+        if self.is_main:
+            model = self.eval_model()
+            # fp32 even when training runs under bf16 autocast: the figures then equal what `facelab eval`,
+            # `predict` and the ONNX export compute from the same checkpoint (bf16 flipped about 10 of 31,200
+            # CelebA val decisions), for about 0.3 s per epoch on 780 images at 64 px on 2 CPU threads.
+            with torch.no_grad():
+                metrics = self.obj.evaluate(self.val_loader, model=model) if _accepts_model(self.obj.evaluate) else self.obj.evaluate(self.val_loader)
+            self.model.train()
+            figures = {f"val_{k}" if not k.startswith("val_") else k: float(v) for k, v in metrics.items()}
+        return self.dist.broadcast(figures)
 
     def eval_model(self) -> torch.nn.Module:
         """The model to evaluate and sample from: the EMA copy when there is one."""
@@ -347,8 +446,9 @@ class Trainer:
         self.batches_done = 0
         rec = {"epoch": self.epoch, "step": self.step, "lr": self.current_lr(), **metrics}
         self.history.append(rec)
-        append_jsonl(self.run_dir / "metrics.jsonl", rec)
-        self._print_epoch(rec)
+        if self.is_main:
+            append_jsonl(self.run_dir / "metrics.jsonl", rec)
+            self._print_epoch(rec)
         value = metrics.get(self.cfg.monitor)
         if value is None:
             self.save("best", metrics)  # nothing to monitor (e.g. GANs): the latest (EMA) model is the one to use
@@ -368,7 +468,9 @@ class Trainer:
 
     # ---- checkpoints ------------------------------------------------------------------------
     def training_state(self) -> dict[str, Any]:
-        return {
+        """What a resume needs; with several processes every process must call it together (it gathers each
+        process's random-number state: ``rank_rng``, in rank order)."""
+        state = {
             "epoch": self.epoch, "step": self.step, "batches_done": self.batches_done,
             "best": self.best, "bad_epochs": self.bad_epochs, "stop_reason": self.stop_reason,
             "train_seconds": self.train_seconds, "optimizers": {g: o.state_dict() for g, o in self.optimizers.items()},
@@ -378,20 +480,28 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "numpy_rng": _np_rng_state(),
             "history": json.dumps(self.history),
+            "world_size": self.dist.world_size,
         }
+        if self.dist.active:
+            state["rank_rng"] = self.dist.gather(self._rank_rng_state())
+        return state
 
-    def save(self, name: str, metrics: dict[str, float] | None = None) -> Path:
+    def _rank_rng_state(self) -> dict[str, Any]:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return {"torch": torch.get_rng_state(), "cuda": cuda, "numpy": _np_rng_state()}
+
+    def save(self, name: str, metrics: dict[str, float] | None = None) -> Path | None:
+        """Write checkpoint ``name`` (``last`` with the training state); with several processes every process
+        calls it together and rank 0 writes (returns None elsewhere)."""
+        state = self.training_state() if name == "last" else None
+        self._last_ckpt_time = time.monotonic()
+        if not self.is_main:
+            return None
         meta = self.obj.checkpoint_meta()
         meta.step, meta.epoch = self.step, self.epoch
         meta.metrics = {k: float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
         model = self.ema.module if (self.ema is not None and name == "best") else self.model
-        state = self.training_state() if name == "last" else None
-        self._last_ckpt_time = time.monotonic()
         return save_checkpoint(self.run_dir / "checkpoints" / name, model=model, meta=meta, training_state=state)
-
-    def _maybe_checkpoint_mid_epoch(self) -> None:
-        if time.monotonic() - self._last_ckpt_time >= self.cfg.checkpoint_every_minutes * 60:
-            self.save("last")
 
     def load_state(self) -> None:
         """Restore model and training state from ``checkpoints/last`` (FacelabError if there is none)."""
@@ -399,6 +509,7 @@ class Trainer:
         state = read_training_state(last)
         if state is None:
             raise FacelabError(f"{self.run_dir}: nothing to resume (no checkpoints/last with training state)")
+        self._check_resumed_processes(state)
         self.model.load_state_dict(read_weights(last))
         for cb in self.callbacks:
             cb.on_resume(self, state)
@@ -412,11 +523,39 @@ class Trainer:
             self.stop_reason = None  # the time budget was raised (``--resume RUN --minutes M``): train on
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
+        self._load_rng(state)
+        self.history = json.loads(state["history"])
+
+    def _check_resumed_processes(self, state: dict[str, Any]) -> None:
+        """Mid-epoch, a checkpoint counts the batches of the number of processes that wrote it; at an epoch's
+        end any number may continue (the step's batch, N * batch_size, changes with it)."""
+        saved, now = int(state.get("world_size", 1)), self.dist.world_size
+        if saved == now:
+            return
+        if state["batches_done"]:
+            raise FacelabError(f"{self.run_dir}: the run was saved mid-epoch by {saved} process(es); resume it with "
+                               f"--nproc {saved} (batches of a step are counted for that many)")
+        if self.is_main:
+            log.warning(f"{self.run_dir}: the run trained with {saved} process(es) and continues with {now}: each step "
+                        f"now holds {now} x batch_size rows instead of {saved} x batch_size")
+
+    def _load_rng(self, state: dict[str, Any]) -> None:
+        """Each process continues its own random stream: rank r takes ``rank_rng[r]`` when the run had as many
+        processes; otherwise rank 0 takes the saved main stream and the others derive theirs from it."""
+        ranks = state.get("rank_rng")
+        if ranks is not None and len(ranks) == self.dist.world_size:
+            mine = ranks[self.dist.rank]
+            torch.set_rng_state(mine["torch"])
+            if mine["cuda"] is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda"], self.device)
+            _set_np_rng_state(mine["numpy"])
+            return
         torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"]:
+        if state["cuda_rng"] and not self.dist.active:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         _set_np_rng_state(state["numpy_rng"])
-        self.history = json.loads(state["history"])
+        if self.dist.rank:
+            torch.manual_seed(self.dist.rank_seed(torch.initial_seed() + self.step))
 
     # ---- progress ---------------------------------------------------------------------------
     # On a terminal: a live bar per epoch and one line per finished epoch. Elsewhere (a log file, nohup,
@@ -431,7 +570,7 @@ class Trainer:
 
     @contextlib.contextmanager
     def _progress(self, total: int):
-        if not self.cfg.progress:
+        if not self.cfg.progress or not self.is_main:
             yield lambda logs: None
             return
         console = self._console()
@@ -465,7 +604,7 @@ class Trainer:
         return advance
 
     def _print_epoch(self, rec: dict[str, Any]) -> None:
-        if not self.cfg.progress:
+        if not self.cfg.progress or not self.is_main:
             return
         losses = {k: v for k, v in rec.items() if k.startswith("train_") and k not in ("train_seconds", "train_images_per_s")}
         vals = {k: v for k, v in rec.items() if k.startswith("val_")}
@@ -475,6 +614,14 @@ class Trainer:
         speed = f", {rec['train_images_per_s']:.0f} img/s" if "train_images_per_s" in rec else ""
         self._console().print(f"epoch {rec['epoch']}/{self.cfg.epochs} ({rec.get('train_seconds', 0.0):.0f} s{speed}): "
                               f"{_format_logs(shown, len(shown))}", soft_wrap=True)
+
+
+@dataclass(frozen=True)
+class _Due:
+    """What every process agreed after the last step: a mid-epoch checkpoint is due; the time budget is spent."""
+
+    checkpoint: bool = False
+    stop: bool = False
 
 
 def _format_logs(logs: dict[str, float], most: int) -> str:
