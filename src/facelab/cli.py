@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -63,6 +63,11 @@ DETECTOR_OPT = typer.Option(None, "--detector", help="Face detector: mtcnn (defa
                             "| retinaface (faster, coarser landmarks).")
 MIN_SCORE_OPT = typer.Option(None, "--min-score", min=0.0, max=1.0,
                              help="Detections scored below this are not faces (default: the detector's, 0.9).")
+NPROC_OPT = typer.Option(None, "--nproc", help="Training processes on this machine (torchrun + "
+                        "DistributedDataParallel): one per GPU with --device cuda, gloo on the CPU; --batch-size is "
+                        "each one's share of a step. Several machines: see docs/distributed.md.")
+SYNC_BN_OPT = typer.Option(False, "--sync-bn", help="With several processes: batch-norm statistics over the whole "
+                           "step (every process's share), so N processes of batch B train as one of batch N*B.")
 
 
 def emit_json(obj: Any) -> None:
@@ -98,6 +103,118 @@ def _run_folder(kind: str, *, name: str | None, out: Path, config: StrictConfig)
     except BaseException:
         remove_if_nothing_ran(run_dir)
         raise
+
+
+# ---- several processes (--nproc, torchrun) ---------------------------------------------------------
+def _torchrun_env(nproc: int | None) -> Any:
+    """This process's place when torchrun started it (None otherwise); the other ranks than 0 print nothing.
+
+    Raises:
+        FacelabError: ``--nproc`` given under torchrun with another number of processes on this machine.
+    """
+    from facelab.train.distributed import TorchrunEnv
+
+    env = TorchrunEnv.from_environ()
+    console.quiet = env is not None and env.rank != 0  # rank 0 speaks for the run
+    if env is None:
+        return None
+    if nproc is not None and nproc != env.local_world_size:
+        raise FacelabError(f"--nproc {nproc} in a process that torchrun started with {env.local_world_size} "
+                           "process(es) on this machine; drop --nproc (torchrun's --nproc_per_node decides)")
+    return env
+
+
+def _launch_needed(nproc: int | None, env: Any, device: str) -> int:
+    """How many processes train: torchrun's world, or ``--nproc`` (checked against this machine: 1 or more,
+    no more than its GPUs on CUDA) when this command is to start them."""
+    from facelab.train.distributed import check_nproc
+
+    if env is not None:
+        return env.world_size
+    if nproc is None:
+        return 1
+    check_nproc(nproc, device)
+    return nproc
+
+
+def _relaunch(nproc: int, command: str, cfg: StrictConfig | None, args: list[str]) -> None:
+    """Run ``facelab COMMAND`` in ``nproc`` processes (torchrun) with ``cfg`` (the resolved config, written to
+    a temporary YAML file that they read as --config) and ``args``, then exit with torchrun's status."""
+    import os
+    import tempfile
+
+    from facelab.train.launch import run_torchrun
+
+    if cfg is None:
+        raise SystemExit(run_torchrun(nproc, [command, *args]))
+    fd, path = tempfile.mkstemp(prefix="facelab-config-", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(cfg.to_yaml())
+        code = run_torchrun(nproc, [command, "--config", path, *args])
+    finally:
+        os.unlink(path)
+    raise SystemExit(code)
+
+
+def _new_run_args(*, out: Path, name: str | None, as_json: bool) -> list[str]:
+    return ["--out", str(out), *(["--name", name] if name else []), *(["--json"] if as_json else [])]
+
+
+@contextlib.contextmanager
+def _processes(env: Any, device: str) -> Iterator[Any]:
+    """The process group of a torchrun launch (``Distributed()`` alone without one), left at the end."""
+    from facelab.train.distributed import Distributed, init_distributed
+
+    dist = Distributed() if env is None else init_distributed(env, device)
+    try:
+        yield dist
+    finally:
+        dist.close()
+
+
+@contextlib.contextmanager
+def _shared_run_folder(kind: str, *, name: str | None, out: Path, config: StrictConfig, dist: Any) -> Iterator[Path]:
+    """:func:`_run_folder` made by rank 0 alone, its path sent to the others; a failure to make it (an existing
+    --name) reaches every process, so none waits for a folder that will not come."""
+    with contextlib.ExitStack() as stack:
+        made: Path | None = None
+        error: Exception | None = None
+        if dist.is_main:
+            try:
+                made = stack.enter_context(_run_folder(kind, name=name, out=out, config=config))
+            except Exception as e:  # noqa: BLE001 - sent to the other processes, then raised here
+                error = e
+        path, message = dist.broadcast((None if made is None else str(made), None if error is None else str(error)))
+        if error is not None:
+            raise error
+        if message is not None:
+            raise FacelabError(f"rank 0 could not make the run folder: {message}")
+        yield Path(path)
+
+
+def _fit(command: str, fit: Callable[..., dict[str, Any]], cfg: StrictConfig, *, check: Callable[..., Any],
+         env: Any, nproc: int | None, resume: Path | None, kind: str, out: Path, name: str | None, as_json: bool,
+         dry_run: bool) -> dict[str, Any] | None:
+    """Train ``cfg`` with ``fit`` (``train_classifier`` / ``train_generative``): in this process, in the
+    processes of a torchrun launch, or, for ``--nproc N`` outside one, by starting N processes that run
+    ``facelab COMMAND`` (this process then exits with their status). A new run is checked (``check``) for
+    that many processes first; its folder is made by rank 0. Returns the summary (None for --dry-run)."""
+    processes = _launch_needed(nproc, env, cfg.device)
+    if resume is not None:
+        if env is None and processes > 1:
+            _relaunch(processes, command, None, ["--resume", str(resume), *(["--json"] if as_json else [])])
+        with _processes(env, cfg.device) as dist:
+            return fit(cfg, run_dir=resume, resume=True, dist=dist)
+    check(cfg, processes=processes)
+    if dry_run:
+        console.quiet or sys.stdout.write(cfg.to_yaml())
+        return None
+    if env is None and processes > 1:
+        _relaunch(processes, command, cfg, _new_run_args(out=out, name=name, as_json=as_json))
+    with _processes(env, cfg.device) as dist, \
+            _shared_run_folder(kind, name=name, out=out, config=cfg, dist=dist) as run_dir:
+        return fit(cfg, run_dir=run_dir, dist=dist)
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -270,6 +387,8 @@ def train(
     out: Path = typer.Option(Path("runs"), help="Folder under which the run folder is created."),
     name: Optional[str] = typer.Option(None, help="Run folder train-NAME under --out (default: train-<timestamp>); an existing one is an error."),
     resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill (or extend it: with --epochs)."),
+    nproc: Optional[int] = NPROC_OPT,
+    sync_bn: bool = SYNC_BN_OPT,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -282,24 +401,24 @@ def train(
              "trainer.schedule.name": schedule, "augment": augment, "random_erasing": random_erasing,
              "balance": balance, "pretrained": pretrained, "freeze_backbone": freeze or None,
              "unfreeze_at_epoch": unfreeze_at, "device": device, "seed": seed, "train_limit": train_limit,
-             "train_identities": train_identities}
+             "train_identities": train_identities, "trainer.sync_batchnorm": sync_bn or None}
     if resume is not None:
         _refuse_with_resume(resume, {
             "STORE": store, "--config": config, "--labels": labels, "--model": model, "--batch-size": batch_size,
             "--labels-file": labels_file, "--lr": lr, "--optimizer": optimizer, "--schedule": schedule, "--augment": augment,
             "--random-erasing": random_erasing, "--balance": balance, "--pretrained": pretrained, "--freeze": freeze,
             "--unfreeze-at": unfreeze_at, "--device": device, "--seed": seed, "--train-limit": train_limit,
-            "--train-identities": train_identities, "-o": option, "--name": name}, allowed="--epochs")
-        cfg = _resumed(ClassifierConfig, resume, epochs=epochs)
-        summary = train_classifier(cfg, run_dir=resume, resume=True)
+            "--train-identities": train_identities, "--sync-bn": sync_bn, "-o": option, "--name": name},
+            allowed="--epochs")
+    env = _torchrun_env(nproc)
+    if resume is not None:
+        cfg = _resumed(ClassifierConfig, resume, epochs=epochs)  # writes a raised --epochs into config.yaml
     else:
         cfg = resolve_config(ClassifierConfig, yaml_file=config, flags=flags, options=option)
-        check_config(cfg)
-        if dry_run:
-            sys.stdout.write(cfg.to_yaml())
-            return
-        with _run_folder("train", name=name, out=out, config=cfg) as run_dir:
-            summary = train_classifier(cfg, run_dir=run_dir)
+    summary = _fit("train", train_classifier, cfg, check=check_config, env=env, nproc=nproc, resume=resume,
+                   kind="train", out=out, name=name, as_json=as_json, dry_run=dry_run)
+    if summary is None or console.quiet:
+        return  # --dry-run, or a rank other than 0
     if as_json:
         emit_json(summary)
         return
@@ -747,31 +866,33 @@ def train_gen(
     name: Optional[str] = typer.Option(None, help="Run folder gen-<model>-NAME under --out (default: a timestamp); an existing one is an error."),
     resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill (or extend it: "
                                           "with --epochs / --minutes)."),
+    nproc: Optional[int] = NPROC_OPT,
+    sync_bn: bool = SYNC_BN_OPT,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train a VAE / GAN / AAE / ACAI; writes sample grids every epoch and resumable checkpoints."""
     from facelab.train.generative import GenerativeRunConfig, check_config, train_generative
 
+    env = _torchrun_env(nproc)
     if resume is not None:
         _refuse_with_resume(resume, {"--store": store, "--model": model, "--cond": cond, "--batch-size": batch_size,
-                                     "--config": config, "--option": option, "--device": device, "--name": name},
+                                     "--config": config, "--option": option, "--device": device, "--name": name,
+                                     "--sync-bn": sync_bn},
                             allowed="--epochs and --minutes")
-        cfg = _resumed(GenerativeRunConfig, resume, epochs=epochs, minutes=minutes)
-        summary = train_generative(cfg, run_dir=resume, resume=True)
+        cfg = _resumed(GenerativeRunConfig, resume, epochs=epochs, minutes=minutes)  # budgets into config.yaml
     else:
         flags = {"store": str(store) if store else None, "model": model, "batch_size": batch_size, "device": device,
-                 "conditions": cond, "trainer.epochs": epochs, "trainer.time_budget_minutes": minutes}
+                 "conditions": cond, "trainer.epochs": epochs, "trainer.time_budget_minutes": minutes,
+                 "trainer.sync_batchnorm": sync_bn or None}
         cfg = resolve_config(GenerativeRunConfig, yaml_file=config, flags=flags, options=option,
                              where=str(config or "generative options"))
         if minutes is not None and epochs is None and "epochs" not in _given_trainer_keys(config, option):
             cfg.trainer.epochs = UNLIMITED_EPOCHS  # --minutes alone: the time budget ends training
-        check_config(cfg)
-        if dry_run:
-            sys.stdout.write(cfg.to_yaml())
-            return
-        with _run_folder(f"gen-{cfg.model}", name=name, out=out, config=cfg) as run_dir:
-            summary = train_generative(cfg, run_dir=run_dir)
+    summary = _fit("train-gen", train_generative, cfg, check=check_config, env=env, nproc=nproc, resume=resume,
+                   kind=f"gen-{cfg.model}", out=out, name=name, as_json=as_json, dry_run=dry_run)
+    if summary is None or console.quiet:
+        return  # --dry-run, or a rank other than 0
     emit_json(summary) if as_json else console.print(f"[bold green]done[/]: grid {summary['grid']}")
 
 
