@@ -141,7 +141,7 @@ def test_bad_model_files_are_clear_errors(exported, faces, tmp_path):
 
 def test_export_refuses_generative_runs_and_bad_options(cvae_run, run, tmp_path):
     err = str(cli_error("export", cvae_run, "--out", tmp_path / "g.onnx"))
-    assert str(cvae_run) in err and "holds a generative" in err and "pass a classifier run" in err
+    assert str(cvae_run) in err and "holds a model of kind generative" in err and "pass a classifier run" in err
     assert "facelab exports onnx only" in str(cli_error("export", run, "--format", "tflite", "--out", tmp_path / "a.onnx"))
     assert "name the .onnx file to write (--out ensemble.onnx)" in str(cli_error("export", run, run))
     assert "name the exported model *.onnx" in str(cli_error("export", run, "--out", tmp_path / "model.bin"))

@@ -60,7 +60,10 @@ def load_model(path: str | Path, *, kind: str | None = None, which: str = "best"
     ckpt = resolve_checkpoint(path, which)
     meta = read_meta(ckpt)
     if kind is not None and meta.kind != kind:
-        raise FacelabError(f"{path} holds a {meta.kind} ({meta.arch}), not a {kind}; pass a {kind} run")
+        hint = " (a pretrained backbone: fine-tune it with `facelab train STORE --pretrained RUN`)" \
+            if meta.kind == "encoder" else ""
+        raise FacelabError(f"{path} holds a model of kind {meta.kind} ({meta.arch}), not a {kind}{hint}; "
+                           f"pass a {kind} run")
     weights = read_weights(ckpt)
     model_kind = MODEL_KINDS.create(meta.kind)
     kwargs = {**model_kind.model_class(meta.arch).legacy_options(weights), **meta.arch_kwargs}  # unrecorded options

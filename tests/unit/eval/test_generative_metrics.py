@@ -246,7 +246,7 @@ def test_score_generator_end_to_end(world, tmp_path, gen):
 def test_score_generator_refuses_mismatched_networks_and_data(world, tmp_path):
     store, root = world["store"], world["root"]
     kw = dict(split="test", n=8, batch_size=8, cache_dir=tmp_path)
-    with pytest.raises(FacelabError, match="holds a classifier"):
+    with pytest.raises(FacelabError, match="holds a model of kind classifier"):
         score_generator(world["clf"], data=store.path, feature_run=world["clf"], **kw)
     other = save_classifier(tmp_path / "other", store, ["Male"], preprocessing=preprocessing_of(
         create_classifier("vgg_scratch", num_outputs=1, **TINY_VGG), store).model_copy(update={"source": "cifar10"}))
