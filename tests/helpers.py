@@ -20,6 +20,7 @@ import facelab
 from facelab.data.build import content_hash
 from facelab.data.schema import NO_IDENTITY, NO_PARTITION, LabelKind, LabelSpec, Partition
 from facelab.data.store import FORMAT_VERSION, MANIFEST, Store
+from facelab.train.trainer import Callback
 
 DEFAULT_LABEL_SPECS: tuple[LabelSpec, ...] = (
     LabelSpec("Male", LabelKind.BINARY),
@@ -191,3 +192,30 @@ def join_processes(rank: int, nprocs: int, rendezvous: Path, device: str = "cpu"
 
     env = TorchrunEnv(rank=rank, world_size=nprocs, local_rank=rank, local_world_size=nprocs)
     return init_distributed(env, device, init_method=f"file://{rendezvous}")
+
+
+# ---- kills: a callback that stops training where a SIGKILL would -------------------------------------
+class Killed(RuntimeError):
+    """Stands in for SIGKILL: raised from a callback, after the checkpoint we want to resume from."""
+
+
+class KillAtStep(Callback):
+    """Stop training after optimisation step ``step`` by raising ``exc`` (default :class:`Killed`)."""
+
+    def __init__(self, step: int, exc: type[BaseException] = Killed) -> None:
+        self.step, self.exc = step, exc
+
+    def on_step_end(self, trainer, logs) -> None:
+        if trainer.step == self.step:
+            raise self.exc(f"killed after step {self.step}")
+
+
+class KillAtEpochStart(Callback):
+    """Stop training as epoch ``epoch`` starts."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_start(self, trainer, epoch: int) -> None:
+        if epoch == self.epoch:
+            raise Killed(f"killed at the start of epoch {epoch}")

@@ -22,31 +22,8 @@ from facelab.runs.folder import create_run_dir
 from facelab.train import classifier as classifier_module
 from facelab.models.checkpoint import STATE, WEIGHTS, read_meta, read_training_state, read_weights
 from facelab.train.classifier import ClassifierConfig, train_classifier
-from facelab.train.trainer import Callback
 from tests.e2e.conftest import EVERY_BATCH, TINY_CLASSIFIER, TINY_CLASSIFIER_CFG, cli, cli_error, cli_json
-from tests.helpers import make_store, near_decision_boundary
-
-
-class Killed(RuntimeError):
-    """Stands in for SIGKILL: raised from a callback, after the checkpoint we want to resume from."""
-
-
-class KillAtEpochStart(Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_epoch_start(self, trainer, epoch: int) -> None:
-        if epoch == self.epoch:
-            raise Killed(f"killed at the start of epoch {epoch}")
-
-
-class KillAtStep(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer, logs) -> None:
-        if trainer.step == self.step:
-            raise Killed(f"killed after step {self.step}")
+from tests.helpers import KillAtEpochStart, Killed, KillAtStep, make_store, near_decision_boundary
 
 
 def assert_same_weights(a: Path, b: Path) -> None:

@@ -15,8 +15,8 @@ from facelab.data.store import Store
 from facelab.runs.folder import create_run_dir
 from facelab.models.checkpoint import STATE, WEIGHTS, read_meta, read_training_state, read_weights
 from facelab.train.generative import GenerativeRunConfig, train_generative
-from facelab.train.trainer import Callback
 from tests.e2e.conftest import TINY_GEN, cli, cli_error, cli_json
+from tests.helpers import KillAtStep
 
 TILE = 32 + 2  # grid cell: image side + padding
 
@@ -222,21 +222,12 @@ def test_blend_errors(hair_cvae_run, cvae_run, tmp_path):
 
 
 # ---- resume a GAN after a kill in the middle of an epoch -------------------------------------------
-class KillAtStep(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer, logs) -> None:
-        if trainer.step == self.step:
-            raise KeyboardInterrupt  # what Ctrl-C does; the last mid-epoch checkpoint is one batch earlier
-
-
 def test_gan_resumes_mid_epoch_to_the_same_weights(dcgan_run, tmp_path):
     cfg = GenerativeRunConfig.from_yaml(dcgan_run / "config.yaml")
     run = create_run_dir(f"gen-{cfg.model}", name="killed", root=tmp_path, config=cfg)
     steps_per_epoch = json.loads((dcgan_run / "metrics.jsonl").read_text().splitlines()[0])["step"]
     with pytest.raises(KeyboardInterrupt):
-        train_generative(cfg, run_dir=run, callbacks=[KillAtStep(steps_per_epoch + 3)])
+        train_generative(cfg, run_dir=run, callbacks=[KillAtStep(steps_per_epoch + 3, exc=KeyboardInterrupt)])
     state = read_training_state(run / "checkpoints" / "last")
     assert (state["epoch"], state["batches_done"]) == (1, 2)
     summary = cli_json("train-gen", "--resume", run)

@@ -23,7 +23,7 @@ from facelab.train.distributed import Distributed, TorchrunEnv, check_nproc, pro
 from facelab.train.generative import GenerativeRunConfig, train_generative
 from facelab.train.sync_batchnorm import CpuSyncBatchNorm, convert_sync_batchnorm
 from facelab.train.trainer import Callback
-from tests.helpers import join_processes, make_store, run_processes
+from tests.helpers import Killed, KillAtStep, join_processes, make_store, run_processes
 
 B = 8  # each process's batch; the one-process reference trains with 2 * B
 #: no augmentation and no dropout: the only differences left between 2 x B and 1 x 2B are float rounding. SGD,
@@ -60,19 +60,6 @@ class DumpWeights(Callback):
 
     def on_fit_end(self, trainer) -> None:
         torch.save({k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, self.path)
-
-
-class Killed(Exception):
-    """What a kill looks like to the test: training stops after a step, with no checkpoint of that step."""
-
-
-class KillAtStep(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer, logs) -> None:
-        if trainer.step == self.step:
-            raise Killed
 
 
 def fit_worker(rank: int, nprocs: int, rendezvous: Path, kind: str, cfg: dict[str, Any], run_dir: Path,

@@ -16,8 +16,7 @@ from facelab.faces import AlignSpec
 from facelab.models.checkpoint import read_training_state, read_weights
 from facelab.runs.splits import PRETRAIN_SPLITS
 from facelab.train.pretrain import PretrainConfig, check_pretrain_config, make_loaders, pretrain, pretrain_rows
-from facelab.train.trainer import Callback
-from tests.helpers import make_store, set_alignment
+from tests.helpers import Killed, KillAtStep, make_store, set_alignment
 
 TINY = {"batch_size": 8, "model_kwargs": {"channels": [8, 16, 16]},
         "objective_kwargs": {"proj_hidden": 16, "proj_dim": 8}, "device": "cpu",
@@ -89,19 +88,6 @@ def test_a_labelled_objective_or_too_few_rows_are_refused(tmp_path):
         check_pretrain_config(PretrainConfig(stores=[str(a.path)], objective="supervised", **TINY))
     with pytest.raises(ConfigError, match="fewer than one batch"):
         check_pretrain_config(PretrainConfig(stores=[str(a.path)], **{**TINY, "batch_size": 64}))
-
-
-class Killed(RuntimeError):
-    pass
-
-
-class KillAtStep(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer, logs) -> None:
-        if trainer.step == self.step:
-            raise Killed
 
 
 def test_resume_restores_the_projector_and_its_optimizer_state_exactly(tmp_path):
