@@ -46,9 +46,8 @@ def review_lock(labels: Path) -> Iterator[None]:
                         "that one first: two review pages on one labels file would overwrite each other") from None
     try:
         yield
-    finally:
+    finally:  # the file stays: unlinking it would let a server that opened it meanwhile lock a dead inode
         os.close(fd)
-        lock.unlink(missing_ok=True)
 
 
 class Decision(BaseModel):
