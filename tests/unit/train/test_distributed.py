@@ -253,3 +253,50 @@ def test_one_process_is_the_identity():
     assert d.any(True, False) == (True, False) and d.mean({"a": 1.5}) == {"a": 1.5} and d.broadcast(3) == 3
     module = nn.Linear(2, 2)
     assert d.wrap(module, find_unused_parameters=True) is module
+
+
+ROWS = (3, 2)  # a partial last batch: the processes hold different numbers of rows
+
+
+def _views(d: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    n = sum(ROWS)
+    return torch.randn(n, 5, generator=g), torch.randn(n, 5, generator=g), torch.randn(5, d, generator=g)
+
+
+def nt_xent_worker(rank, nprocs, rendezvous, out):
+    from facelab.train.objectives.simclr import nt_xent
+
+    dist = join_processes(rank, nprocs, rendezvous)
+    try:
+        x1, x2, w = _views()
+        w.requires_grad_()
+        start = sum(ROWS[:rank])
+        mine = slice(start, start + ROWS[rank])
+        loss, hit = nt_xent(x1[mine] @ w, x2[mine] @ w, 0.5)
+        # what the trainer does under DDP: this process's share of the global rows, then the average over processes
+        (loss * ROWS[rank] * nprocs / sum(ROWS)).backward()
+        torch.distributed.all_reduce(w.grad)
+        torch.save({"loss": loss.detach(), "hit": hit, "grad": w.grad / nprocs}, out / f"rank{rank}.pt")
+    finally:
+        dist.close()
+
+
+def test_simclr_loss_of_two_processes_compares_with_every_process_s_views(tmp_path):
+    from facelab.train.objectives.simclr import nt_xent
+
+    run_processes(nt_xent_worker, 2, tmp_path / "rendezvous", tmp_path)
+    x1, x2, w = _views()
+    w.requires_grad_()
+    z1, z2 = x1 @ w, x2 @ w
+    whole, hit = nt_xent(z1, z2, 0.5)  # one process, the whole batch
+    whole.backward()
+    got = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    # each process's loss is its rows' mean over all 2N views; weighted by rows they make the whole batch's loss
+    weighted = sum(g["loss"] * n for g, n in zip(got, ROWS)) / sum(ROWS)
+    torch.testing.assert_close(weighted, whole.detach())
+    # a process's hits are its rows' first views, then their second views; the whole batch's: all first views
+    hits = torch.cat([g["hit"][:r] for g, r in zip(got, ROWS)] + [g["hit"][r:] for g, r in zip(got, ROWS)])
+    torch.testing.assert_close(hits, hit)
+    for g in got:  # gradients flow back to the process whose rows they came from: the whole batch's gradient
+        torch.testing.assert_close(g["grad"], w.grad)

@@ -2,7 +2,8 @@
 
 Each image of a batch is augmented twice (the ``simclr`` augmentation preset: resized crop, flip, colour
 jitter, greyscale, blur); the encoder's pooled features go through a projection MLP, and the NT-Xent loss
-asks each view to pick its partner out of the other ``2B - 1`` views of the batch. Validation reports the
+asks each view to pick its partner out of the other ``2B - 1`` views of the batch (of the global batch, all
+processes' rows, under DDP). Validation reports the
 same loss and ``positive_top1``, the share of views whose nearest other view (cosine similarity) is their
 partner, on held-out rows with fixed views (seeded per batch), so epochs are comparable.
 
@@ -50,13 +51,44 @@ class SimCLROptions(StrictConfig):
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """NT-Xent loss of two views' projections (B, D) each, and (2B,) whether each view's most similar other
-    view is its partner. Computed in float32 (under bf16 autocast too)."""
+    view is its partner. Computed in float32 (under bf16 autocast too).
+
+    With several processes (``torch.distributed`` initialised, more than one rank) every view is also compared
+    with the views of the other processes' rows, gathered with gradients, as SimCLR does across its devices:
+    the loss is this process's rows' mean, so DDP's average over processes is the loss of one process holding
+    the whole global batch (tested). Processes may hold different numbers of rows (a partial last batch).
+    """
     b = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2B, D)
-    sim = z @ z.T / temperature  # (2B, 2B) cosine similarity / T
-    sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))  # not itself
-    target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)  # (2B,) the partner
-    return F.cross_entropy(sim, target), sim.argmax(dim=1) == target
+    z1, z2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
+    a1, a2, offset = _gather_views(z1, z2)  # (N, D) each: every process's rows; ours start at ``offset``
+    n = a1.shape[0]
+    sim = torch.cat([z1, z2]) @ torch.cat([a1, a2]).T / temperature  # (2B, 2N) cosine similarity / T
+    own = torch.arange(b, device=z1.device) + offset  # our rows' positions among the N
+    itself = torch.cat([own, own + n])  # each view's own column
+    partner = torch.cat([own + n, own])  # the other view of the same image
+    sim = sim.masked_fill(F.one_hot(itself, 2 * n).bool(), float("-inf"))
+    return F.cross_entropy(sim, partner), sim.argmax(dim=1) == partner
+
+
+def _gather_views(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Both views of every process's rows (with gradients back to their owners) and where this process's rows
+    start; the local views alone with one process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return z1, z2, 0
+    from torch.distributed.nn.functional import all_gather
+
+    world, rank = dist.get_world_size(), dist.get_rank()
+    sizes = [torch.zeros(1, dtype=torch.int64, device=z1.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([z1.shape[0]], device=z1.device))
+    counts = [int(c) for c in sizes]
+    most = max(counts)
+    pad = most - z1.shape[0]  # all_gather takes equal shapes: pad, then drop every process's padding
+    parts = all_gather(torch.cat([torch.cat([z1, z2], 1), z1.new_zeros(pad, 2 * z1.shape[1])]))
+    rows = torch.cat([p[:c] for p, c in zip(parts, counts)])
+    d = z1.shape[1]
+    return rows[:, :d], rows[:, d:], sum(counts[:rank])
 
 
 class SimCLRObjective:
