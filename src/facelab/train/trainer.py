@@ -16,7 +16,6 @@ all-reduce of flags, so no process is ever left waiting in a collective the othe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -35,6 +34,9 @@ from facelab.errors import FacelabError
 from facelab.models.checkpoint import CheckpointMeta, read_training_state, read_weights, save_checkpoint
 from facelab.train.distributed import Distributed, LossModule
 from facelab.train.optim import create_optimizer
+from facelab.train.precision import autocast_context
+from facelab.train.precision import resolve_precision  # noqa: F401 (re-export: benchmarks import it from here)
+from facelab.train.progress import epoch_progress, print_epoch
 from facelab.train.schedules import PlateauTracker, ScheduleConfig, lr_factor_fn
 from facelab.train.sync_batchnorm import convert_sync_batchnorm
 from facelab.utils.io import append_jsonl
@@ -145,31 +147,6 @@ def ema_multi_avg_fn(decay: float):
                 a.copy_(c)
 
     return update
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    """Whether bf16 autocast speeds training up here: CUDA with bf16 support, or a CPU with native bf16
-    (AVX512-BF16/AMX). On an AVX2-only CPU bf16 is emulated and measured ~10x slower than fp32
-    (benchmarks/bench_train.py), so ``auto`` keeps fp32 there."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
-def resolve_precision(device: torch.device, precision: str) -> str:
-    """``auto`` -> "bf16" where it is fast on ``device`` (see :func:`bf16_is_fast`), else "fp32"."""
-    if precision == "auto":
-        return "bf16" if bf16_is_fast(device) else "fp32"
-    return precision
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast when ``precision`` resolves to bf16 on ``device``, else a no-op."""
-    if resolve_precision(device, precision) == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 class Trainer:
@@ -302,7 +279,8 @@ class Trainer:
         count, t0, images = 0, time.monotonic(), 0
         self._epoch_start = t0
         n_batches = len(loader)
-        with self._progress(n_batches) as advance:
+        with epoch_progress(enabled=self.cfg.progress and self.is_main, epoch=self.epoch, epochs=self.cfg.epochs,
+                            total=n_batches, done=self.batches_done) as advance:
             for batch in loader:
                 logs = self.train_step(batch)
                 self.batches_done += 1
@@ -448,7 +426,8 @@ class Trainer:
         self.history.append(rec)
         if self.is_main:
             append_jsonl(self.run_dir / "metrics.jsonl", rec)
-            self._print_epoch(rec)
+            if self.cfg.progress:
+                print_epoch(rec, epochs=self.cfg.epochs, monitor=self.cfg.monitor)
         value = metrics.get(self.cfg.monitor)
         if value is None:
             self.save("best", metrics)  # nothing to monitor (e.g. GANs): the latest (EMA) model is the one to use
@@ -557,64 +536,6 @@ class Trainer:
         if self.dist.rank:
             torch.manual_seed(self.dist.rank_seed(torch.initial_seed() + self.step))
 
-    # ---- progress ---------------------------------------------------------------------------
-    # On a terminal: a live bar per epoch and one line per finished epoch. Elsewhere (a log file, nohup,
-    # a batch scheduler) a bar cannot redraw, so mid-epoch lines are printed at most once a minute.
-    LOG_EVERY_SECONDS = 60.0
-
-    @staticmethod
-    def _console():
-        from rich.console import Console
-
-        return Console(stderr=True, highlight=False)  # stdout is for --json
-
-    @contextlib.contextmanager
-    def _progress(self, total: int):
-        if not self.cfg.progress or not self.is_main:
-            yield lambda logs: None
-            return
-        console = self._console()
-        if not console.is_terminal:
-            yield self._log_lines(console, total)
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        cols = [TextColumn(f"epoch {self.epoch + 1}/{self.cfg.epochs}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[logs]}")]
-        with Progress(*cols, transient=True, console=console) as prog:
-            task = prog.add_task("train", total=total, completed=self.batches_done, logs="")
-
-            def advance(logs: dict[str, float]) -> None:
-                prog.update(task, advance=1, logs=_format_logs(logs, 3))
-
-            yield advance
-
-    def _log_lines(self, console: Any, total: int) -> Callable[[dict[str, float]], None]:
-        start, last, done = time.monotonic(), time.monotonic(), self.batches_done
-
-        def advance(logs: dict[str, float]) -> None:
-            nonlocal last, done
-            done += 1
-            now = time.monotonic()
-            if now - last >= self.LOG_EVERY_SECONDS and done < total:
-                last = now
-                console.print(f"epoch {self.epoch + 1}/{self.cfg.epochs}: {done}/{total} batches, "
-                              f"{now - start:.0f} s, {_format_logs(logs, 3)}", soft_wrap=True)
-
-        return advance
-
-    def _print_epoch(self, rec: dict[str, Any]) -> None:
-        if not self.cfg.progress or not self.is_main:
-            return
-        losses = {k: v for k, v in rec.items() if k.startswith("train_") and k not in ("train_seconds", "train_images_per_s")}
-        vals = {k: v for k, v in rec.items() if k.startswith("val_")}
-        shown = {**dict(list(losses.items())[:3]), **dict(list(vals.items())[:3])}
-        if self.cfg.monitor in rec:
-            shown[self.cfg.monitor] = rec[self.cfg.monitor]
-        speed = f", {rec['train_images_per_s']:.0f} img/s" if "train_images_per_s" in rec else ""
-        self._console().print(f"epoch {rec['epoch']}/{self.cfg.epochs} ({rec.get('train_seconds', 0.0):.0f} s{speed}): "
-                              f"{_format_logs(shown, len(shown))}", soft_wrap=True)
-
 
 @dataclass(frozen=True)
 class _Due:
@@ -622,10 +543,6 @@ class _Due:
 
     checkpoint: bool = False
     stop: bool = False
-
-
-def _format_logs(logs: dict[str, float], most: int) -> str:
-    return " ".join(f"{k}={v:.4g}" for k, v in list(logs.items())[:most] if isinstance(v, (int, float)))
 
 
 def _trainable(params: list) -> list:

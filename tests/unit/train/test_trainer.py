@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from facelab.models.checkpoint import CheckpointMeta, read_meta, read_weights
+from facelab.train import progress
 from facelab.train.trainer import DivergenceError, StepOutput, Trainer, TrainerConfig
 
 
@@ -221,7 +222,7 @@ def test_progress_off_a_terminal_is_plain_lines(tmp_path, capfd, monkeypatch):
     mid-epoch lines at most every LOG_EVERY_SECONDS, never the blank lines a transient bar leaves."""
     tr = _trainer(tmp_path, epochs=2)
     tr.cfg.progress = True
-    monkeypatch.setattr(Trainer, "LOG_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "LOG_EVERY_SECONDS", 0.0)
     tr.fit()
     out, err = capfd.readouterr()
     assert out == ""  # stdout stays free for --json

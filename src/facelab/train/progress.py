@@ -1,0 +1,90 @@
+"""What the Trainer prints while it trains, on stderr (stdout is for ``--json``).
+
+On a terminal: a live bar per epoch and one line per finished epoch. Elsewhere (a log file, nohup, a batch
+scheduler) a bar cannot redraw, so mid-epoch lines are printed at most once every :data:`LOG_EVERY_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+LOG_EVERY_SECONDS = 60.0
+
+#: called after every batch with the batch's logs
+Advance = Callable[[dict[str, float]], None]
+
+
+def epoch_progress(*, enabled: bool, epoch: int, epochs: int, total: int, done: int
+                   ) -> contextlib.AbstractContextManager[Advance]:
+    """The progress of one epoch: a context whose value is called after every batch with its logs.
+
+    Args:
+        enabled: False (progress off, or a process other than rank 0): nothing is shown.
+        epoch: the epoch in progress, counted from 0.
+        epochs: the epochs of the whole run.
+        total: the batches of this epoch.
+        done: the batches already trained (a resume mid-epoch).
+    """
+    if not enabled:
+        return contextlib.nullcontext(lambda logs: None)
+    console = _console()
+    if not console.is_terminal:
+        return contextlib.nullcontext(_log_lines(console, epoch=epoch, epochs=epochs, total=total, done=done))
+    return _bar(console, epoch=epoch, epochs=epochs, total=total, done=done)
+
+
+def print_epoch(rec: dict[str, Any], *, epochs: int, monitor: str) -> None:
+    """One line for a finished epoch (``rec``: its metrics.jsonl record): up to three training losses, three
+    validation figures, the monitored metric, the time and the speed."""
+    losses = {k: v for k, v in rec.items() if k.startswith("train_") and k not in ("train_seconds", "train_images_per_s")}
+    vals = {k: v for k, v in rec.items() if k.startswith("val_")}
+    shown = {**dict(list(losses.items())[:3]), **dict(list(vals.items())[:3])}
+    if monitor in rec:
+        shown[monitor] = rec[monitor]
+    speed = f", {rec['train_images_per_s']:.0f} img/s" if "train_images_per_s" in rec else ""
+    _console().print(f"epoch {rec['epoch']}/{epochs} ({rec.get('train_seconds', 0.0):.0f} s{speed}): "
+                     f"{format_logs(shown, len(shown))}", soft_wrap=True)
+
+
+def format_logs(logs: dict[str, float], most: int) -> str:
+    """``key=value`` for the first ``most`` numeric logs."""
+    return " ".join(f"{k}={v:.4g}" for k, v in list(logs.items())[:most] if isinstance(v, (int, float)))
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)  # stdout is for --json
+
+
+@contextlib.contextmanager
+def _bar(console: Any, *, epoch: int, epochs: int, total: int, done: int) -> Iterator[Advance]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    cols = [TextColumn(f"epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[logs]}")]
+    with Progress(*cols, transient=True, console=console) as prog:
+        task = prog.add_task("train", total=total, completed=done, logs="")
+
+        def advance(logs: dict[str, float]) -> None:
+            prog.update(task, advance=1, logs=format_logs(logs, 3))
+
+        yield advance
+
+
+def _log_lines(console: Any, *, epoch: int, epochs: int, total: int, done: int) -> Advance:
+    start, last = time.monotonic(), time.monotonic()
+
+    def advance(logs: dict[str, float]) -> None:
+        nonlocal last, done
+        done += 1
+        now = time.monotonic()
+        if now - last >= LOG_EVERY_SECONDS and done < total:
+            last = now
+            console.print(f"epoch {epoch + 1}/{epochs}: {done}/{total} batches, {now - start:.0f} s, "
+                          f"{format_logs(logs, 3)}", soft_wrap=True)
+
+    return advance
