@@ -32,6 +32,9 @@ TINY_CLASSIFIER_CFG: dict[str, Any] = {"batch_size": 32, "model_kwargs": {"chann
 #: options that make a generative run tiny and quiet
 TINY_GEN = ("--batch-size", "32", "-o", "trainer.progress=false", "-o", "model_options.width=8",
             "-o", "model_options.latent_dim=8")
+#: options that make a self-supervised pretraining run tiny and quiet
+TINY_SSL = ("--batch-size", "32", "-o", "trainer.progress=false", "-o", "model_kwargs={channels: [8, 16, 16]}",
+            "-o", "objective_kwargs={proj_hidden: 32, proj_dim: 16}")
 EVERY_BATCH = "trainer.checkpoint_every_minutes=0.000001"  # a mid-epoch checkpoint after every batch
 
 

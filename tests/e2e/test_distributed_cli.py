@@ -22,9 +22,10 @@ import yaml
 from typer.testing import CliRunner
 
 from facelab.cli import app
+from facelab.runs.splits import PRETRAIN_SPLITS
 from facelab.train import launch
 from facelab.train.classifier import ClassifierConfig
-from tests.e2e.conftest import TINY_CLASSIFIER, TINY_GEN, cli, cli_error
+from tests.e2e.conftest import TINY_CLASSIFIER, TINY_GEN, TINY_SSL, cli, cli_error
 from tests.helpers import run_processes
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -55,7 +56,8 @@ def as_torchrun(root: Path, *args: object) -> list[dict]:
     return [json.loads((root / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
-@pytest.mark.parametrize("command, tiny", [("train", TINY_CLASSIFIER), ("train-gen", TINY_GEN)])
+@pytest.mark.parametrize("command, tiny", [("train", TINY_CLASSIFIER), ("train-gen", TINY_GEN),
+                                           ("pretrain", TINY_SSL)])
 def test_rank_0_alone_makes_the_run_folder_and_prints(store, tmp_path, command, tiny):
     ranks = as_torchrun(tmp_path, command, store.resolve(), "--epochs", 1, *tiny, "--batch-size", 16,
                         "--out", "runs", "--name", "x", "--json")
@@ -63,7 +65,8 @@ def test_rank_0_alone_makes_the_run_folder_and_prints(store, tmp_path, command, 
     summary = json.loads(ranks[0]["stdout"])  # one JSON document, rank 0's
     run = tmp_path / "rank0" / summary["run_dir"]
     assert summary["processes"] == 2 and summary["steps"] == summary["train_rows"] // 32
-    assert {"config.yaml", "splits.json", "metrics.jsonl", "summary.json", "report.html"} <= {p.name for p in run.iterdir()}
+    splits = PRETRAIN_SPLITS if command == "pretrain" else "splits.json"
+    assert {"config.yaml", splits, "metrics.jsonl", "summary.json", "report.html"} <= {p.name for p in run.iterdir()}
     assert ranks[1]["stdout"] == "" and not list((tmp_path / "rank1").iterdir())  # rank 1 wrote nothing anywhere
 
 
@@ -112,7 +115,7 @@ def test_resume_with_nproc_starts_torchrun_on_the_run(tmp_path, clf_run, monkeyp
 ])
 def test_nonsense_nproc_is_refused_before_anything_starts(store, tmp_path, monkeypatch, args, match):
     monkeypatch.setattr(launch.subprocess, "run", lambda *a, **k: pytest.fail("torchrun was started"))
-    for command, tiny in (("train", TINY_CLASSIFIER), ("train-gen", TINY_GEN)):
+    for command, tiny in (("train", TINY_CLASSIFIER), ("train-gen", TINY_GEN), ("pretrain", TINY_SSL)):
         err = cli_error(command, store, *tiny, *args, "--out", tmp_path)
         assert re.search(match, str(err)), str(err)
     assert not list(tmp_path.iterdir())

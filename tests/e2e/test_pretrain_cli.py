@@ -17,11 +17,9 @@ from facelab.data.store import Store
 from facelab.faces import AlignSpec
 from facelab.models.classifiers import create_classifier
 from facelab.runs.splits import PRETRAIN_SPLITS
-from tests.e2e.conftest import STORE_SIZE, TINY_CLASSIFIER, cli, cli_error, cli_json
+from tests.e2e.conftest import STORE_SIZE, TINY_CLASSIFIER, TINY_SSL, cli, cli_error, cli_json
 from tests.helpers import make_store, set_alignment
 
-TINY_SSL = ("--batch-size", "32", "-o", "trainer.progress=false", "-o", "model_kwargs={channels: [8, 16, 16]}",
-            "-o", "objective_kwargs={proj_hidden: 32, proj_dim: 16}")
 UTK_LABELS = (LabelSpec("gender", LabelKind.BINARY, ("male", "female")),
               LabelSpec("race", LabelKind.CATEGORICAL, ("white", "black", "asian", "indian", "others")),
               LabelSpec("age_group", LabelKind.CATEGORICAL, ("0-19", "20-39", "40-59", "60+")))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from facelab.cli.common import (JSON_OPT, OPTION_OPT, _fit, _refuse_with_resume, _resumed, _run_folder, _torchrun_env,
+from facelab.cli.common import (JSON_OPT, OPTION_OPT, _fit, _refuse_with_resume, _resumed, _torchrun_env,
                                 console, emit_json)
 from facelab.config import resolve_config
 
@@ -106,6 +105,8 @@ def pretrain(
     out: Path = typer.Option(Path("runs"), help="Folder under which the run folder is created."),
     name: Optional[str] = typer.Option(None, help="Run folder pretrain-NAME under --out (default: pretrain-<timestamp>)."),
     resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill (or extend it: with --epochs)."),
+    nproc: Optional[int] = NPROC_OPT,
+    sync_bn: bool = SYNC_BN_OPT,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -115,20 +116,21 @@ def pretrain(
 
     flags = {"stores": [str(s) for s in stores] if stores else None, "objective": objective, "model": model,
              "trainer.epochs": epochs, "batch_size": batch_size, "trainer.optim.lr": lr, "device": device,
-             "seed": seed, "train_limit": train_limit}
+             "seed": seed, "train_limit": train_limit, "trainer.sync_batchnorm": sync_bn or None}
     if resume is not None:
         _refuse_with_resume(resume, {"STORES": stores, "--config": config, "--objective": objective, "--model": model,
                                      "--batch-size": batch_size, "--lr": lr, "--device": device, "--seed": seed,
-                                     "--train-limit": train_limit, "-o": option, "--name": name}, allowed="--epochs")
-        summary = run_pretrain(_resumed(PretrainConfig, resume, epochs=epochs), run_dir=resume, resume=True)
+                                     "--train-limit": train_limit, "--sync-bn": sync_bn, "-o": option,
+                                     "--name": name}, allowed="--epochs")
+    env = _torchrun_env(nproc)
+    if resume is not None:
+        cfg = _resumed(PretrainConfig, resume, epochs=epochs)
     else:
         cfg = resolve_config(PretrainConfig, yaml_file=config, flags=flags, options=option)
-        check_pretrain_config(cfg)
-        if dry_run:
-            sys.stdout.write(cfg.to_yaml())
-            return
-        with _run_folder("pretrain", name=name, out=out, config=cfg) as run_dir:
-            summary = run_pretrain(cfg, run_dir=run_dir)
+    summary = _fit("pretrain", run_pretrain, cfg, check=check_pretrain_config, env=env, nproc=nproc, resume=resume,
+                   kind="pretrain", out=out, name=name, as_json=as_json, dry_run=dry_run)
+    if summary is None or console.quiet:
+        return  # --dry-run, or a rank other than 0
     if as_json:
         emit_json(summary)
         return

@@ -246,7 +246,7 @@ class LossModule(nn.Module):
         return out.loss, out.logs
 
 
-def init_distributed(env: TorchrunEnv, device: str, *, timeout: timedelta = DEFAULT_TIMEOUT,
+def init_distributed(env: TorchrunEnv, device: str, *, timeout: timedelta | None = None,
                      init_method: str | None = None) -> Distributed:
     """Join the process group of a torchrun launch: gloo on CPU (torch threads: this machine's cores split
     between its processes), NCCL with ``cuda:LOCAL_RANK`` on CUDA.
@@ -254,7 +254,8 @@ def init_distributed(env: TorchrunEnv, device: str, *, timeout: timedelta = DEFA
     Args:
         env: this process's place (``TorchrunEnv.from_environ()`` under torchrun).
         device: the run's ``--device`` (cpu, cuda or auto).
-        timeout: how long a collective waits for the others.
+        timeout: how long a collective waits for the others (default :data:`DEFAULT_TIMEOUT`, read at call
+            time).
         init_method: where the processes meet when they were not started by torchrun, e.g.
             ``file:///tmp/x/rendezvous`` for processes a test or benchmark starts itself (no port to pick);
             None: torchrun's MASTER_ADDR and MASTER_PORT.
@@ -280,5 +281,5 @@ def init_distributed(env: TorchrunEnv, device: str, *, timeout: timedelta = DEFA
                           "(or facelab ... --nproc N), which sets them")
     if not dist.is_initialized():
         dist.init_process_group(backend, init_method=init_method, rank=env.rank, world_size=env.world_size,
-                                timeout=timeout)
+                                timeout=timeout or DEFAULT_TIMEOUT)
     return Distributed(rank=env.rank, world_size=env.world_size, local_rank=env.local_rank, device=dev)

@@ -33,6 +33,7 @@ from facelab.models.classifiers import create_classifier, list_classifiers
 from facelab.report import render_report
 from facelab.runs.splits import load_pretrain_splits, save_pretrain_splits
 from facelab.runs.summary import PretrainSummary, write_summary
+from facelab.train.distributed import Distributed
 from facelab.train.objectives import objective_spec
 from facelab.train.trainer import Callback, Trainer, TrainerConfig
 from facelab.utils.device import resolve_device
@@ -125,27 +126,29 @@ def _union_rows(union: StoreUnion, rows: list[dict[str, np.ndarray]], name: str)
     return np.concatenate([union.to_union(k, r[name]) for k, r in enumerate(rows)])
 
 
-def check_rows(cfg: PretrainConfig, rows: list[dict[str, np.ndarray]]) -> None:
-    """At least one training batch and two held-out rows (a contrast needs another image)."""
+def check_rows(cfg: PretrainConfig, rows: list[dict[str, np.ndarray]], *, processes: int = 1) -> None:
+    """At least one training step (``processes`` x the batch) and two held-out rows (a contrast needs another
+    image)."""
     n_train, n_val = (sum(r[k].size for r in rows) for k in ("train", "val"))
-    if n_train < cfg.batch_size:
-        raise ConfigError(f"pretraining has {n_train} training rows, fewer than one batch of {cfg.batch_size}: lower "
-                          f"--batch-size (at most {n_train}) or add stores")
+    if n_train < cfg.batch_size * processes:
+        of = f"{processes} processes x --batch-size {cfg.batch_size}" if processes > 1 else f"{cfg.batch_size}"
+        raise ConfigError(f"pretraining has {n_train} training rows, fewer than one batch of {of}: lower "
+                          f"--batch-size (at most {n_train // processes}) or add stores")
     if n_val < 2:
         raise ConfigError(f"pretraining holds out {n_val} validation rows; it needs at least 2: raise "
                           f"-o val_fraction (now {cfg.val_fraction}) or add rows")
 
 
-def check_pretrain_config(cfg: PretrainConfig) -> None:
+def check_pretrain_config(cfg: PretrainConfig, *, processes: int = 1) -> None:
     """What can be checked before a run folder is made: objective and its options, model, device, the
-    stores (one image size and alignment), and enough rows."""
+    stores (one image size and alignment), and enough rows for ``processes`` training together."""
     spec = objective_spec(cfg.objective, labelled=False)
     spec.parse_options(cfg.objective, cfg.objective_kwargs)
     if cfg.model not in list_classifiers():
         raise ConfigError(f"unknown classifier {cfg.model!r}; known classifiers: {', '.join(list_classifiers())}")
     resolve_device(cfg.device)
     union = StoreUnion.open(cfg.stores)
-    check_rows(cfg, pretrain_rows(cfg, union.stores)[0])
+    check_rows(cfg, pretrain_rows(cfg, union.stores)[0], processes=processes)
 
 
 def _run_rows(cfg: PretrainConfig, union: StoreUnion, run_dir: Path, *, resume: bool):
@@ -158,44 +161,48 @@ def _run_rows(cfg: PretrainConfig, union: StoreUnion, run_dir: Path, *, resume: 
 
 
 def make_loaders(cfg: PretrainConfig, union: StoreUnion, rows: list[dict[str, np.ndarray]],
-                 device: torch.device) -> tuple[BatchLoader, BatchLoader]:
-    """Loaders of images in [0, 1] without labels (the objective makes and normalises its views)."""
+                 device: torch.device, dist: Distributed | None = None) -> tuple[BatchLoader, BatchLoader]:
+    """Loaders of images in [0, 1] without labels (the objective makes and normalises its views); the training
+    one serves this process's share of every step."""
+    dist = dist or Distributed()
     common = dict(labels=[], mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), device=device,
                   channels_last=cfg.trainer.channels_last)
     train = BatchLoader(union, _union_rows(union, rows, "train"), batch_size=cfg.batch_size, shuffle=True,
-                        seed=cfg.seed, drop_last=True, **common)
+                        seed=cfg.seed, drop_last=True, rank=dist.rank, world_size=dist.world_size, **common)
     val = BatchLoader(union, _union_rows(union, rows, "val"), batch_size=cfg.batch_size, shuffle=False, **common)
     return train, val
 
 
 def pretrain(cfg: PretrainConfig, *, run_dir: str | Path, resume: bool = False,
-             callbacks: list[Callback] | None = None) -> dict[str, Any]:
+             callbacks: list[Callback] | None = None, dist: Distributed | None = None) -> dict[str, Any]:
     """Pretrain (or resume) in ``run_dir``; returns the summary written to summary.json (and the report path).
 
-    The rows are written once to ``run_dir/pretrain_splits.json`` and read back on resume.
+    The rows are written once to ``run_dir/pretrain_splits.json`` (by rank 0) and read back on resume. With
+    ``dist`` (a torchrun launch), ``cfg.batch_size`` is each process's share of a step, the objective compares
+    views across all processes (SimCLR's negatives come from the whole step), and rank 0 alone writes.
 
     Raises:
         ConfigError: an unknown or labelled objective, bad options, stores of other sizes or alignments, too
             few rows.
     """
-    run_dir = Path(run_dir)
+    run_dir, dist = Path(run_dir), dist or Distributed()
     torch.manual_seed(cfg.seed)
     spec = objective_spec(cfg.objective, labelled=False)
     options = spec.parse_options(cfg.objective, cfg.objective_kwargs)
     union = StoreUnion.open(cfg.stores)
-    device = resolve_device(cfg.device)
-    rows, how = _run_rows(cfg, union, run_dir, resume=resume)
-    check_rows(cfg, rows)
+    device = dist.device if dist.active else resolve_device(cfg.device)
+    recorded = _run_rows(cfg, union, run_dir, resume=resume) if dist.is_main else None
+    rows, how = dist.broadcast(recorded)  # rank 0 records them once; the others train on what it recorded
+    check_rows(cfg, rows, processes=dist.world_size)
     encoder = create_classifier(cfg.model, num_outputs=0, image_size=union.image_size, **cfg.model_kwargs)
     pc = encoder.pretrained_cfg
     preprocessing = Preprocessing.of_stores(union.stores, mean=pc.mean, std=pc.std)
     obj = spec.factory(encoder, options=options, preprocessing=preprocessing, config=cfg.model_dump(mode="json"))
-    train_loader, val_loader = make_loaders(cfg, union, rows, device)
+    train_loader, val_loader = make_loaders(cfg, union, rows, device, dist)
     trainer = Trainer(obj, train_loader, val_loader, config=cfg.trainer, run_dir=run_dir, device=device,
-                      callbacks=list(callbacks or []))
+                      callbacks=list(callbacks or []), dist=dist)
     t0 = time.monotonic()
     result = trainer.fit(resume=resume)
-    plot_curves(run_dir / "curves.png", trainer.history)
     final = trainer.history[-1] if trainer.history else {}
     summary = PretrainSummary(
         run_dir=str(run_dir), model=cfg.model, params=sum(p.numel() for p in obj.model.parameters()),
@@ -204,7 +211,10 @@ def pretrain(cfg: PretrainConfig, *, run_dir: str | Path, resume: bool = False,
         excluded_rows={str(s.path): int(len(s) - _pretraining_candidates(s).size) for s in union.stores},
         train_rows=int(train_loader.num_items), val_rows=int(val_loader.num_items), device=str(device),
         **result, fit_seconds=round(time.monotonic() - t0, 2), final=final, splits=how,
-        images_per_s=final.get("train_images_per_s"),
+        images_per_s=final.get("train_images_per_s"), processes=dist.world_size,
     )
+    if not dist.is_main:
+        return summary.to_dict()
+    plot_curves(run_dir / "curves.png", trainer.history)
     write_summary(run_dir, summary)
     return {**summary.to_dict(), "report": str(render_report(run_dir))}

@@ -273,7 +273,7 @@ def nt_xent_worker(rank, nprocs, rendezvous, out):
         w.requires_grad_()
         start = sum(ROWS[:rank])
         mine = slice(start, start + ROWS[rank])
-        loss, hit = nt_xent(x1[mine] @ w, x2[mine] @ w, 0.5)
+        loss, hit = nt_xent(x1[mine] @ w, x2[mine] @ w, 0.5, across_processes=True)
         # what the trainer does under DDP: this process's share of the global rows, then the average over processes
         (loss * ROWS[rank] * nprocs / sum(ROWS)).backward()
         torch.distributed.all_reduce(w.grad)

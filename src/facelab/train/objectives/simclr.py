@@ -49,18 +49,20 @@ class SimCLROptions(StrictConfig):
         return AugmentConfig.preset(self.augment, **self.augment_overrides)
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, *,
+            across_processes: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """NT-Xent loss of two views' projections (B, D) each, and (2B,) whether each view's most similar other
     view is its partner. Computed in float32 (under bf16 autocast too).
 
-    With several processes (``torch.distributed`` initialised, more than one rank) every view is also compared
+    With ``across_processes`` and several processes (``torch.distributed`` initialised, more than one rank;
+    every process must call it, as in a training step) every view is also compared
     with the views of the other processes' rows, gathered with gradients, as SimCLR does across its devices:
     the loss is this process's rows' mean, so DDP's average over processes is the loss of one process holding
     the whole global batch (tested). Processes may hold different numbers of rows (a partial last batch).
     """
     b = z1.shape[0]
     z1, z2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
-    a1, a2, offset = _gather_views(z1, z2)  # (N, D) each: every process's rows; ours start at ``offset``
+    a1, a2, offset = _gather_views(z1, z2) if across_processes else (z1, z2, 0)  # (N, D) each: every process's rows; ours start at ``offset``
     n = a1.shape[0]
     sim = torch.cat([z1, z2]) @ torch.cat([a1, a2]).T / temperature  # (2B, 2N) cosine similarity / T
     own = torch.arange(b, device=z1.device) + offset  # our rows' positions among the N
@@ -125,12 +127,14 @@ class SimCLRObjective:
 
     def loss(self, group: str, batch: Any) -> StepOutput:
         v1, v2 = self.views(batch.x)
-        loss, hit = nt_xent(self.model(v1), self.model(v2), self.options.temperature)
+        loss, hit = nt_xent(self.model(v1), self.model(v2), self.options.temperature, across_processes=True)
         return StepOutput(loss, {"loss": float(loss.detach()), "positive_top1": float(hit.float().mean())})
 
     @torch.no_grad()
     def evaluate(self, loader: Any, *, model: torch.nn.Module | None = None) -> dict[str, float]:
-        """NT-Xent loss and positive_top1 over the held-out rows (batches of one row are skipped: no negatives)."""
+        """NT-Xent loss and positive_top1 over the held-out rows (batches of one row are skipped: no negatives);
+        within each batch only, so that the figure does not depend on the number of processes (rank 0 alone
+        validates)."""
         model = model or self.model
         loss_sum, hits, views = 0.0, 0, 0
         for i, batch in enumerate(loader):
