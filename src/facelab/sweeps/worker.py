@@ -62,7 +62,8 @@ def cpu_seconds() -> float:
 
 class PruningCallback(Callback):
     """Report the sweep's metric to the trial after every epoch; when the pruner says so, end the run after this
-    epoch with stop_reason "pruned" (the trainer saves it as usual)."""
+    epoch with stop_reason "pruned" (the trainer saves it as usual). After the last epoch nothing is left to
+    save, so the trial completes with its value whatever the pruner says."""
 
     def __init__(self, trial: optuna.Trial, metric: str) -> None:
         self.trial, self.metric = trial, metric
@@ -76,7 +77,7 @@ class PruningCallback(Callback):
         if value is None or not math.isfinite(value):
             return
         self.trial.report(float(value), epoch)
-        if self.trial.should_prune():
+        if epoch < trainer.cfg.epochs and self.trial.should_prune():
             trainer.stop_reason = PRUNED
             self.pruned_at = epoch
 
