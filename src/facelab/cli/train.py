@@ -16,6 +16,9 @@ NPROC_OPT = typer.Option(None, "--nproc", help="Training processes on this machi
                         "each one's share of a step. Several machines: see docs/distributed.md.")
 SYNC_BN_OPT = typer.Option(False, "--sync-bn", help="With several processes: batch-norm statistics over the whole "
                            "step (every process's share), so N processes of batch B train as one of batch N*B.")
+OUT_OPT = typer.Option(Path("runs"), help="Folder under which the run folder is created.")
+RESUME_OPT = typer.Option(None, help="Resume the run in this folder after a kill (or extend it: with --epochs).")
+DRY_RUN_OPT = typer.Option(False, "--dry-run", help="Print the resolved config and exit.")
 UNLIMITED_EPOCHS = 1_000_000  # train-gen --minutes without --epochs
 
 
@@ -43,12 +46,12 @@ def train(
     train_limit: Optional[int] = typer.Option(None, help="Use at most N training images."),
     train_identities: Optional[int] = typer.Option(None, help="Train on the photos of N randomly chosen training people only."),
     option: Optional[list[str]] = OPTION_OPT,
-    out: Path = typer.Option(Path("runs"), help="Folder under which the run folder is created."),
+    out: Path = OUT_OPT,
     name: Optional[str] = typer.Option(None, help="Run folder train-NAME under --out (default: train-<timestamp>); an existing one is an error."),
-    resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill (or extend it: with --epochs)."),
+    resume: Optional[Path] = RESUME_OPT,
     nproc: Optional[int] = NPROC_OPT,
     sync_bn: bool = SYNC_BN_OPT,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    dry_run: bool = DRY_RUN_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train an attribute classifier (multi-label or multi-class) on a store."""
@@ -102,12 +105,12 @@ def pretrain(
     seed: Optional[int] = typer.Option(None),
     train_limit: Optional[int] = typer.Option(None, help="Use at most N training images (all stores together)."),
     option: Optional[list[str]] = OPTION_OPT,
-    out: Path = typer.Option(Path("runs"), help="Folder under which the run folder is created."),
+    out: Path = OUT_OPT,
     name: Optional[str] = typer.Option(None, help="Run folder pretrain-NAME under --out (default: pretrain-<timestamp>)."),
-    resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill (or extend it: with --epochs)."),
+    resume: Optional[Path] = RESUME_OPT,
     nproc: Optional[int] = NPROC_OPT,
     sync_bn: bool = SYNC_BN_OPT,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    dry_run: bool = DRY_RUN_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Pretrain a backbone without labels (SimCLR) on one or more stores; fine-tune it with train --pretrained RUN."""
@@ -153,13 +156,13 @@ def train_gen(
     config: Optional[Path] = typer.Option(None, help="YAML overrides of GenerativeRunConfig."),
     option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="KEY=VALUE, e.g. -o model_options.width=64"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
-    out: Path = typer.Option(Path("runs"), help="Folder under which the run folder is created."),
+    out: Path = OUT_OPT,
     name: Optional[str] = typer.Option(None, help="Run folder gen-<model>-NAME under --out (default: a timestamp); an existing one is an error."),
     resume: Optional[Path] = typer.Option(None, help="Resume the run in this folder after a kill (or extend it: "
                                           "with --epochs / --minutes)."),
     nproc: Optional[int] = NPROC_OPT,
     sync_bn: bool = SYNC_BN_OPT,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    dry_run: bool = DRY_RUN_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train a VAE / GAN / AAE / ACAI; writes sample grids every epoch and resumable checkpoints."""
