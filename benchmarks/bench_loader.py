@@ -38,7 +38,8 @@ from facelab.data.schema import LabelKind, LabelSpec  # noqa: E402
 from facelab.data.store import Store  # noqa: E402
 from facelab.models.classifiers import Task, create_classifier  # noqa: E402
 from facelab.train.classifier import ClassifierConfig, ClassifierObjective  # noqa: E402
-from facelab.train.trainer import Trainer, resolve_precision  # noqa: E402
+from facelab.train.precision import resolve_precision  # noqa: E402
+from facelab.train.trainer import Trainer  # noqa: E402
 
 
 def random_store(folder: Path, n: int, size: int, seed: int = 0) -> Store:

@@ -35,7 +35,6 @@ from facelab.models.checkpoint import CheckpointMeta, read_training_state, read_
 from facelab.train.distributed import Distributed, LossModule
 from facelab.train.optim import create_optimizer
 from facelab.train.precision import autocast_context
-from facelab.train.precision import resolve_precision  # noqa: F401 (re-export: benchmarks import it from here)
 from facelab.train.progress import epoch_progress, print_epoch
 from facelab.train.schedules import PlateauTracker, ScheduleConfig, lr_factor_fn
 from facelab.train.sync_batchnorm import convert_sync_batchnorm
