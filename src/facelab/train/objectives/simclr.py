@@ -3,9 +3,9 @@
 Each image of a batch is augmented twice (the ``simclr`` augmentation preset: resized crop, flip, colour
 jitter, greyscale, blur); the encoder's pooled features go through a projection MLP, and the NT-Xent loss
 asks each view to pick its partner out of the other ``2B - 1`` views of the batch (of the global batch, all
-processes' rows, under DDP). Validation reports the
-same loss and ``positive_top1``, the share of views whose nearest other view (cosine similarity) is their
-partner, on held-out rows with fixed views (seeded per batch), so epochs are comparable.
+processes' rows, under DDP). Validation reports the same loss and ``positive_top1``, the share of views whose
+nearest other view (cosine similarity) is their partner, on held-out rows with fixed views (seeded per batch),
+so epochs are comparable.
 
 The loader serves images in [0, 1] (mean 0, std 1): views are made from the untouched images, then
 normalised with the encoder's own mean/std, which the checkpoint's preprocessing records.
@@ -55,14 +55,15 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, *,
     view is its partner. Computed in float32 (under bf16 autocast too).
 
     With ``across_processes`` and several processes (``torch.distributed`` initialised, more than one rank;
-    every process must call it, as in a training step) every view is also compared
-    with the views of the other processes' rows, gathered with gradients, as SimCLR does across its devices:
-    the loss is this process's rows' mean, so DDP's average over processes is the loss of one process holding
-    the whole global batch (tested). Processes may hold different numbers of rows (a partial last batch).
+    every process must call it, as in a training step) every view is also compared with the views of the other
+    processes' rows, gathered with gradients, as SimCLR does across its devices: the loss is this process's
+    rows' mean, so DDP's average over processes is the loss of one process holding the whole global batch
+    (tested). Processes may hold different numbers of rows (a partial last batch).
     """
     b = z1.shape[0]
     z1, z2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
-    a1, a2, offset = _gather_views(z1, z2) if across_processes else (z1, z2, 0)  # (N, D) each: every process's rows; ours start at ``offset``
+    # (N, D) each: every process's rows, ours from ``offset`` on
+    a1, a2, offset = _gather_views(z1, z2) if across_processes else (z1, z2, 0)
     n = a1.shape[0]
     sim = torch.cat([z1, z2]) @ torch.cat([a1, a2]).T / temperature  # (2B, 2N) cosine similarity / T
     own = torch.arange(b, device=z1.device) + offset  # our rows' positions among the N
@@ -85,8 +86,7 @@ def _gather_views(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, tor
     sizes = [torch.zeros(1, dtype=torch.int64, device=z1.device) for _ in range(world)]
     dist.all_gather(sizes, torch.tensor([z1.shape[0]], device=z1.device))
     counts = [int(c) for c in sizes]
-    most = max(counts)
-    pad = most - z1.shape[0]  # all_gather takes equal shapes: pad, then drop every process's padding
+    pad = max(counts) - z1.shape[0]  # all_gather takes equal shapes: pad, then drop every process's padding
     parts = all_gather(torch.cat([torch.cat([z1, z2], 1), z1.new_zeros(pad, 2 * z1.shape[1])]))
     rows = torch.cat([p[:c] for p, c in zip(parts, counts)])
     d = z1.shape[1]
