@@ -137,6 +137,8 @@ class SweepSpec(StrictConfig):
 def load_spec(path: str | Path, *, options: list[str] | None = None, flags: dict[str, Any] | None = None) -> SweepSpec:
     """Read a spec file: ``flags`` (top-level keys, None = not given) and ``-o`` ``options`` override it, and a
     ``base:`` YAML file (relative to the spec's folder) is read in, so ``-o base.store=...`` works either way.
+    An option that names another sampler or pruner (``-o pruner.name=median``) replaces the file's, whose
+    settings belong to the other kind; the other options of that part still apply.
 
     Raises:
         ConfigError: a missing or malformed file, an unknown key or a bad value, naming it.
@@ -148,5 +150,10 @@ def load_spec(path: str | Path, *, options: list[str] | None = None, flags: dict
         base_file = Path(base).expanduser()
         base_file = base_file if base_file.is_absolute() else path.parent / base_file
         data["base"] = read_yaml(base_file)
-    data = overlay(overlay(data, {k: v for k, v in (flags or {}).items() if v is not None}), parse_options(options))
-    return SweepSpec.from_dict(data, where=str(path))
+    data = overlay(data, {k: v for k, v in (flags or {}).items() if v is not None})
+    given = parse_options(options)
+    for part in ("sampler", "pruner"):  # -o pruner.name=median on a percentile pruner: the median's own defaults
+        new, old = (given.get(part) or {}), (data.get(part) or {})
+        if isinstance(new, dict) and isinstance(old, dict) and new.get("name", old.get("name")) != old.get("name"):
+            data[part] = {}
+    return SweepSpec.from_dict(overlay(data, given), where=str(path))

@@ -57,6 +57,16 @@ def test_base_file_is_read_relative_to_the_spec_and_options_override_it(tmp_path
     assert s.base == {"store": "b", "trainer": {"epochs": 4}} and s.n_trials == 5
 
 
+def test_an_option_naming_another_pruner_replaces_the_file_s(tmp_path: Path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text("base: {store: s}\nspace: {augment: [flip]}\n"
+                 "pruner: {name: percentile, percentile: 25.0, n_warmup_steps: 2}\n")
+    median = load_spec(f, options=["pruner.name=median", "pruner.n_startup_trials=3"]).pruner
+    assert median.name == "median" and median.n_startup_trials == 3 and median.n_warmup_steps == 0
+    same = load_spec(f, options=["pruner.percentile=50"]).pruner  # the same kind: the file's settings stay
+    assert same.name == "percentile" and same.percentile == 50 and same.n_warmup_steps == 2
+
+
 def test_enqueued_trials_name_only_parameters_of_the_space() -> None:
     with pytest.raises(ConfigError, match=r"enqueue\[0\] sets \['seed'\]"):
         spec(enqueue=[{"seed": 1}])
