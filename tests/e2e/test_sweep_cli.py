@@ -104,24 +104,22 @@ class _AlwaysPrune(optuna.pruners.BasePruner):
         return True
 
 
-def test_a_pruned_trial_is_an_ordinary_run_that_stopped_after_the_epoch(store: Path, tmp_path: Path) -> None:
+def _train_under_a_pruner_that_always_prunes(store: Path, run_dir: Path, epochs: int):
     study = optuna.create_study(direction="maximize", pruner=_AlwaysPrune())
-    trial = study.ask()
-    callback = PruningCallback(trial, "val_mean_accuracy")
+    callback = PruningCallback(study.ask(), "val_mean_accuracy")
     cfg = ClassifierConfig.from_dict({"store": str(store), **TINY_CLASSIFIER_CFG,
-                                      "trainer": {"epochs": 3, "progress": False}})
-    summary = train_classifier(cfg, run_dir=tmp_path / "run", callbacks=[callback])
+                                      "trainer": {"epochs": epochs, "progress": False}})
+    return study, callback, train_classifier(cfg, run_dir=run_dir, callbacks=[callback])
+
+
+def test_a_pruned_trial_is_an_ordinary_run_that_stopped_after_the_epoch(store: Path, tmp_path: Path) -> None:
+    study, callback, summary = _train_under_a_pruner_that_always_prunes(store, tmp_path / "run", 3)
     assert callback.pruned_at == 1 and summary["epochs"] == 1 and summary["stop_reason"] == PRUNED
     assert list(study.trials[0].intermediate_values) == [1]
     assert (tmp_path / "run" / "checkpoints" / "best").is_dir()
 
 
 def test_a_trial_that_reached_its_last_epoch_is_not_pruned(store: Path, tmp_path: Path) -> None:
-    study = optuna.create_study(direction="maximize", pruner=_AlwaysPrune())
-    trial = study.ask()
-    callback = PruningCallback(trial, "val_mean_accuracy")
-    cfg = ClassifierConfig.from_dict({"store": str(store), **TINY_CLASSIFIER_CFG,
-                                      "trainer": {"epochs": 1, "progress": False}})
-    summary = train_classifier(cfg, run_dir=tmp_path / "run", callbacks=[callback])
+    _, callback, summary = _train_under_a_pruner_that_always_prunes(store, tmp_path / "run", 1)
     # pruning it now would save nothing and throw its value away
     assert callback.pruned_at is None and summary["stop_reason"] == "completed"
