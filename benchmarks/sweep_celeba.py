@@ -32,8 +32,9 @@ from facelab.sweeps.algorithms import NoPruner
 SPEC = Path(__file__).parent / "sweeps" / "celeba32.yaml"
 
 
-def run_arm(name: str, *, store: str, out: Path, workers: int, pruning: bool, n_trials: int | None) -> dict[str, Any]:
-    spec = load_spec(SPEC, options=[f"base.store={store}"], flags={"n_trials": n_trials})
+def run_arm(name: str, *, store: str, out: Path, workers: int, pruning: bool, n_trials: int | None,
+            options: list[str] = ()) -> dict[str, Any]:
+    spec = load_spec(SPEC, options=[f"base.store={store}", *options], flags={"n_trials": n_trials})
     if not pruning:
         spec = spec.model_copy(update={"pruner": NoPruner()})
     sweep = create_sweep(spec, out=out, name=name)
@@ -97,6 +98,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/bench-sweeps"))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--n-trials", type=int, default=None, help="Override the spec's 24 trials.")
+    ap.add_argument("-o", "--option", action="append", default=[], dest="options",
+                    help="A spec override for both arms (the pruning arm's pruner, e.g. -o pruner.name=hyperband "
+                         "-o pruner.min_resource=3), as `facelab sweep -o`.")
     ap.add_argument("--seeds", type=int, default=2, help="Seeds of each re-trained recipe (0 skips the re-training).")
     ap.add_argument("--machine", default=platform.processor() or platform.machine(),
                     help="The machine, as the figures should name it (e.g. '2-vCPU AMD EPYC').")
@@ -106,11 +110,11 @@ def main() -> None:
     arms = {}
     for arm, pruning in (("pruning", True), ("no_pruning", False)):
         arms[arm] = run_arm(f"celeba32-{arm.replace('_', '')}-{stamp}", store=args.store, out=args.out,
-                            workers=args.workers, pruning=pruning, n_trials=args.n_trials)
+                            workers=args.workers, pruning=pruning, n_trials=args.n_trials, options=args.options)
     p, n = arms["pruning"], arms["no_pruning"]
     saving = {k: 1 - p[k] / n[k] for k in ("trial_cpu_seconds", "worker_cpu_seconds")}
     best_arm = max(arms, key=lambda a: arms[a]["best_value"])
-    report: dict[str, Any] = {"machine": args.machine, "arms": arms, "cpu_saving": saving,
+    report: dict[str, Any] = {"machine": args.machine, "options": args.options, "arms": arms, "cpu_saving": saving,
                               "best_value_difference": p["best_value"] - n["best_value"]}
     if args.seeds:
         best_cfg = arms[best_arm]["best_config"]
