@@ -71,6 +71,24 @@ def test_eval_uses_the_run_s_labels_file_and_reports_flip_consistency(faces, scr
     assert tta["flip_consistency"]["orientation"] == 1.0
 
 
+def test_a_run_validated_with_flip_tta_predicts_with_it_unless_told_not_to(faces, scratch, tmp_path):
+    from facelab.deploy import load_engine
+
+    store, labels = faces
+    assert cli_json("eval", scratch[0], "--data", store, "--split", "all")["tta_flip"] is False
+    summary = cli_json("train", store, "--labels-file", labels, "--labels", "orientation", "--epochs", 1,
+                       *TINY_CLASSIFIER, "-o", "tta_flip=true", "--out", tmp_path, "--name", "tta")
+    run = Path(summary["run_dir"])
+    default = cli_json("eval", run, "--data", store, "--split", "all")
+    assert default["tta_flip"] is True and default["flip_consistency"]["orientation"] == 1.0
+    assert cli_json("eval", run, "--data", store, "--split", "all", "--no-tta-flip")["tta_flip"] is False
+    assert load_engine(run).tta_flip and not load_engine(run, tta_flip=False).tta_flip
+    assert not load_engine([run, scratch[0]]).tta_flip  # an ensemble averages mirrors only when every member did
+    cli_json("predict", run, store, "--out", tmp_path / "default.csv")
+    cli_json("predict", run, store, "--out", tmp_path / "tta.csv", "--tta-flip")
+    assert (tmp_path / "default.csv").read_text() == (tmp_path / "tta.csv").read_text()
+
+
 def test_reviewed_only_scores_the_reviewed_rows_against_the_person_s_classes(faces, scratch, tmp_path):
     store, labels = faces
     run, _ = scratch

@@ -21,7 +21,9 @@ def evaluate(
                               "recorded (splits.json); elsewhere the official partition"),
     checkpoint: str = CHECKPOINT_OPT,
     device: str = DEVICE_OPT,
-    tta_flip: bool = typer.Option(False, help="Average predictions with the horizontally flipped image."),
+    tta_flip: Optional[bool] = typer.Option(None, "--tta-flip/--no-tta-flip", help="Average predictions with the "
+                                            "horizontally flipped image [default: as the run was validated: "
+                                            "on for runs trained with -o tta_flip=true]."),
     adapt_priors: bool = typer.Option(False, "--adapt-priors", help="Re-weight the probabilities to the class priors of "
                                       "the evaluated images, estimated from the unlabelled predictions (EM, Saerens et "
                                       "al. 2002): for data whose label frequencies differ from the training data's."),
@@ -76,7 +78,9 @@ def predict(
     checkpoint: str = CHECKPOINT_OPT,
     device: str = DEVICE_OPT,
     threshold: float = typer.Option(0.5, help="Decision threshold for binary labels."),
-    tta_flip: bool = typer.Option(False, help="Average predictions with the horizontally flipped image."),
+    tta_flip: Optional[bool] = typer.Option(None, "--tta-flip/--no-tta-flip", help="Average predictions with the "
+                                            "horizontally flipped image [default: as the run was validated: "
+                                            "on for runs trained with -o tta_flip=true]."),
     engine: Optional[str] = typer.Option(None, "--engine", help="torch (default) | onnx: onnxruntime on the run's "
                                          "RUN/export/model.onnx, exported first when missing or made from other "
                                          "weights than the checkpoint's. A .onnx file always runs on onnx."),

@@ -50,16 +50,17 @@ class Engine(ABC):
 
     Attributes:
         meta: the model's checkpoint metadata (labels, ``config["task"]``, preprocessing).
-        tta_flip: :meth:`logits` averages each image's logits with those of its mirror image.
+        tta_flip: :meth:`logits` averages each image's logits with those of its mirror image (None: as the run
+            was validated, :attr:`CheckpointMeta.tta_flip`).
     """
 
     name: ClassVar[str]
 
-    def __init__(self, meta: CheckpointMeta, *, tta_flip: bool = False) -> None:
+    def __init__(self, meta: CheckpointMeta, *, tta_flip: bool | None = None) -> None:
         if meta.preprocessing is None:
             raise FacelabError(f"{meta.path}: the checkpoint records no preprocessing, so its inputs cannot be "
                                "rebuilt; it was not written by facelab train")
-        self.meta, self.tta_flip = meta, tta_flip
+        self.meta, self.tta_flip = meta, meta.tta_flip if tta_flip is None else tta_flip
         self.task = Task.from_dict(meta.config["task"])
         self.flip_perm = flip_permutation(self.task, meta.labels)
 
@@ -116,7 +117,7 @@ class TorchEngine(Engine):
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, meta: CheckpointMeta, *, device: str | torch.device = "cpu",
-                 tta_flip: bool = False) -> None:
+                 tta_flip: bool | None = None) -> None:
         super().__init__(meta, tta_flip=tta_flip)
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -136,14 +137,14 @@ class OnnxEngine(Engine):
 
     name = "onnx"
 
-    def __init__(self, session: ort.InferenceSession, meta: OnnxMeta, *, tta_flip: bool = False) -> None:
+    def __init__(self, session: ort.InferenceSession, meta: OnnxMeta, *, tta_flip: bool | None = None) -> None:
         super().__init__(meta.checkpoint, tta_flip=tta_flip)
         self.session, self.onnx_meta = session, meta
         self._input, self._output = meta.export.input, meta.export.output
         self._check_signature()
 
     @classmethod
-    def from_file(cls, path: str | Path, *, threads: int | None = None, tta_flip: bool = False) -> OnnxEngine:
+    def from_file(cls, path: str | Path, *, threads: int | None = None, tta_flip: bool | None = None) -> OnnxEngine:
         """Open an exported model; ``threads``: onnxruntime's intra-op threads (None: its default, one per core).
 
         Raises:
@@ -153,7 +154,7 @@ class OnnxEngine(Engine):
 
     @classmethod
     def from_bytes(cls, data: bytes, *, where: str | Path, threads: int | None = None,
-                   tta_flip: bool = False) -> OnnxEngine:
+                   tta_flip: bool | None = None) -> OnnxEngine:
         """An engine on the serialised model ``data``, named ``where`` in errors and reports."""
         if threads is not None and threads < 1:
             raise ConfigError(f"threads must be >= 1 (or None for onnxruntime's default), got {threads}")
@@ -190,7 +191,7 @@ class OnnxEngine(Engine):
 
 
 @ENGINES.register("torch")
-def _torch_engine(paths: list[Path], *, which: str, device: str, tta_flip: bool, threads: int | None) -> Engine:
+def _torch_engine(paths: list[Path], *, which: str, device: str, tta_flip: bool | None, threads: int | None) -> Engine:
     if threads is not None:
         raise ConfigError("threads is an option of the onnx engine; torch takes its threads from "
                           "torch.set_num_threads (or OMP_NUM_THREADS)")
@@ -204,7 +205,7 @@ def is_onnx_file(path: str | Path) -> bool:
 
 
 def load_engine(sources: Sources, *, engine: str | None = None, which: str = "best", device: str = "cpu",
-                tta_flip: bool = False, threads: int | None = None) -> Engine:
+                tta_flip: bool | None = None, threads: int | None = None) -> Engine:
     """An inference engine on a trained classifier.
 
     Args:
@@ -215,7 +216,8 @@ def load_engine(sources: Sources, *, engine: str | None = None, which: str = "be
             when missing, unreadable or made from other weights than the checkpoint's.
         which: checkpoint of each run folder: "best" or "last".
         device: torch device ("cpu", "cuda", "auto"); the onnx engine runs on the CPU only.
-        tta_flip: average the logits of each image and of its mirror image.
+        tta_flip: average the logits of each image and of its mirror image; None (default): as the run was
+            validated (its config's ``tta_flip``).
         threads: intra-op threads of the onnx engine (None: onnxruntime's default).
 
     Raises:

@@ -302,7 +302,7 @@ def _current(engine: OnnxEngine, run: Path, which: str) -> bool:
 
 
 @ENGINES.register("onnx")
-def _onnx_engine(paths: list[Path], *, which: str, device: str, tta_flip: bool, threads: int | None) -> Engine:
+def _onnx_engine(paths: list[Path], *, which: str, device: str, tta_flip: bool | None, threads: int | None) -> Engine:
     """A run folder on onnxruntime: its exported model, exported first when missing, unreadable or made from
     other weights than the checkpoint's (training went on, or another best epoch)."""
     if len(paths) > 1:

@@ -192,7 +192,7 @@ def flip_consistency(probs: dict[str, np.ndarray], mirrored: dict[str, np.ndarra
 
 
 def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "test", out_dir: str | Path | None = None,
-                 batch_size: int = 256, device: str = "cpu", tta_flip: bool = False, which: str = "best",
+                 batch_size: int = 256, device: str = "cpu", tta_flip: bool | None = None, which: str = "best",
                  adapt_priors: bool = False, labels_file: str | Path | None = None,
                  reviewed_only: bool = False) -> dict[str, Any]:
     """Evaluate a classifier run (or several, their probabilities averaged) on ``store_path``; write JSON and
@@ -201,6 +201,8 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
     Args:
         run: a run folder or checkpoint, or a list of them scored as one ensemble.
         which: checkpoint of each run folder: "best" (default) or "last".
+        tta_flip: average each image's logits with its mirror image's; None: as the run was validated (its
+            config's ``tta_flip``; for an ensemble, when every member was).
         adapt_priors: re-weight the probabilities to the class priors of the evaluated rows, estimated from
             the unlabelled predictions by EM (:mod:`facelab.eval.label_shift`); the report keeps the
             unadapted figures in ``label_shift.unadapted_summary``.
@@ -214,6 +216,7 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
     """
     store = Store.open(store_path)
     model, meta = load_classifier(run, which=which, device=device)
+    tta_flip = meta.tta_flip if tta_flip is None else tta_flip
     store = labelled_store(store, meta, labels_file, reviewed_only=reviewed_only)
     check_labels(meta, store)
     warnings = check_preprocessing(meta, store)
@@ -250,7 +253,7 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
     report = score(task, y, probs)
     runs = _run_names(run)
     report.update({"run": runs, "store": str(store.path), "split": split, "rows": how, "loss": loss,
-                   "checkpoint": which, **describe(meta), "warnings": warnings})
+                   "checkpoint": which, "tta_flip": tta_flip, **describe(meta), "warnings": warnings})
     if consistency:
         report["flip_consistency"] = consistency
     if store.overlay is not None:

@@ -142,7 +142,7 @@ def _check_writable(out: Path) -> None:
 
 def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, out: str | Path, *,
                    batch_size: int = 256, device: str = "cpu", threshold: float = 0.5, which: str = "best",
-                   tta_flip: bool = False, progress: bool = True, engine: str | None = None,
+                   tta_flip: bool | None = None, progress: bool = True, engine: str | None = None,
                    faces: FacesMode = "auto", detector: str | None = None) -> PredictReport:
     """Write one CSV row per image of ``target`` (a store folder or a folder of images).
 
@@ -150,7 +150,8 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
         run: a run folder or checkpoint, or a list of them whose probabilities are averaged (an ensemble), or a
             ``.onnx`` file written by ``facelab export`` (its labels and preprocessing come from the file).
         which: checkpoint of each run folder: "best" (default) or "last".
-        tta_flip: average each image's logits with those of its mirror image (as ``facelab eval --tta-flip``).
+        tta_flip: average each image's logits with those of its mirror image (as ``facelab eval --tta-flip``);
+            None: as the run was validated (its config's ``tta_flip``).
         engine: what runs the model (:func:`facelab.deploy.load_engine`): "torch", "onnx" (a run's exported
             model, exported first when missing or stale); None: onnx for a .onnx file, else torch.
         faces: for a folder of photos: "auto" (detect and align the faces when the checkpoint was trained on

@@ -74,6 +74,12 @@ class CheckpointMeta:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "path"})
 
     @property
+    def tta_flip(self) -> bool:
+        """Whether the run was validated with flip averaging (its config's ``tta_flip``). Predictions from it
+        average with the mirror image by default too, so that they are the ones its figures were measured on."""
+        return bool(self.config.get("tta_flip", False))
+
+    @property
     def run_dir(self) -> Path | None:
         """The run folder this checkpoint was read from (``RUN/checkpoints/NAME``), if it sits in one."""
         if self.path is None:

@@ -79,7 +79,7 @@ class ClassifierConfig(StrictConfig):
     balance: Literal["none", "class_weights", "sampler"] = "none"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     mixup_alpha: float = Field(0.0, ge=0)  # mixup (Zhang et al. 2018) with lambda ~ Beta(a, a); 0: off
-    tta_flip: bool = False
+    tta_flip: bool = False  # validate with flip averaging; eval/predict/serve of the run then default to it
     train_limit: int | None = Field(None, ge=1)  # use at most this many training rows (quick runs)
     # train on the photos of this many randomly chosen training people only (all of their photos): fewer
     # people, not fewer photos per person, which is what limits CelebA attributes (docs/results.md)
