@@ -89,6 +89,15 @@ def test_a_run_validated_with_flip_tta_predicts_with_it_unless_told_not_to(faces
     assert (tmp_path / "default.csv").read_text() == (tmp_path / "tta.csv").read_text()
 
 
+def test_evaluations_with_other_options_keep_their_own_folders(faces, scratch):
+    store, _ = faces
+    run, _ = scratch
+    folders = {Path(cli_json("eval", run, "--data", store, "--split", "all", *flags)["plots"]["per_label"]).parent.name
+               for flags in ([], ["--checkpoint", "last"], ["--tta-flip"], ["--checkpoint", "last", "--tta-flip"])}
+    assert folders == {"store-all", "store-all-last", "store-all-tta", "store-all-last-tta"}
+    assert folders <= {p.parent.name for p in (run / "eval").glob("*/report.json")}
+
+
 def test_reviewed_only_scores_the_reviewed_rows_against_the_person_s_classes(faces, scratch, tmp_path):
     store, labels = faces
     run, _ = scratch

@@ -207,7 +207,8 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
             the unlabelled predictions by EM (:mod:`facelab.eval.label_shift`); the report keeps the
             unadapted figures in ``label_shift.unadapted_summary``.
         out_dir: where report.json and the plots go (default: RUN/eval/STORE-SPLIT, for an ensemble
-            FIRST_RUN/eval/ensemble-of-N-HASH-STORE-SPLIT, HASH naming its members).
+            FIRST_RUN/eval/ensemble-of-N-HASH-STORE-SPLIT, HASH naming its members; suffixed -last, -tta,
+            -reviewed, -adapted for those options, so that one evaluation never replaces another kind).
         labels_file, reviewed_only: the labels file the truth comes from (:func:`labelled_store`; default: the
             run's own when the store lacks the model's labels), and whether only reviewed classes count.
 
@@ -273,7 +274,9 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
         if len(metas) > 1:  # one folder per set of members: another ensemble sharing the first run keeps its own
             members = "\n".join(str(Path(r).resolve()) for r in runs)
             name = f"ensemble-of-{len(metas)}-{hashlib.sha1(members.encode()).hexdigest()[:8]}-{name}"
-        name += "-adapted" if adapt_priors else ""
+        for suffix, on in (("last", which == "last"), ("tta", tta_flip), ("reviewed", reviewed_only),
+                           ("adapted", adapt_priors)):
+            name += f"-{suffix}" if on else ""
         out_dir = first / "eval" / name
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
