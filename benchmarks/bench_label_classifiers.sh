@@ -40,7 +40,8 @@ rows = {}
 for f in sorted(out.glob("*-eval--*.json")):
     name, tta = f.stem.split("-eval--")
     r = json.loads(f.read_text())
-    rows.setdefault(name, {})[tta] = {"accuracy": r["summary"]["mean_accuracy"], "flip_consistency": r.get("flip_consistency")}
+    rows.setdefault(name, {})[tta] = {"accuracy": r["summary"]["mean_accuracy"],
+                                      "flip_consistency": r.get("flip_consistency")}
 (out / "summary.json").write_text(json.dumps(rows, indent=2))
 print(json.dumps(rows, indent=2))
 PY

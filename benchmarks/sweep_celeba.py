@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from facelab.sweeps import create_sweep, load_spec, run_sweep
@@ -33,7 +34,7 @@ SPEC = Path(__file__).parent / "sweeps" / "celeba32.yaml"
 
 
 def run_arm(name: str, *, store: str, out: Path, workers: int, pruning: bool, n_trials: int | None,
-            options: list[str] = ()) -> dict[str, Any]:
+            options: Sequence[str] = ()) -> dict[str, Any]:
     spec = load_spec(SPEC, options=[f"base.store={store}", *options], flags={"n_trials": n_trials})
     if not pruning:
         spec = spec.model_copy(update={"pruner": NoPruner()})

@@ -89,7 +89,8 @@ def ensemble_meta(paths: Sequence[Path], metas: Sequence[CheckpointMeta]) -> Che
     archs = [m.arch for m in metas]
     arch = f"ensemble of {len(metas)} {archs[0]}" if len(set(archs)) == 1 else f"ensemble of {len(metas)} ({', '.join(archs)})"
     return CheckpointMeta(kind="classifier", arch=arch, arch_kwargs={"members": [str(p) for p in paths], "archs": archs},
-                          labels=ref.labels, preprocessing=pre, config={"task": ref.config["task"], "tta_flip": all(m.tta_flip for m in metas)},
+                          labels=ref.labels, preprocessing=pre,
+                          config={"task": ref.config["task"], "tta_flip": all(m.tta_flip for m in metas)},
                           label_priors=_mean_priors(metas))
 
 
