@@ -152,3 +152,29 @@ def test_plain_weights_files_keep_loading_without_metadata(store, tmp_path):
     summary = cli_json("train", store, "--labels", "Male", "--pretrained", tmp_path / "plain.pth", "--epochs", 1,
                        *TINY_CLASSIFIER, "--out", tmp_path, "--name", "plain")
     assert "skipped head (2)" in summary["pretrained"]
+
+
+# ---- distillation: a trained classifier teaches a fresh backbone on unlabelled faces -----------------
+def test_distillation_from_a_classifier_is_a_pretraining_run_that_fine_tunes(store, more_faces, clf_run, tmp_path):
+    summary = cli_json("pretrain", store, more_faces, "--objective", "distill", "--epochs", 2, *TINY_CLASSIFIER,
+                       "-o", f"objective_kwargs.teacher={clf_run[0]}", "--out", tmp_path, "--name", "kd")
+    assert summary["objective"] == "distill" and summary["monitor"] == "val_agreement"
+    assert 0.5 < summary["best"] <= 1 and {"val_loss", "val_agreement", "train_agreement"} <= set(summary["final"])
+    assert summary["objective_kwargs"]["teacher"] == [str(clf_run[0])]
+    assert summary["excluded_rows"][str(store)] > 0  # the leakage rule holds for distillation too
+    ft = cli_json("train", store, "--labels", "Male", "--pretrained", summary["run_dir"], "--epochs", 1,
+                  *TINY_CLASSIFIER, "--out", tmp_path, "--name", "ft")
+    assert ft["pretrained"].startswith("loaded") and "mismatched" not in ft["pretrained"]
+
+
+def test_a_teacher_that_cannot_label_the_stores_is_refused_before_a_run_folder(store, clf_run, tmp_path):
+    small = make_store(tmp_path / "small", n=64, size=16)
+    out = tmp_path / "runs"
+    err = str(cli_error("pretrain", small.path, "--objective", "distill", *TINY_CLASSIFIER,
+                        "-o", f"objective_kwargs.teacher={clf_run[0]}", "--out", out))
+    assert f"the teacher takes {STORE_SIZE}px images, the stores hold 16px" in err
+    _no_run_folder(out)
+    err = str(cli_error("pretrain", store, "--objective", "distill", *TINY_CLASSIFIER,
+                        "-o", f"objective_kwargs.teacher={tmp_path / 'nowhere'}", "--out", out))
+    assert "objective_kwargs.teacher" in err and "nowhere" in err
+    _no_run_folder(out)

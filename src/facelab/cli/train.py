@@ -96,7 +96,7 @@ def pretrain(
     stores: Optional[list[Path]] = typer.Argument(None, help="Stores to learn from, without labels (one image size "
                                                   "and alignment); their official val/test rows are left out."),
     config: Optional[Path] = typer.Option(None, help="YAML file of PretrainConfig overrides."),
-    objective: Optional[str] = typer.Option(None, help="Unlabelled objective: simclr"),
+    objective: Optional[str] = typer.Option(None, help="Unlabelled objective: simclr (contrastive, the default) | distill (a trained classifier's labels: -o objective_kwargs.teacher=RUN)."),
     model: Optional[str] = typer.Option(None, help="vgg_scratch | resnet18 | resnet34 | resnet50 | inception_v3"),
     epochs: Optional[int] = typer.Option(None, min=1),
     batch_size: Optional[int] = typer.Option(None, min=2),
@@ -113,7 +113,7 @@ def pretrain(
     dry_run: bool = DRY_RUN_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Pretrain a backbone without labels (SimCLR) on one or more stores; fine-tune it with train --pretrained RUN."""
+    """Pretrain a backbone on unlabelled faces of one or more stores (SimCLR, or distillation from a trained classifier); fine-tune it with train --pretrained RUN."""
     from facelab.train.pretrain import PretrainConfig, check_pretrain_config
     from facelab.train.pretrain import pretrain as run_pretrain
 

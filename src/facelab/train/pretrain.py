@@ -70,7 +70,8 @@ class PretrainConfig(StrictConfig):
         defaults = default_pretrain_trainer()
         spec = _spec_or_none(data.get("objective", "simclr"))
         if spec is not None:
-            defaults.update(monitor=spec.monitor, monitor_mode=spec.monitor_mode)
+            defaults = overlay(defaults, {**spec.trainer_defaults, "monitor": spec.monitor,
+                                          "monitor_mode": spec.monitor_mode})
         return {**data, "trainer": overlay(defaults, data.get("trainer") or {})}
 
 
@@ -143,11 +144,14 @@ def check_pretrain_config(cfg: PretrainConfig, *, processes: int = 1) -> None:
     """What can be checked before a run folder is made: objective and its options, model, device, the
     stores (one image size and alignment), and enough rows for ``processes`` training together."""
     spec = objective_spec(cfg.objective, labelled=False)
-    spec.parse_options(cfg.objective, cfg.objective_kwargs)
+    options = spec.parse_options(cfg.objective, cfg.objective_kwargs)
     if cfg.model not in list_classifiers():
         raise ConfigError(f"unknown classifier {cfg.model!r}; known classifiers: {', '.join(list_classifiers())}")
     resolve_device(cfg.device)
     union = StoreUnion.open(cfg.stores)
+    if spec.check is not None:
+        pc = create_classifier(cfg.model, num_outputs=0, image_size=union.image_size, **cfg.model_kwargs).pretrained_cfg
+        spec.check(options, Preprocessing.of_stores(union.stores, mean=pc.mean, std=pc.std))
     check_rows(cfg, pretrain_rows(cfg, union.stores)[0], processes=processes)
 
 

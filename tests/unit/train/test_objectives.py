@@ -21,7 +21,11 @@ TINY = {"channels": [8, 16, 16]}
 def test_every_objective_has_default_options_and_a_monitor(name):
     spec = OBJECTIVES.create(name)
     assert issubclass(spec.options, StrictConfig)
-    spec.parse_options(name, {})  # the defaults are valid
+    required = {n: "x" for n, f in spec.options.model_fields.items() if f.is_required()}  # e.g. distill's teacher
+    for field in required:
+        with pytest.raises(ConfigError, match=field):
+            spec.parse_options(name, {})
+    spec.parse_options(name, required)  # the defaults of everything else are valid
     with pytest.raises(ConfigError, match="no_such_option"):
         spec.parse_options(name, {"no_such_option": 1})
     assert spec.monitor.startswith("val_") and spec.monitor_mode in ("min", "max") and spec.doc
@@ -32,7 +36,7 @@ def test_an_objective_of_the_other_kind_names_the_command_that_runs_it():
         objective_spec("simclr", labelled=True)
     with pytest.raises(ConfigError, match="facelab train"):
         objective_spec("supervised", labelled=False)
-    with pytest.raises(ConfigError, match="known objectives: simclr, supervised"):
+    with pytest.raises(ConfigError, match="known objectives: distill, simclr, supervised"):
         objective_spec("byol2", labelled=False)
 
 

@@ -4,7 +4,9 @@ An objective is one file that registers an :class:`ObjectiveSpec` in :data:`OBJE
 
 - ``supervised`` (:mod:`.supervised`): the task loss of a classifier on labelled rows (``facelab train``);
 - ``simclr`` (:mod:`.simclr`): contrastive learning from two augmented views of unlabelled images
-  (``facelab pretrain``), whose encoder a classifier then fine-tunes (``facelab train --pretrained``).
+  (``facelab pretrain``), whose encoder a classifier then fine-tunes (``facelab train --pretrained``);
+- ``distill`` (:mod:`.distill`): a trained classifier's (or ensemble's) probabilities on unlabelled images,
+  learnt by a fresh backbone from noisy views (``facelab pretrain``), fine-tuned the same way.
 
 Every objective gives the :class:`~facelab.train.trainer.Trainer` the same interface (its ``Objective``
 protocol); ``labelled`` says which command runs it. Its options (``objective_kwargs`` in the config) are a
@@ -14,7 +16,7 @@ typed config of its own, validated before a run folder is made.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from facelab.config import StrictConfig
@@ -33,6 +35,10 @@ class ObjectiveSpec:
         options: the typed config of its ``objective_kwargs``.
         monitor, monitor_mode: the validation metric that picks the best checkpoint and stops early.
         doc: one line for listings and error messages.
+        check: optional; called with the parsed options and the run's preprocessing before a run folder is
+            made (e.g. that a teacher takes the stores' images), raising ConfigError.
+        trainer_defaults: loop settings this objective trains best with, over the command's defaults (a run's
+            own settings still win).
     """
 
     factory: Callable[..., Any]
@@ -41,6 +47,8 @@ class ObjectiveSpec:
     monitor: str
     monitor_mode: Literal["min", "max"]
     doc: str
+    check: Callable[[Any, Any], None] | None = None
+    trainer_defaults: dict[str, Any] = field(default_factory=dict)
 
     def parse_options(self, name: str, kwargs: dict[str, Any]) -> StrictConfig:
         """``kwargs`` validated against the objective's options (ConfigError naming each bad key)."""
@@ -68,6 +76,6 @@ def objective_spec(name: str, *, labelled: bool) -> ObjectiveSpec:
     return spec
 
 
-from facelab.train.objectives import simclr, supervised  # noqa: E402,F401  (register the objectives)
+from facelab.train.objectives import distill, simclr, supervised  # noqa: E402,F401  (register the objectives)
 
 __all__ = ["OBJECTIVES", "ObjectiveSpec", "objective_spec"]
