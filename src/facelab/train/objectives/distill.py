@@ -39,7 +39,7 @@ from facelab.config import StrictConfig
 from facelab.data.augment import AugmentConfig, BatchAugment
 from facelab.data.preprocessing import Preprocessing, describe_alignment, same_alignment
 from facelab.data.schema import LabelKind
-from facelab.errors import ConfigError
+from facelab.errors import ConfigError, FacelabError
 from facelab.eval.inference import forward_logits
 from facelab.models.checkpoint import CheckpointMeta
 from facelab.models.classifiers.base import Classifier
@@ -47,6 +47,7 @@ from facelab.models.classifiers.ensemble import load_classifier
 from facelab.models.classifiers.heads import Task, flip_permutation
 from facelab.models.projection import ProjectedEncoder
 from facelab.train.objectives import OBJECTIVES, ObjectiveSpec
+from facelab.train.objectives.encoder import EncoderObjective, Normaliser
 from facelab.train.trainer import StepOutput
 
 class DistillOptions(StrictConfig):
@@ -121,9 +122,7 @@ def load_teacher(options: DistillOptions, preprocessing: Preprocessing) -> tuple
     where = ", ".join(options.teacher)
     try:
         teacher, meta = load_classifier(options.teacher, which=options.teacher_checkpoint)
-    except ConfigError:
-        raise
-    except Exception as e:  # a missing run, a checkpoint of another kind: say which option it came from
+    except FacelabError as e:  # a missing run, a checkpoint of another kind: say which option it came from
         raise ConfigError(f"objective_kwargs.teacher {where}: {e}") from None
     if meta.kind != "classifier" or "task" not in (meta.config or {}):
         raise ConfigError(f"teacher {where} is a {meta.kind} checkpoint, not a trained classifier")
@@ -133,7 +132,7 @@ def load_teacher(options: DistillOptions, preprocessing: Preprocessing) -> tuple
     return teacher.eval(), meta, Task.from_dict(meta.config["task"])
 
 
-class DistillObjective:
+class DistillObjective(EncoderObjective):
     """Trains ``encoder`` with a linear head to give a teacher's probabilities on augmented views.
 
     Args:
@@ -147,22 +146,11 @@ class DistillObjective:
                  config: dict[str, Any]) -> None:
         self.teacher, self.teacher_meta, self.task = load_teacher(options, preprocessing)
         head = DistillHead(encoder.num_features, self.task.num_logits, drop_rate=options.drop_rate)
-        self.model = ProjectedEncoder(encoder, head)
-        self.options, self.preprocessing, self.config = options, preprocessing, config
+        super().__init__(ProjectedEncoder(encoder, head), options=options, preprocessing=preprocessing, config=config)
         self.flip_perm = flip_permutation(self.task, self.teacher_meta.labels)
         self.augment = BatchAugment(options.view_config())
-        self._mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1)
-        pre = self.teacher_meta.preprocessing
-        self._t_mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._t_std = torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.teacher_normalise = Normaliser(self.teacher_meta.preprocessing)
         self._cache: dict[int, torch.Tensor] = {}  # row -> the teacher's logits (num_logits,), on the CPU
-
-    def parameter_groups(self) -> dict[str, Any]:
-        return {"model": list(self.model.parameters())}
-
-    def step_schedule(self) -> list[tuple[str, int]]:
-        return [("model", 1)]
 
     # ---- the teacher's targets ----------------------------------------------------------------------
     @torch.no_grad()
@@ -180,8 +168,7 @@ class DistillObjective:
 
     def _teach(self, x: torch.Tensor) -> torch.Tensor:
         self.teacher.to(x.device)
-        x = (x - self._t_mean.to(x.device)) / self._t_std.to(x.device)
-        return forward_logits(self.teacher, x, tta_flip=self.options.teacher_tta_flip, flip_perm=self.flip_perm)
+        return forward_logits(self.teacher, self.teacher_normalise(x), tta_flip=self.options.teacher_tta_flip, flip_perm=self.flip_perm)
 
     def targets(self, logits: torch.Tensor) -> list[torch.Tensor]:
         """Per label of the teacher's task: (B,) probabilities of binary labels, (B, K) class distributions."""
@@ -222,7 +209,7 @@ class DistillObjective:
             if self.flip_perm is not None:
                 z_teacher = torch.where(f.view(-1, 1), z_teacher[:, self.flip_perm], z_teacher)
         x, _ = self.augment(x, seed=seed)
-        return (x - self._mean.to(x.device)) / self._std.to(x.device), z_teacher
+        return self.normalise(x), z_teacher
 
     def loss(self, group: str, batch: Any) -> StepOutput:
         z_teacher = self.teacher_logits(batch.x, batch.index)
@@ -237,19 +224,14 @@ class DistillObjective:
         loss_sum, agree_sum, n = 0.0, 0.0, 0
         for batch in loader:
             z_teacher = self.teacher_logits(batch.x, batch.index)
-            x = (batch.x - self._mean.to(batch.x.device)) / self._std.to(batch.x.device)
-            loss, agree = self.distill_loss(model(x), z_teacher)
+            loss, agree = self.distill_loss(model(self.normalise(batch.x)), z_teacher)
             loss_sum += float(loss) * len(batch)
             agree_sum += float(agree.float().mean()) * len(batch)
             n += len(batch)
         return {"loss": loss_sum / n, "agreement": agree_sum / n} if n else {}
 
     def checkpoint_meta(self) -> CheckpointMeta:
-        enc = self.model.encoder
-        return CheckpointMeta(kind="encoder", arch=enc.arch_name, arch_kwargs=dict(enc.arch_kwargs),
-                              preprocessing=self.preprocessing,
-                              config={**self.config, "objective_options": self.options.model_dump(mode="json"),
-                                      "teacher_task": self.task.to_dict(), "teacher_labels": self.teacher_meta.labels})
+        return super().checkpoint_meta(teacher_task=self.task.to_dict(), teacher_labels=self.teacher_meta.labels)
 
 
 def _check_teacher(options: DistillOptions, preprocessing: Preprocessing) -> None:

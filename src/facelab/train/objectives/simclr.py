@@ -22,10 +22,10 @@ from pydantic import Field, model_validator
 from facelab.config import StrictConfig
 from facelab.data.augment import AugmentConfig, BatchAugment
 from facelab.data.preprocessing import Preprocessing
-from facelab.models.checkpoint import CheckpointMeta
 from facelab.models.classifiers.base import Classifier
 from facelab.models.projection import ProjectedEncoder, ProjectionMLP
 from facelab.train.objectives import OBJECTIVES, ObjectiveSpec
+from facelab.train.objectives.encoder import EncoderObjective
 from facelab.train.trainer import StepOutput
 
 VAL_VIEW_SEED = 20_201  # validation views are seeded per batch from this: every epoch sees the same views
@@ -93,7 +93,7 @@ def _gather_views(z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, tor
     return rows[:, :d], rows[:, d:], sum(counts[:rank])
 
 
-class SimCLRObjective:
+class SimCLRObjective(EncoderObjective):
     """Trains ``encoder`` with a projection head by NT-Xent on two views of each image.
 
     Args:
@@ -106,24 +106,15 @@ class SimCLRObjective:
     def __init__(self, encoder: Classifier, *, options: SimCLROptions, preprocessing: Preprocessing,
                  config: dict[str, Any]) -> None:
         projector = ProjectionMLP(encoder.num_features, hidden=options.proj_hidden, out_features=options.proj_dim)
-        self.model = ProjectedEncoder(encoder, projector)
-        self.options, self.preprocessing, self.config = options, preprocessing, config
+        super().__init__(ProjectedEncoder(encoder, projector), options=options, preprocessing=preprocessing,
+                         config=config)
         self.augment = BatchAugment(options.view_config())
-        self._mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self._std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1)
-
-    def parameter_groups(self) -> dict[str, Any]:
-        return {"model": list(self.model.parameters())}
-
-    def step_schedule(self) -> list[tuple[str, int]]:
-        return [("model", 1)]
 
     def views(self, x: torch.Tensor, *, seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Two normalised views (B, 3, S, S) of images ``x`` (B, 3, S, S) in [0, 1]; ``seed`` fixes them."""
-        mean, std = self._mean.to(x.device), self._std.to(x.device)
         v1, _ = self.augment(x, seed=None if seed is None else 2 * seed)
         v2, _ = self.augment(x, seed=None if seed is None else 2 * seed + 1)
-        return (v1 - mean) / std, (v2 - mean) / std
+        return self.normalise(v1), self.normalise(v2)
 
     def loss(self, group: str, batch: Any) -> StepOutput:
         v1, v2 = self.views(batch.x)
@@ -148,12 +139,6 @@ class SimCLRObjective:
         if not views:
             return {}
         return {"loss": loss_sum / views, "positive_top1": hits / views}
-
-    def checkpoint_meta(self) -> CheckpointMeta:
-        enc = self.model.encoder
-        return CheckpointMeta(kind="encoder", arch=enc.arch_name, arch_kwargs=dict(enc.arch_kwargs),
-                              preprocessing=self.preprocessing,
-                              config={**self.config, "objective_options": self.options.model_dump(mode="json")})
 
 
 @OBJECTIVES.register("simclr")
