@@ -47,7 +47,7 @@ def server(clf_run):
 
 
 def test_the_page_uploads_a_photo_and_shows_one_bar_per_attribute(server, tmp_path):
-    import httpx
+    import httpx2 as httpx
     from playwright.sync_api import sync_playwright
 
     photo = tmp_path / "two.png"
