@@ -23,6 +23,10 @@ student's targets on the training images are (1 - W) x their labels + W x the te
 
 The teachers' own training time is not in the student's; the figure answers "is data the limit", not the
 15-minute target by itself.
+
+This script reproduces the figures of docs/results.md (faces reframed by a Haar face box, joint training). The
+library's way to distil onto other faces is now `facelab pretrain --objective distill` on stores aligned with
+`--align`, then `facelab train --pretrained` (docs/pretraining.md; benchmarks/celeba_transfer_recipe.sh).
 """
 
 from __future__ import annotations
