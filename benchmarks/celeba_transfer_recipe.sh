@@ -5,8 +5,8 @@
 #   benchmarks/celeba_transfer_recipe.sh CELEBA_ROOT UTK_ROOT OUT [SEEDS]
 #
 # CELEBA_ROOT: CelebA as downloaded (img_align_celeba/ and the annotation files); UTK_ROOT: UTKFace's chips.
-# Steps, each skipped when its output exists (rerun after a kill to go on; a killed training step resumes from
-# its last checkpoint only through `facelab train --resume`, so delete a half-finished run folder or resume it):
+# Steps, each skipped when finished; rerun after a kill to go on (a training step that was killed resumes from its
+# last checkpoint with --resume):
 #   1. the stores: CelebA at 64 px; UTKFace aligned into CelebA's frame (MTCNN) with six age groups;
 #   2. a backbone supervised on UTKFace's gender, race and age group (5 epochs);
 #   3. three teachers: that backbone fine-tuned on CelebA's training partition (12 epochs, seeds 0-2);
@@ -32,27 +32,32 @@ celeba=$out/stores/celeba64 utk=$out/stores/utk64-aligned
 [ -f "$utk/manifest.json" ] || facelab data prepare utkface "$utk_root" --size 64 --out "$utk" --align \
   -o age_bins=20,30,40,50,60 --json > "$out/prepare-utk.json"
 
-train() {  # name store [args...]: facelab train once, run folder OUT/train-NAME
-  local name=$1 store=$2; shift 2
-  [ -f "$out/train-$name/summary.json" ] || facelab train "$store" "$@" --out "$out" --name "$name" --json > "$out/train-$name.json"
+step() {  # command name [args...]: facelab train/pretrain once into OUT/COMMAND-NAME, resumed if it was killed
+  local cmd=$1 name=$2; shift 2
+  local dir=$out/$cmd-$name
+  if [ -f "$dir/summary.json" ]; then return; fi
+  if [ -f "$dir/metrics.jsonl" ]; then
+    facelab "$cmd" --resume "$dir" --json > "$out/$cmd-$name.json"
+  else
+    facelab "$cmd" "$@" --out "$out" --name "$name" --json > "$out/$cmd-$name.json"
+  fi
 }
 
 # 2. supervised backbone on UTKFace
-train utk "$utk" --labels gender,race,age_group --epochs "$epochs_utk"
+step train utk "$utk" --labels gender,race,age_group --epochs "$epochs_utk"
 # 3. teachers
 teacher_list=""
 for s in $teachers; do
-  train "teacher-s$s" "$celeba" --pretrained "$out/train-utk" --epochs "$epochs_ft" -o "seed=$s"
+  step train "teacher-s$s" "$celeba" --pretrained "$out/train-utk" --epochs "$epochs_ft" -o "seed=$s"
   teacher_list="$teacher_list${teacher_list:+, }$out/train-teacher-s$s"
 done
 # 4. distillation onto UTKFace's faces and CelebA's training images (CelebA's val and test rows are left out)
-[ -f "$out/pretrain-distill/summary.json" ] || facelab pretrain "$utk" "$celeba" --objective distill \
-  --batch-size 128 --epochs "$epochs_distill" -o "objective_kwargs.teacher=[$teacher_list]" \
-  --out "$out" --name distill --json > "$out/pretrain-distill.json"
+step pretrain distill "$utk" "$celeba" --objective distill --batch-size 128 --epochs "$epochs_distill" \
+  -o "objective_kwargs.teacher=[$teacher_list]"
 # 5. the classifiers
 finals=()
 for s in $seeds; do
-  train "final-s$s" "$celeba" --pretrained "$out/pretrain-distill" --epochs "$epochs_ft" \
+  step train "final-s$s" "$celeba" --pretrained "$out/pretrain-distill" --epochs "$epochs_ft" \
     -o "trainer.optim.lr=$lr" -o "seed=$s"
   finals+=("$out/train-final-s$s")
 done
