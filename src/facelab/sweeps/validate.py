@@ -21,9 +21,10 @@ from facelab.sweeps.space import grid, probe_values, trial_config
 from facelab.sweeps.spec import CategoricalParam, FloatParam, IntParam, SweepSpec
 
 
-def prepare_spec(spec: SweepSpec) -> SweepSpec:
+def prepare_spec(spec: SweepSpec, *, check_command: bool = True) -> SweepSpec:
     """``spec`` resolved (the base config with every default, its paths absolute, the metric and direction
-    filled in) and checked; what the sweep folder and the study record.
+    filled in) and checked; what the sweep folder and the study record. ``check_command=False`` leaves out the
+    command's own checks (the store, the pretrained run, the model built): the spec alone is checked.
 
     Raises:
         ConfigError: the first problem found, naming the parameter, value or field and the fix.
@@ -35,7 +36,7 @@ def prepare_spec(spec: SweepSpec) -> SweepSpec:
     resolved = spec.model_copy(update={"base": base, "metric": metric, "direction": direction})
     for name in resolved.space:
         check_field(base_cfg, name, command=spec.command)
-    check_space(resolved, command)
+    check_space(resolved, command, check_command=check_command)
     check_enqueued(resolved)
     check_algorithms(resolved)
     return resolved
@@ -87,15 +88,17 @@ def check_field(cfg: StrictConfig, name: str, *, command: str) -> None:
         walked.append(part)
 
 
-def check_space(spec: SweepSpec, command: SweepCommand) -> None:
-    """Build the trial config (and the command's checks: store, model, batch) with both ends of every range
-    and every choice, the other parameters at their first value; each value must keep its type in the config.
+def check_space(spec: SweepSpec, command: SweepCommand, *, check_command: bool = True) -> None:
+    """Build the trial config (and, with ``check_command``, the command's checks: store, model, batch) with both
+    ends of every range and every choice, the other parameters at their first value; each value must keep its
+    type in the config.
 
     Raises:
         ConfigError: naming the parameter and the value that fails, and why.
     """
     base = _build(spec, {}, "the sweep's base config (base:)")
-    _run_check(command, base, "the sweep's base config (base:)")  # a missing store is not a parameter's fault
+    if check_command:
+        _run_check(command, base, "the sweep's base config (base:)")  # a missing store is not a parameter's fault
     firsts = {name: probe_values(p)[0] for name, p in spec.space.items()}
     checked = {json.dumps(base.model_dump(mode="json"), sort_keys=True)}
     for name, p in spec.space.items():
@@ -105,7 +108,7 @@ def check_space(spec: SweepSpec, command: SweepCommand) -> None:
             cfg = _build(spec, values, what)
             _check_type(cfg, name, p, value, what)
             key = json.dumps(cfg.model_dump(mode="json"), sort_keys=True)
-            if key not in checked:
+            if check_command and key not in checked:
                 checked.add(key)
                 _run_check(command, cfg, what)
 
