@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 import facelab
 
-from facelab.data.decode import decode_bytes
+from facelab.data.decode import decode_bytes, looks_like_an_image
 from facelab.errors import ImageDecodeError
 from facelab.eval.photos import PhotoPredictor
 from facelab.serve.config import ServeConfig
@@ -163,15 +163,6 @@ async def _upload(request: Request) -> tuple[bytes, str]:
     if not data:
         raise HTTPException(400, "the uploaded file is empty (0 bytes)")
     return data, upload.filename or "upload"
-
-
-#: the first bytes of the image formats the decoder reads
-IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
-
-
-def looks_like_an_image(data: bytes) -> bool:
-    """Whether ``data`` starts like an image file (a damaged image is 422, anything else 415)."""
-    return data.startswith(IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
 def _predict(predictor: PhotoPredictor, data: bytes, name: str, config: ServeConfig) -> dict[str, Any]:
