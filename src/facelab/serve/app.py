@@ -2,7 +2,7 @@
 
 Endpoints: ``POST /v1/predict`` (multipart field ``file``) -> every face with its box, landmarks, score,
 attribute probabilities and predictions; ``GET /v1/model``; ``GET /healthz``; the page at ``/``; OpenAPI at
-``/docs`` (Swagger UI served from the installed ``swagger-ui-bundle``, no CDN).
+``/docs`` (Swagger UI served from the installed ``fastapi-offline``, no CDN).
 
 Hostile input never reaches the model as a 500: oversized or slow bodies are refused by
 :class:`~facelab.serve.guard.BodyGuard` (413/408); an empty body or a missing field is 400; the content is
@@ -40,12 +40,10 @@ from facelab.serve.schemas import FaceResult, ModelInfo, PredictResponse
 STATIC = Path(str(resources.files("facelab.serve") / "static"))
 
 
-def _swagger_dir() -> Path | None:
-    try:
-        import swagger_ui_bundle
-    except ImportError:  # pragma: no cover - a declared dependency
-        return None
-    return Path(swagger_ui_bundle.swagger_ui_path)
+def _swagger_dir() -> Path:
+    """Swagger UI's files as fastapi-offline ships them (Swagger UI 5, which reads the OpenAPI 3.1 that FastAPI
+    writes), served from this app: the API page needs no network."""
+    return Path(str(resources.files("fastapi_offline") / "static"))
 
 
 class Slots:
@@ -102,16 +100,14 @@ def create_app(predictor: PhotoPredictor | None, config: ServeConfig | None = No
 
 
 def _docs_and_static(app: FastAPI) -> None:
-    swagger = _swagger_dir()
-    if swagger is not None:
-        app.mount("/swagger", StaticFiles(directory=swagger), name="swagger")
+    app.mount("/swagger", StaticFiles(directory=_swagger_dir()), name="swagger")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="facelab API",
                                    swagger_js_url="/swagger/swagger-ui-bundle.js",
-                                   swagger_css_url="/swagger/swagger-ui.css", swagger_favicon_url="/swagger/favicon-32x32.png")
+                                   swagger_css_url="/swagger/swagger-ui.css", swagger_favicon_url="/swagger/favicon.png")
 
 
 def _predict_routes(app: FastAPI, predictor: PhotoPredictor, config: ServeConfig, slots: Slots) -> None:
