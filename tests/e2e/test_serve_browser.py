@@ -34,8 +34,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 MAX_FACES = 3
 #: the attribute rows of the chosen face: [label, shown value, bar width (% of its track), predicted?]
 ROWS_JS = """els => els.map(e => [e.dataset.label, e.querySelector('.value').textContent,
-    100 * e.querySelector('.bar span').getBoundingClientRect().width / e.querySelector('.bar').getBoundingClientRect().width,
+    100 * e.querySelector('.bar span').getBoundingClientRect().width
+        / e.querySelector('.bar').getBoundingClientRect().width,
     e.classList.contains('yes')])"""
+#: the RGB of the canvas pixel at photo coordinates (x, y) of a photo ``width`` px wide
+PIXEL_JS = """([x, y, width]) => { const c = document.getElementById('canvas'), s = c.width / width;
+    return Array.from(c.getContext('2d').getImageData(Math.round(x * s), Math.round(y * s), 1, 1).data).slice(0, 3); }"""
 
 
 def _free_port() -> int:
@@ -180,14 +184,13 @@ def test_the_photo_is_shown_large_with_the_faces_boxed_where_the_api_says(page, 
     assert canvas["width"] >= 480, canvas  # a small photo is enlarged, not shown at 256 px
     assert canvas["width"] / canvas["height"] == pytest.approx(2.0, rel=0.02)
     assert side["x"] > canvas["x"] + canvas["width"]  # the attributes beside the photo, not below it
-    xs = set(page.eval_on_selector_all("#attributes .grid li", "ls => ls.map(l => Math.round(l.getBoundingClientRect().x))"))
+    xs = set(page.eval_on_selector_all("#attributes .grid li",
+                                       "ls => ls.map(l => Math.round(l.getBoundingClientRect().x))"))
     assert len(xs) >= 2  # a grid of columns, not one long column
     # the chosen face's box is drawn in its colour along the top edge the API gives, the other face's box too
     for i, face in enumerate(api["faces"]):
         x, y, w, _ = face["box"]
-        rgb = page.evaluate("""([x, y]) => { const c = document.getElementById('canvas');
-            const s = c.width / %d; return Array.from(c.getContext('2d').getImageData(Math.round(x * s), Math.round(y * s), 1, 1).data).slice(0, 3); }"""
-                            % api["image"]["width"], [x + w / 2, y])
+        rgb = page.evaluate(PIXEL_JS, [x + w / 2, y, api["image"]["width"]])
         assert rgb == pytest.approx([47, 111, 223] if i == 0 else [224, 96, 43], abs=70), (i, rgb)
 
 

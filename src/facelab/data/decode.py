@@ -144,7 +144,8 @@ def _decode_pillow(data: bytes, fmt: ImageFormat, *, name: str, max_pixels: int,
     except Image.DecompressionBombError as e:  # Pillow's open() refuses twice its limit, before facelab's check
         raise ImageDecodeError(_pillow_refused(e), name=name) from None
     except UnidentifiedImageError:
-        what = f"a JPEG header libjpeg cannot read: {jpeg_error}" if jpeg_error else f"a {fmt.name} header Pillow cannot read"
+        what = (f"a JPEG header libjpeg cannot read: {jpeg_error}" if jpeg_error
+                else f"a {fmt.name} header Pillow cannot read")
         raise ImageDecodeError(f"cannot decode image ({what}; corrupt or cut off?)", name=name) from None
     except _PILLOW_FAILURES as e:
         raise ImageDecodeError(f"cannot decode image ({fmt.name}: {e.__class__.__name__}: {e})", name=name) from None
