@@ -2,7 +2,7 @@
 
 Endpoints: ``POST /v1/predict`` (multipart field ``file``) -> every face with its box, landmarks, score,
 attribute probabilities and predictions; ``GET /v1/model``; ``GET /healthz``; the page at ``/``; OpenAPI at
-``/docs`` (Swagger UI served from the installed ``swagger-ui-bundle``, no CDN).
+``/docs`` (Swagger UI served from the installed ``fastapi-offline``, no CDN).
 
 Hostile input never reaches the model as a 500: oversized or slow bodies are refused by
 :class:`~facelab.serve.guard.BodyGuard` (413/408); an empty body or a missing field is 400; the content is
@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 import facelab
 
-from facelab.data.decode import decode_bytes
+from facelab.data.decode import decode_bytes, looks_like_an_image
 from facelab.errors import ImageDecodeError
 from facelab.eval.photos import PhotoPredictor
 from facelab.serve.config import ServeConfig
@@ -40,12 +40,10 @@ from facelab.serve.schemas import FaceResult, ModelInfo, PredictResponse
 STATIC = Path(str(resources.files("facelab.serve") / "static"))
 
 
-def _swagger_dir() -> Path | None:
-    try:
-        import swagger_ui_bundle
-    except ImportError:  # pragma: no cover - a declared dependency
-        return None
-    return Path(swagger_ui_bundle.swagger_ui_path)
+def _swagger_dir() -> Path:
+    """Swagger UI's files as fastapi-offline ships them (Swagger UI 5, which reads the OpenAPI 3.1 that FastAPI
+    writes), served from this app: the API page needs no network."""
+    return Path(str(resources.files("fastapi_offline") / "static"))
 
 
 class Slots:
@@ -102,16 +100,14 @@ def create_app(predictor: PhotoPredictor | None, config: ServeConfig | None = No
 
 
 def _docs_and_static(app: FastAPI) -> None:
-    swagger = _swagger_dir()
-    if swagger is not None:
-        app.mount("/swagger", StaticFiles(directory=swagger), name="swagger")
+    app.mount("/swagger", StaticFiles(directory=_swagger_dir()), name="swagger")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="facelab API",
                                    swagger_js_url="/swagger/swagger-ui-bundle.js",
-                                   swagger_css_url="/swagger/swagger-ui.css", swagger_favicon_url="/swagger/favicon-32x32.png")
+                                   swagger_css_url="/swagger/swagger-ui.css", swagger_favicon_url="/swagger/favicon.png")
 
 
 def _predict_routes(app: FastAPI, predictor: PhotoPredictor, config: ServeConfig, slots: Slots) -> None:
@@ -163,15 +159,6 @@ async def _upload(request: Request) -> tuple[bytes, str]:
     if not data:
         raise HTTPException(400, "the uploaded file is empty (0 bytes)")
     return data, upload.filename or "upload"
-
-
-#: the first bytes of the image formats the decoder reads
-IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
-
-
-def looks_like_an_image(data: bytes) -> bool:
-    """Whether ``data`` starts like an image file (a damaged image is 422, anything else 415)."""
-    return data.startswith(IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
 def _predict(predictor: PhotoPredictor, data: bytes, name: str, config: ServeConfig) -> dict[str, Any]:
