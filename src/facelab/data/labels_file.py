@@ -29,6 +29,7 @@ import hashlib
 import io
 import math
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -118,9 +119,10 @@ def lock_path(path: str | Path) -> Path:
 
 @contextlib.contextmanager
 def labels_lock(path: str | Path, *, activity: str = "written by facelab", exclusive: bool = False) -> Iterator[None]:
-    """Hold ``<labels>.lock``: an exclusive ``flock`` that the operating system releases when the process ends
-    (a killed writer never leaves a stale lock). Every writer of a labels file holds it while it reads, checks
-    and writes: ``facelab label auto`` for its whole run, a review server for its whole life.
+    """Hold ``<labels>.lock``: an exclusive ``flock``, which the operating system releases when the process
+    ends (a killed writer never leaves a stale lock); the file is removed when the lock is let go. Every writer
+    of a labels file holds it while it reads, checks and writes: ``facelab label auto`` for its whole run, a
+    review server for its whole life.
 
     Within one process the lock is re-entrant (a review server's own decisions write under the hold the
     server took), unless ``exclusive``: then any other hold, in this process or another, refuses it.
@@ -144,16 +146,7 @@ def labels_lock(path: str | Path, *, activity: str = "written by facelab", exclu
                 raise _busy(path, lock, f"pid {os.getpid()}: {hold.activity}")
             hold.depth += 1
         else:
-            fd = _open_lock(lock, path)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                holder = _read_holder(fd)
-                os.close(fd)
-                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise _busy(path, lock, holder) from None
-                raise DataError(f"cannot lock {lock} ({e.strerror}); facelab writes a labels file only under "
-                                "its lock") from None
+            fd = _acquire(lock, path)
             with contextlib.suppress(OSError):  # a lock file opened read-only still locks; it just names no holder
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"pid {os.getpid()}: {activity}\n".encode(), 0)
@@ -165,14 +158,41 @@ def labels_lock(path: str | Path, *, activity: str = "written by facelab", exclu
             hold.depth -= 1
             if hold.depth == 0:
                 del _HELD[key]
-                os.close(hold.fd)  # the file stays: unlinking it would let a writer that opened it lock a dead inode
+                with contextlib.suppress(OSError):  # removed while still locked: see _acquire
+                    lock.unlink()
+                os.close(hold.fd)
+
+
+def _acquire(lock: Path, path: str | Path) -> int:
+    """An fd of ``lock`` holding its flock. The holder removes the file before it lets go, so a writer that
+    opened the file meanwhile may lock a file no longer there: it checks, after locking, that the path still
+    names the file it locked, and starts again when not."""
+    while True:
+        fd = _open_lock(lock, path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = _read_holder(fd)
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise _busy(path, lock, holder) from None
+            raise DataError(f"cannot lock {lock} ({e.strerror}); facelab writes a labels file only under its "
+                            "lock") from None
+        try:
+            now, mine = os.stat(lock), os.fstat(fd)
+            same = (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
 
 
 def _open_lock(lock: Path, path: str | Path) -> int:
     try:
         return os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
-        if lock.is_file():
+        if path_kind(lock) == "file":
             with contextlib.suppress(OSError):
                 return os.open(lock, os.O_RDONLY)
         raise DataError(f"cannot write beside {path}: {lock.parent} does not take the lock file {lock.name} "
@@ -194,12 +214,25 @@ def _busy(path: str | Path, lock: Path, holder: str) -> LabelsLocked:
                      "of one labels file would overwrite each other's rows")
 
 
+def path_kind(path: str | Path) -> str:
+    """``"file"``, ``"folder"``, ``"other"`` or ``"missing"``; DataError when the path cannot even be looked up
+    (a name too long, a folder on the way that cannot be entered)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    except OSError as e:
+        raise DataError(f"{path}: cannot look it up ({e.strerror}); choose another name") from None
+    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
+
+
 def check_can_save(path: str | Path) -> None:
     """DataError unless a labels file can be written at ``path``: a file there that its owner made read-only is
     never replaced, and the folder must take new files (a real write, so that it holds for root too)."""
     path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path} is a folder; name the labels CSV file, e.g. {path / 'labels.csv'}")
+    kind = path_kind(path)
+    if kind in ("folder", "other"):
+        raise DataError(f"{path} is not a file; name the labels CSV file, e.g. {path / 'labels.csv'}")
     real = Path(os.path.realpath(path))
     _refuse_read_only(path, real)
     folder = real.parent
@@ -323,7 +356,7 @@ class LabelsFile:
                 or unknown key, an unknown class, a value that is not a number: each naming the line.
         """
         path = Path(path)
-        if not path.is_file():
+        if path_kind(path) != "file":
             raise DataError(f"{path}: no labels file here; make one with `facelab label auto STORE --out {path}`")
         real = Path(os.path.realpath(path))
         sig = _stat_sig(real)

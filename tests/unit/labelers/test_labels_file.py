@@ -187,7 +187,7 @@ def test_a_failed_write_is_a_clear_error_and_leaves_the_file_and_folder_as_they_
     with pytest.raises(DataError, match=f"cannot write .*{os.strerror(code)}"):
         labels.save()
     monkeypatch.undo()
-    assert _sha(path) == before and sorted(os.listdir(tmp_path)) == listing + ["labels.csv.lock"]
+    assert _sha(path) == before and sorted(os.listdir(tmp_path)) == listing
 
 
 def test_a_folder_that_takes_no_files_is_refused_before_any_work(tmp_path, monkeypatch):
