@@ -291,10 +291,11 @@ class LabelsFile:
         self.index = {r["key"]: i for i, r in enumerate(self.rows)}
 
     def to_csv(self) -> bytes:
+        cols = columns(self.tasks)
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns(self.tasks), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(self.rows)
+        writer = csv.writer(buf)
+        writer.writerow(cols)
+        writer.writerows([[r.get(c, "") for c in cols] for r in self.rows])
         return buf.getvalue().encode("utf-8")
 
     def changed_on_disk(self) -> bool:

@@ -152,7 +152,8 @@ class ReviewSession:
                 self._write(row, {d.task: d.cls, f"{d.task}_reviewed": "1"})
                 warning = self._journal(entry)
                 self.history.append(entry)
-        return {"saved": d.cls is not None, "next": self.next_face(d.task), "progress": self.progress(d.task),
+        nxt = self.next_face(d.task)
+        return {"saved": d.cls is not None, "next": nxt, "progress": nxt["progress"] if nxt else self.progress(d.task),
                 "notice": notice, "warning": warning}
 
     def undo(self, task: str) -> dict[str, Any]:
