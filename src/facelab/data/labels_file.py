@@ -276,13 +276,15 @@ class LabelsFile:
     """The rows of a labels file (dicts of column -> text) with its tasks, in store order.
 
     ``sha256`` is the content on disk these rows were read from or last saved as (None: a new file, none on
-    disk); :meth:`save` refuses to write over anything else.
+    disk); :meth:`save` refuses to write over anything else. ``own_columns`` are columns a person added (a
+    comment, a second opinion): kept, after facelab's, in every write.
     """
 
     path: Path
     tasks: list[str]
     rows: list[dict[str, str]]
     sha256: str | None = None
+    own_columns: list[str] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
     _sig: tuple[int, int, int, int] | None = field(default=None, repr=False, compare=False)
 
@@ -291,7 +293,7 @@ class LabelsFile:
         self.index = {r["key"]: i for i, r in enumerate(self.rows)}
 
     def to_csv(self) -> bytes:
-        cols = columns(self.tasks)
+        cols = columns(self.tasks) + [c for c in self.own_columns if c not in columns(self.tasks)]
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(cols)
@@ -381,7 +383,8 @@ class LabelsFile:
             if stray:
                 raise DataError(f"{path}: {len(stray)} key(s) are not images of {store.path}, e.g. {stray[0]!r} "
                                 f"(line {seen[stray[0]]}); the labels belong to another store")
-        labels = cls(path, tasks, rows, sha256=hashlib.sha256(data).hexdigest())
+        own = [c for c in header if c not in columns(tasks)]
+        labels = cls(path, tasks, rows, sha256=hashlib.sha256(data).hexdigest(), own_columns=own)
         labels._sig = sig
         return labels
 
@@ -436,14 +439,17 @@ def keep_decisions(new: LabelsFile, previous: LabelsFile) -> dict[str, dict[str,
     """Carry what ``previous`` holds that a new machine labelling must not lose into ``new``, in place: for
     every task a person reviewed, the person's class and review flag (the machine's value and confidence are
     the new ones); every task of ``previous`` that ``new`` does not label, whole (its columns as they were);
-    the notes of those tasks. ``new`` is then written over ``previous`` (its sha256 taken).
+    the notes of those tasks; the columns a person added. ``new`` is then written over ``previous`` (its
+    sha256 taken).
 
     Returns:
         ``{"reviewed": {task: rows kept}, "tasks": [tasks carried unchanged]}``.
     """
     carried = [t for t in previous.tasks if t not in new.tasks]
     kept = {t: 0 for t in new.tasks if t in previous.tasks}
-    empty = {c: "" for t in carried for c in task_columns(t)} | {f"{t}_reviewed": "0" for t in carried}
+    own = [c for c in previous.own_columns if c not in columns(new.tasks + carried)]
+    empty = ({c: "" for t in carried for c in task_columns(t)} | {f"{t}_reviewed": "0" for t in carried}
+             | {c: "" for c in own})
     for row in new.rows:
         i = previous.index.get(row["key"])
         old = previous.rows[i] if i is not None else None
@@ -456,12 +462,14 @@ def keep_decisions(new: LabelsFile, previous: LabelsFile) -> dict[str, dict[str,
                 kept[t] += 1
         for t in carried:
             row.update({c: old[c] for c in task_columns(t)})
+        row.update({c: old[c] for c in own})
         if carried and old.get("note"):
             parts = [p for p in row["note"].split("; ") if p]
             parts += [p for p in old["note"].split("; ") if p and p not in parts
                       and not any(p.startswith(f"{t}:") for t in new.tasks)]
             row["note"] = "; ".join(parts)
     new.tasks = new.tasks + carried
+    new.own_columns = own
     new.sha256 = previous.sha256
     return {"reviewed": kept, "tasks": carried}
 

@@ -84,9 +84,9 @@ class ReviewSession:
     def refresh(self) -> str | None:
         """Read the labels file again when it changed on disk since this session read or wrote it; the notice
         for the page, None when nothing changed. HTTP 409 when the file is now unreadable or of another form."""
-        if not self.labels.changed_on_disk():
-            return None
         try:
+            if not self.labels.changed_on_disk():
+                return None
             fresh = LabelsFile.read(self.labels.path, store=self.store)
         except DataError as e:
             raise HTTPException(409, f"{e}; nothing was saved: restore the file, then reload the page") from None

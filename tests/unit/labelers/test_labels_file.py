@@ -244,10 +244,20 @@ def test_the_lock_is_reentrant_in_a_process_unless_exclusive(tmp_path):
 
 
 # ---- a new labelling over an older file ----------------------------------------------------------------
+def test_a_column_a_person_added_is_kept_by_every_write(tmp_path):
+    path = _write(tmp_path / "labels.csv", [_row("a.jpg") | {"comment": "blurry"}, _row("b.jpg") | {"comment": ""}])
+    labels = LabelsFile.read(path)
+    assert labels.own_columns == ["comment"]
+    labels.rows[1].update(orientation="left", orientation_reviewed="1")
+    labels.save()
+    again = LabelsFile.read(path)
+    assert [r["comment"] for r in again.rows] == ["blurry", ""] and again.rows[1]["orientation_reviewed"] == "1"
+
+
 def test_keep_decisions_keeps_reviewed_classes_and_tasks_not_labelled_again(tmp_path):
-    path = _write(tmp_path / "labels.csv", [_row("a.jpg", orientation="left", orientation_reviewed="1"),
-                                            _row("b.jpg", light="right", light_reviewed="1", note="light: odd"),
-                                            _row("c.jpg")])
+    path = _write(tmp_path / "labels.csv", [_row("a.jpg", orientation="left", orientation_reviewed="1") | {"comment": "x"},
+                                            _row("b.jpg", light="right", light_reviewed="1", note="light: odd")
+                                            | {"comment": ""}, _row("c.jpg") | {"comment": "mine"}])
     previous = LabelsFile.read(path)
     new_rows = [{c: "" for c in columns(["orientation"])} | {"key": k, "orientation": "right", "orientation_yaw": "30",
                                                             "orientation_confidence": "0.9", "orientation_reviewed": "0"}
@@ -262,3 +272,4 @@ def test_keep_decisions_keeps_reviewed_classes_and_tasks_not_labelled_again(tmp_
     assert rows["c.jpg"]["orientation"] == "right"  # not reviewed: relabelled
     assert rows["b.jpg"]["light"] == "right" and rows["b.jpg"]["light_reviewed"] == "1" and rows["b.jpg"]["note"] == "light: odd"
     assert rows["d.jpg"]["light"] == "" and rows["d.jpg"]["light_reviewed"] == "0"
+    assert [rows[k]["comment"] for k in ("a.jpg", "b.jpg", "c.jpg", "d.jpg")] == ["x", "", "mine", ""]
