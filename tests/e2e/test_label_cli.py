@@ -196,3 +196,17 @@ def test_auto_into_a_folder_it_cannot_write_is_a_clear_error(faces_store, tmp_pa
 def test_a_bad_labeler_option_is_one_clear_line(faces_store, tmp_path, option, words):
     err = cli_error("label", "auto", faces_store, "-o", option, "--out", tmp_path / "x.csv")
     assert f"-o {option.split('=')[0]}" in str(err) and words in str(err) and not list(tmp_path.iterdir())
+
+
+def test_auto_never_writes_its_report_over_a_person_s_files(faces_store, tmp_path):
+    page = tmp_path / "index.html"
+    page.write_text("<html>my page</html>")
+    err = cli_error("label", "auto", faces_store, "--out", tmp_path / "index.csv")
+    assert "is not a labels report facelab wrote" in str(err) and page.read_text() == "<html>my page</html>"
+    (tmp_path / "photos_report").mkdir()
+    (tmp_path / "photos_report" / "holiday.jpg").write_bytes(b"mine")
+    err = cli_error("label", "auto", faces_store, "--out", tmp_path / "photos.csv")
+    assert "holds holiday.jpg" in str(err)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["holiday.jpg", "index.html", "photos_report"]
+    cli_json("label", "auto", faces_store, "--out", tmp_path / "again.csv")  # its own report, replaced freely
+    cli_json("label", "auto", faces_store, "--out", tmp_path / "again.csv")

@@ -6,19 +6,56 @@ from pathlib import Path
 
 import numpy as np
 
-from facelab.data.labels_file import LabelsFile
+from facelab.data.labels_file import LABEL_TASKS, LabelsFile, path_kind
 from facelab.data.store import Store
-from facelab.errors import DataError
+from facelab.errors import ConfigError, DataError
 from facelab.eval.grids import save_grid
 from facelab.report.html import esc, image, page, section, table
 from facelab.utils.io import atomic_write_text
 
 SHEET = 40  # faces per contact sheet
+TITLE = "facelab labels: "  # the report's title, before the labels file's name
 
 
 def report_path(labels: Path) -> Path:
     """Where the report of the labels file ``labels`` goes: beside it, ``.html`` for its suffix."""
     return Path(labels).with_suffix(".html")
+
+
+def report_folder(labels: Path) -> Path:
+    """The folder of the report's images: ``<labels stem>_report`` beside the labels file."""
+    return Path(labels).with_name(Path(labels).stem + "_report")
+
+
+def check_report_path(labels: Path) -> None:
+    """ConfigError when the report of ``labels`` would replace the labels file itself, an HTML file that is
+    not a labels report facelab wrote (a person's own page), or files in its image folder that are not the
+    report's images."""
+    folder = report_folder(labels)
+    kind = path_kind(folder)
+    strays = [] if kind != "folder" else [p.name for p in folder.iterdir()
+                                          if not (p.suffix == ".png" and p.name.split("-")[0] in LABEL_TASKS)]
+    if kind in ("file", "other") or strays:
+        raise ConfigError(f"--out {labels}: the report's images go to {folder}, which holds "
+                          f"{strays[0] if strays else 'something other than a folder'} that facelab did not write "
+                          "there; choose another --out (or move it)")
+    out = report_path(labels)
+    if out == Path(labels):
+        raise ConfigError(f"--out {labels}: the report is written beside the labels as {out.name}; name the labels "
+                          f"CSV otherwise, e.g. {Path(labels).with_suffix('.csv')}")
+    if path_kind(out) == "missing":
+        return
+    try:
+        with open(out, "rb") as f:
+            head = f.read(len(_REPORT_HEAD) + 20)
+    except OSError:
+        head = b""
+    if not head.startswith(_REPORT_HEAD):
+        raise ConfigError(f"--out {labels}: its report would replace {out}, which is not a labels report facelab "
+                          "wrote; choose another --out (or move that file)")
+
+
+_REPORT_HEAD = page(TITLE, []).split(TITLE)[0].encode() + TITLE.encode()
 
 
 def label_report(store: Store, labels: LabelsFile, *, seed: int = 0) -> Path:
@@ -37,7 +74,7 @@ def label_report(store: Store, labels: LabelsFile, *, seed: int = 0) -> Path:
 
 
 def _write_report(store: Store, labels: LabelsFile, seed: int) -> Path:
-    folder = labels.path.with_name(labels.path.stem + "_report")
+    folder = report_folder(labels.path)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     parts = [section("Store", f"<p>{esc(str(store.path))}: {len(store)} images, {len(labels.rows)} rows in "
@@ -64,7 +101,7 @@ def _write_report(store: Store, labels: LabelsFile, seed: int) -> Path:
         hist = _histogram(conf, folder / f"{task}-confidence.png", task)
         parts.append(section(f"{task}", counts, "<div class='row'>" + "".join(sheets) + "</div>", image(hist)))
     out = report_path(labels.path)
-    atomic_write_text(out, page(f"facelab labels: {labels.path.name}", parts))
+    atomic_write_text(out, page(f"{TITLE}{labels.path.name}", parts))
     return out
 
 

@@ -15,7 +15,7 @@ from facelab.data.labels_file import (LABEL_TASKS, LabelsFile, check_can_save, k
 from facelab.data.store import Store
 from facelab.errors import ConfigError, DataError
 from facelab.labelers.base import Labeler, create_labeler
-from facelab.labelers.report import report_path
+from facelab.labelers.report import check_report_path
 
 NO_LANDMARKS = "no landmarks (no face was found in this image)"
 
@@ -75,9 +75,7 @@ def _check_out(out: Path) -> None:
     """Refuse an ``--out`` that would overwrite its own report, or that cannot be written, before any work."""
     if path_kind(out) in ("folder", "other"):
         raise ConfigError(f"{out} is not a file; --out names the labels CSV to write")
-    if report_path(out) == out:
-        raise ConfigError(f"--out {out}: the report is written beside the labels as {report_path(out).name}; "
-                          f"name the labels CSV otherwise, e.g. {out.with_suffix('.csv')}")
+    check_report_path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -156,10 +156,12 @@ def test_save_writes_only_over_the_content_it_was_read_from(tmp_path):
 def test_save_keeps_mode_and_refuses_a_read_only_file(tmp_path):
     path = _write(tmp_path / "labels.csv", [_row("a.jpg")])
     os.chmod(path, 0o640)
+    owner = (1234, 4321) if os.geteuid() == 0 else (os.getuid(), os.getgid())  # only root may give files away
+    os.chown(path, *owner)
     labels = LabelsFile.read(path)
     labels.rows[0]["orientation_reviewed"] = "1"
     labels.save()
-    assert path.stat().st_mode & 0o777 == 0o640
+    assert path.stat().st_mode & 0o777 == 0o640 and (path.stat().st_uid, path.stat().st_gid) == owner
     os.chmod(path, 0o444)
     before = _sha(path)
     labels.rows[0]["orientation"] = "left"
