@@ -19,7 +19,9 @@ def label_auto(
     store: Path = typer.Argument(..., help="A store whose images carry face landmarks (built with --align, or CelebA "
                                  "with its landmarks file)."),
     task: str = typer.Option("orientation,light", "--task", help="Comma-separated: orientation, light."),
-    out: Path = typer.Option(Path("labels.csv"), "--out", help="The labels CSV to write (plus OUT.html, the report)."),
+    out: Path = typer.Option(Path("labels.csv"), "--out", help="The labels CSV to write (plus OUT.html, the report). "
+                             "An existing labels file keeps every class a person reviewed, and the tasks not "
+                             "labelled now."),
     option: Optional[list[str]] = typer.Option(None, "-o", "--option", help="A labeler option, TASK.KEY=VALUE: "
                                                "-o orientation.threshold=20 (degrees of yaw), -o light.threshold=0.1"),
     as_json: bool = JSON_OPT,
@@ -42,6 +44,12 @@ def label_auto(
         console.print(f"  {t}: " + ", ".join(f"{c} {n}" for c, n in counts.items()))
     if result["unlabelled"]:
         console.print(f"  {result['unlabelled']} images without a label (see the note column)")
+    kept = {t: n for t, n in result["kept_reviewed"].items() if n}
+    if kept:
+        console.print(f"  kept {sum(kept.values())} classes a person reviewed: "
+                      + ", ".join(f"{t} {n}" for t, n in kept.items()))
+    if result["kept_tasks"]:
+        console.print(f"  kept as they were: {', '.join(result['kept_tasks'])} (not labelled now)")
     console.print(f"report: {result['report']}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -25,13 +26,20 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+def atomic_write_bytes(path: Path, data: bytes, *, keep_mode: bool = False) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    ``keep_mode``: a file already at ``path`` keeps its permission bits, and its owner and group where this
+    process may set them (a file a person shares with a group stays shared)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.stat() if keep_mode and path.is_file() else None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; stores are shared between users
+        if old is not None:
+            with contextlib.suppress(OSError):  # only root may give a file to another owner
+                os.chown(tmp, old.st_uid, old.st_gid)
+        os.chmod(tmp, 0o666 & ~_umask() if old is None else old.st_mode & 0o7777)  # mkstemp makes 0600 files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
