@@ -20,9 +20,18 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+#: seconds a client refused as busy is asked to wait (the Retry-After header of every 503)
+RETRY_AFTER_S = 1
+
+
+def error_body(detail: str) -> bytes:
+    """The body of every refusal, whichever layer refuses: ``{"detail": "..."}`` (FastAPI's error shape)."""
+    return json.dumps({"detail": detail}).encode()
+
+
 async def send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    """A JSON error response ``{"detail": ...}`` (FastAPI's error shape)."""
-    body = json.dumps({"detail": detail}).encode()
+    """A JSON error response ``{"detail": ...}`` that closes the connection."""
+    body = error_body(detail)
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close"), *(headers or [])]})
