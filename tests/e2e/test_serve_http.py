@@ -226,6 +226,116 @@ def test_when_every_connection_is_busy_the_next_gets_a_json_503_with_retry_after
             s.close()
 
 
+def test_uploads_held_at_once_are_bounded_by_a_byte_budget():
+    """Many simultaneous uploads cannot exhaust memory: past the guard's budget a body gets a JSON 503 with
+    Retry-After before it is read (declared length) or as soon as it outgrows it (chunked); the budget is given
+    back when a request ends."""
+    import asyncio
+
+    from facelab.serve.guard import BodyGuard
+
+    async def scenario():
+        release = asyncio.Event()
+
+        async def app(scope, receive, send):  # holds its body until released
+            await receive()
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        guard = BodyGuard(app, max_bytes=1000, timeout_s=5, budget_bytes=1500)
+        sent: dict[str, list] = {"a": [], "b": [], "c": [], "d": []}
+
+        def sender(name):
+            async def send(message):
+                sent[name].append(message)
+            return send
+
+        def body(n, chunks=1):
+            parts = [{"type": "http.request", "body": b"x" * (n // chunks), "more_body": i < chunks - 1}
+                     for i in range(chunks)]
+
+            async def receive():
+                return parts.pop(0) if parts else {"type": "http.disconnect"}
+            return receive
+
+        def scope(n=None):
+            headers = [(b"content-length", str(n).encode())] if n is not None else []
+            return {"type": "http", "method": "POST", "headers": headers}
+
+        a = asyncio.create_task(guard(scope(1000), body(1000), sender("a")))  # holds 1000 of 1500
+        await asyncio.sleep(0.05)
+        await guard(scope(800), body(800), sender("b"))  # declared: refused before reading
+        await guard(scope(), body(900, chunks=3), sender("c"))  # chunked: refused when it outgrows the budget
+        assert guard.held == 1000
+        release.set()
+        await a
+        assert guard.held == 0
+        await guard(scope(800), body(800), sender("d"))  # the budget is back
+        return sent
+
+    sent = asyncio.run(scenario())
+    for name in ("b", "c"):
+        start = sent[name][0]
+        assert start["status"] == 503 and dict(start["headers"])[b"retry-after"] == b"1", name
+        assert "busy" in json.loads(sent[name][1]["body"])["detail"]
+    assert sent["a"][0]["status"] == 200 and sent["d"][0]["status"] == 200
+
+
+def test_a_client_that_does_not_read_its_response_is_cut_off():
+    """A response stuck because the client stopped reading is aborted after read_timeout_s (the kernel buffers
+    of a loopback connection hide this from a real-socket test, so the transport is a stand-in)."""
+    import asyncio
+
+    from uvicorn.server import ServerState
+
+    from facelab.serve.server import GuardedH11Protocol
+
+    class Transport(asyncio.Transport):
+        def __init__(self):
+            super().__init__()
+            self.aborted = self.closing = False
+
+        def get_extra_info(self, name, default=None):
+            return {"sockname": ("127.0.0.1", 1), "peername": ("127.0.0.1", 2)}.get(name, default)
+
+        def is_closing(self):
+            return self.closing
+
+        def abort(self):
+            self.aborted = self.closing = True
+
+        def close(self):
+            self.closing = True
+
+        def write(self, data):
+            pass
+
+        def pause_reading(self):
+            pass
+
+        def resume_reading(self):
+            pass
+
+    async def scenario(resume: bool):
+        async def app(scope, receive, send):
+            pass
+
+        config = uvicorn_config(app, HttpConfig(read_timeout_s=0.2, header_timeout_s=60))
+        protocol = GuardedH11Protocol(config, ServerState(), {})
+        transport = Transport()
+        protocol.connection_made(transport)
+        protocol.pause_writing()
+        if resume:
+            await asyncio.sleep(0.05)
+            protocol.resume_writing()  # the client read: no cut
+        await asyncio.sleep(0.6)
+        return transport.aborted
+
+    assert asyncio.run(scenario(resume=False)) is True
+    assert asyncio.run(scenario(resume=True)) is False
+
+
 # ---- every refusal is JSON -------------------------------------------------------------------------------
 def test_64_concurrent_uploads_on_a_full_service_are_all_json_503_with_retry_after(predictor):
     """When the prediction slots are full, every one of 64 simultaneous uploads gets the documented 503
@@ -257,8 +367,8 @@ def test_64_concurrent_uploads_on_a_full_service_are_all_json_503_with_retry_aft
         assert _post_ok(port, payload, ctype)  # free again
 
 
-def _post_ok(port: int, payload: bytes, ctype: str) -> bool:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+def _post_ok(port: int, payload: bytes, ctype: str, timeout: float = WAIT) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     conn.request("POST", "/v1/predict", body=payload, headers={"Content-Type": ctype})
     ok = conn.getresponse().status == 200
     conn.close()
@@ -458,12 +568,13 @@ def test_workers_share_the_port_and_each_answers(clf_run):
         assert "2 worker processes" in line and "http://127.0.0.1:" in line, line
         port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
         payload, ctype = multipart(png(blank((64, 64))))
-        assert _post_ok(port, payload, ctype)  # the socket was listening before the workers came up
+        # the socket listens before the workers have loaded the model: the first request waits for one of them
+        assert _post_ok(port, payload, ctype, timeout=300)
         children = _children(proc.pid)
         workers = [c for c in children if "multiprocessing" in Path(f"/proc/{c}/cmdline").read_text()]
         assert len(workers) >= 2, children
         with ThreadPoolExecutor(8) as pool:
-            assert all(pool.map(lambda _: _post_ok(port, payload, ctype), range(16)))
+            assert all(pool.map(lambda _: _post_ok(port, payload, ctype, timeout=120), range(16)))
     finally:
         proc.terminate()
         proc.wait(timeout=60)

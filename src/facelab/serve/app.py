@@ -103,7 +103,14 @@ def create_app(predictor: PhotoPredictor | None, config: ServeConfig | None = No
         def to_review() -> RedirectResponse:
             return RedirectResponse("/review")
     declare_errors(app)
-    return BodyGuard(app, max_bytes=config.max_upload_bytes, timeout_s=config.read_timeout_s)
+    return BodyGuard(app, max_bytes=config.max_upload_bytes, timeout_s=config.read_timeout_s,
+                     budget_bytes=upload_budget(config))
+
+
+def upload_budget(config: ServeConfig) -> int:
+    """Bytes of request bodies held at once: every prediction slot and queue place with an upload of the largest
+    size, and as much again for bodies on their way in (beyond it: 503 + Retry-After)."""
+    return 2 * (config.max_concurrent + config.max_queue) * config.max_upload_bytes
 
 
 def _docs_and_static(app: FastAPI) -> None:
