@@ -183,6 +183,12 @@ def test_silent_and_slow_clients_are_timed_out_with_a_json_408(predictor):
             assert get(idle)[0] == 200
             assert closed_by_server(idle) == b""
 
+        with connect(port) as late:  # a GET whose small body ends after its answer, then silence: closed
+            late.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\n")
+            assert read_response(late)[0] == 200
+            late.sendall(b"abc")
+            assert closed_by_server(late) == b""
+
         with connect(port) as trickle:  # a GET announcing a body it sends a byte at a time: answered, then cut
             trickle.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
             assert read_response(trickle)[0] == 200

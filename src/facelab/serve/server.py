@@ -282,6 +282,10 @@ class GuardedH11Protocol(H11Protocol):
         elif state is h11.DONE or state is h11.MUST_CLOSE:
             self._cancel()
             self._phase, self._head_bytes = None, False
+        elif state is h11.IDLE and self._phase == "body" and self.timeout_keep_alive_task is None:
+            # a body that ended after its answer (a GET with a body): waiting for the next head, not forever
+            self._enter("head")
+            self._head_bytes = False
 
     def _enter(self, phase: str) -> None:
         self._cancel()
