@@ -59,19 +59,18 @@ def label_review(
     labels: Path = typer.Option(..., "--labels", help="The labels CSV (from `facelab label auto`): decisions are "
                                 "written into it at once."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1: this computer only)."),
-    port: int = typer.Option(8000, min=0, max=65535),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port (0: any free one, said when serving starts)."),
 ) -> None:
     """A page showing the faces least-confident first: one key per class, s to skip, u to undo."""
-    import uvicorn
-
     from facelab.data.store import Store
     from facelab.data.labels_file import LabelsFile
     from facelab.serve.app import create_app
     from facelab.serve.review import ReviewSession, review_lock
+    from facelab.serve.server import HttpConfig, listen, serve
 
     st = Store.open(store)
     session = ReviewSession(st, LabelsFile.read(labels, store=st))
-    with review_lock(labels):
-        console.print(f"reviewing {labels} on http://{host}:{port}/review - every decision is saved at once; "
-                      "Ctrl-C stops")
-        uvicorn.run(create_app(None, review=session), host=host, port=port, log_level="warning")
+    http = HttpConfig(host=host, port=port)
+    with review_lock(labels), listen(http) as listener:  # a busy port is one clear line, before any announcement
+        console.print(f"reviewing {labels} on {listener.url}review - every decision is saved at once; Ctrl-C stops")
+        serve(create_app(None, review=session), listener, http)

@@ -175,6 +175,9 @@ def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
     path = Path(path).expanduser()
     if path.is_file() or (path / WEIGHTS).is_file():
         return path
+    if not path.exists():
+        raise FacelabError(f"{path}: no such folder or file; give a run folder, a checkpoint folder or a {WEIGHTS} "
+                           "file")
     for name in (which, "last"):
         cand = path / "checkpoints" / name
         if (cand / WEIGHTS).is_file():
@@ -182,3 +185,12 @@ def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
     raise FacelabError(
         f"{path}: no checkpoint found (looked for {WEIGHTS} in it and in checkpoints/{which}, checkpoints/last)"
     )
+
+
+def fallback_note(path: str | Path, which: str = "best") -> str | None:
+    """A line saying so when :func:`resolve_checkpoint` takes ``checkpoints/last`` of a run folder that has no
+    ``checkpoints/<which>`` (a run stopped before its first validation, say); None when it takes what was asked."""
+    ckpt = resolve_checkpoint(path, which)
+    if ckpt.name == "last" and which != "last" and ckpt.parent.name == "checkpoints":
+        return f"{Path(path)} has no checkpoints/{which}: using checkpoints/last (the last epoch's weights)"
+    return None
