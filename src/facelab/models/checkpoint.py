@@ -289,3 +289,15 @@ def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
     raise FacelabError(
         f"{path}: no checkpoint found (looked for {WEIGHTS} in it and in checkpoints/{which}, checkpoints/last)"
     )
+
+
+def weights_path(path: str | Path, which: str = "best") -> Path:
+    """The weights file that ``path`` names: the model.safetensors of a run folder's ``checkpoints/<which>`` (or
+    ``last``), of a checkpoint folder, or the file itself; ``path`` unchanged when there is none (a missing
+    input is the caller's to report)."""
+    p = Path(path).expanduser()
+    try:
+        ckpt = resolve_checkpoint(p, which)
+    except FacelabError:
+        return p
+    return ckpt if ckpt.is_file() else ckpt / WEIGHTS

@@ -22,6 +22,7 @@ from facelab.eval.plots import plot_curves
 from facelab.models.checkpoint import CheckpointMeta, read_training_state
 from facelab.models.generative import Condition, GenBatch, create_generative, encode_label_rows, grid_conditions
 from facelab.report import render_report
+from facelab.runs.inputs import check_inputs, store_input
 from facelab.runs.splits import load_run_splits, save_run_splits
 from facelab.runs.summary import GenerativeSummary, write_summary
 from facelab.train.distributed import Distributed
@@ -255,7 +256,8 @@ def _run_wide_settings_apply(run_dir: Path, *, resume: bool) -> bool:
 
 def train_generative(cfg: GenerativeRunConfig, *, run_dir: str | Path, resume: bool = False,
                      rows: np.ndarray | None = None, val_rows: np.ndarray | None = None,
-                     callbacks: list[Callback] | None = None, dist: Distributed | None = None) -> dict[str, Any]:
+                     callbacks: list[Callback] | None = None, dist: Distributed | None = None,
+                     accept_changed_inputs: bool = False) -> dict[str, Any]:
     """Train (or resume) a generative run; its rows are recorded in ``run_dir/splits.json``.
 
     Args:
@@ -264,10 +266,17 @@ def train_generative(cfg: GenerativeRunConfig, *, run_dir: str | Path, resume: b
         dist: the processes training together (a torchrun launch; default this one): ``cfg.batch_size`` is
             each one's share of a step; one DistributedDataParallel over the whole model syncs the gradients
             of whichever player steps; rank 0 alone writes into ``run_dir``.
+        accept_changed_inputs: resume even though the store or a config file changed since the run recorded
+            it (:mod:`facelab.runs.inputs`); the acceptance is recorded in the run.
+
+    Raises:
+        ChangedInputError: resuming with an input that changed, without ``accept_changed_inputs``.
     """
     run_dir, dist = Path(run_dir), dist or Distributed()
     torch.manual_seed(cfg.seed)
     store = Store.open(cfg.store)
+    check_inputs(run_dir, [store_input(store)], accept=accept_changed_inputs, doing="resume", adopt=True,
+                 command="train-gen --resume" if resume else "train-gen", write=dist.is_main)
     model = build_generative(cfg, store)
     device = dist.device if dist.active else resolve_device(cfg.device)
     recorded = _run_rows(cfg, store, run_dir, resume=resume, rows=rows, val_rows=val_rows) if dist.is_main else None
