@@ -34,3 +34,24 @@ def test_a_group_lr_wins_for_its_player(store, tmp_path):
                        "-o", "trainer.optim.lr=0.00123", "-o", "trainer.optim.groups.discriminator.lr=0.0005",
                        "--out", tmp_path, "--name", "group")
     assert _optimizer_lrs(Path(summary["run_dir"])) == {"generator": [0.00123], "discriminator": [0.0005]}
+
+
+def test_a_checkpoint_written_before_run_wide_settings_applied_resumes_as_it_trained(store, tmp_path):
+    """Older versions ignored trainer.optim.* for generative models: such a run (its config holding a run-wide lr
+    that never reached the optimizer, its training state no optimizer_settings) goes on with the recommendation."""
+    import torch
+    import yaml
+
+    run = Path(cli_json("train-gen", store, "--model", "dcgan", "--epochs", 1, *TINY_GEN, "--out", tmp_path,
+                        "--name", "older")["run_dir"])
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["trainer"]["optim"].update({"name": "adamw", "lr": 0.05, "weight_decay": 0.05, "momentum": 0.9,
+                                    "betas": [0.9, 0.999]})
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    state_file = run / "checkpoints" / "last" / "training.pt"
+    state = torch.load(state_file, weights_only=True)
+    del state["optimizer_settings"]
+    torch.save(state, state_file)
+    recommended = create_generative("dcgan", image_size=32, width=8, latent_dim=8).recommended_optimizers()
+    cli_json("train-gen", "--resume", run, "--epochs", 2)
+    assert _optimizer_lrs(run) == {g: [r["lr"]] for g, r in recommended.items()}

@@ -26,8 +26,8 @@ from facelab.runs.inputs import check_inputs, store_input
 from facelab.runs.splits import load_run_splits, save_run_splits
 from facelab.runs.summary import GenerativeSummary, write_summary
 from facelab.train.distributed import Distributed
-from facelab.train.trainer import (OPTIM_SETTINGS, Callback, OptimConfig, OptimGroup, StepOutput, Trainer,
-                                   TrainerConfig)
+from facelab.train.optim import OPTIM_SETTINGS, OptimConfig, OptimGroup
+from facelab.train.trainer import Callback, StepOutput, Trainer, TrainerConfig
 from facelab.utils.device import resolve_device
 
 GEN_MEAN = (0.5, 0.5, 0.5)  # images reach generative models in [-1, 1]

@@ -16,6 +16,7 @@ all-reduce of flags, so no process is ever left waiting in a collective the othe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -33,8 +34,9 @@ from facelab.config import StrictConfig
 from facelab.errors import ConfigError, FacelabError
 from facelab.models.checkpoint import (CheckpointMeta, clean_checkpoints, read_training_state, read_weights,
                                        save_checkpoint)
+from facelab.runs.lock import exclusive_run
 from facelab.train.distributed import Distributed, LossModule
-from facelab.train.optim import create_optimizer
+from facelab.train.optim import OptimConfig, create_optimizer
 from facelab.train.precision import autocast_context
 from facelab.train.progress import epoch_progress, print_epoch
 from facelab.train.schedules import PlateauTracker, ScheduleConfig, lr_factor_fn
@@ -71,48 +73,6 @@ class Objective(Protocol):
     def evaluate(self, loader: Any) -> dict[str, float]: ...
 
     def checkpoint_meta(self) -> CheckpointMeta: ...
-
-
-OptimizerName = Literal["sgd", "adam", "adamw", "adabound"]
-
-
-class OptimGroup(StrictConfig):
-    """One parameter group's optimizer settings (``trainer.optim.groups.<group>``); what is left unset (None)
-    comes from the run-wide settings."""
-
-    name: OptimizerName | None = None
-    lr: float | None = Field(None, gt=0)
-    weight_decay: float | None = Field(None, ge=0)
-    momentum: float | None = Field(None, ge=0, lt=1)
-    betas: tuple[float, float] | None = None
-    final_lr: float | None = Field(None, gt=0)  # adabound
-
-
-class OptimConfig(StrictConfig):
-    """Optimizer settings of every parameter group; ``groups`` overrides them per group (e.g. a GAN's
-    discriminator lr). A setting left unset (None) takes the default below, or for a generative model the
-    model's recommendation (:func:`facelab.train.generative.optimizer_groups` says the order)."""
-
-    name: OptimizerName | None = "adamw"
-    lr: float | None = Field(3e-3, gt=0)
-    weight_decay: float | None = Field(0.05, ge=0)
-    momentum: float | None = Field(0.9, ge=0, lt=1)
-    betas: tuple[float, float] | None = (0.9, 0.999)
-    groups: dict[str, OptimGroup] = Field(default_factory=dict)
-    grad_clip: float | None = Field(None, gt=0)
-
-    def run_wide(self) -> dict[str, Any]:
-        """The settings given for every group (those left unset are left out)."""
-        return {k: v for k in OPTIM_SETTINGS if (v := getattr(self, k)) is not None}
-
-    def settings(self, group: str) -> dict[str, Any]:
-        """What the optimizer of ``group`` is built with: the defaults < the run-wide settings < the group's."""
-        given = self.groups.get(group)
-        return {**OPTIM_DEFAULTS, **self.run_wide(), **(given.model_dump(exclude_none=True) if given else {})}
-
-
-OPTIM_SETTINGS = ("name", "lr", "weight_decay", "momentum", "betas")  # the run-wide settings of OptimConfig
-OPTIM_DEFAULTS: dict[str, Any] = {k: OptimConfig.model_fields[k].default for k in OPTIM_SETTINGS}
 
 
 class TrainerConfig(StrictConfig):
@@ -282,8 +242,13 @@ class Trainer:
         """Train until ``epochs`` or early stopping; return the final summary.
 
         ``resume`` continues from ``checkpoints/last``; a run stopped before its first checkpoint has nothing
-        to continue from, so it starts from the beginning (with a notice), as a fresh start would.
+        to continue from, so it starts from the beginning (with a notice), as a fresh start would. The writing
+        process holds the run folder's lock throughout (RunBusyError when another one trains in it).
         """
+        with exclusive_run(self.run_dir) if self.is_main else contextlib.nullcontext():
+            return self._fit(resume=resume)
+
+    def _fit(self, *, resume: bool) -> dict[str, Any]:
         if self.is_main:
             clean_checkpoints(self.run_dir / "checkpoints")  # what a killed or failed writer left behind
         if resume and read_training_state(self.run_dir / "checkpoints" / "last") is None:
@@ -471,7 +436,7 @@ class Trainer:
         rec = {"epoch": self.epoch, "step": self.step, "lr": self.current_lr(), **metrics}
         self.history.append(rec)
         if self.is_main:
-            append_jsonl(self.run_dir / "metrics.jsonl", rec)
+            _log_epoch(self.run_dir / "metrics.jsonl", rec)
             if self.cfg.progress:
                 print_epoch(rec, epochs=self.cfg.epochs, monitor=self.cfg.monitor)
         value = metrics.get(self.cfg.monitor)
@@ -629,6 +594,14 @@ class _Due:
 
     checkpoint: bool = False
     stop: bool = False
+
+
+def _log_epoch(path: Path, rec: dict[str, Any]) -> None:
+    """Append the epoch's record to metrics.jsonl; an OSError (a full disk) names the file."""
+    try:
+        append_jsonl(path, rec)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
 
 
 def _trainable(params: list) -> list:

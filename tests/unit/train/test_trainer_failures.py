@@ -109,3 +109,15 @@ def test_an_epoch_resumed_mid_way_reports_figures_over_all_of_its_batches(tmp_pa
     assert b["train_seconds"] > saved["epoch_partial"]["seconds"]  # the epoch's time before the kill counts
     assert resumed.train_seconds == pytest.approx(b["train_seconds"])  # and so does the run's training time
     assert json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[0])["epoch"] == 1
+
+
+def test_a_second_process_cannot_train_in_a_run_folder_being_trained(tmp_path):
+    """Two --resume of one run at once would both write its checkpoints and metrics: the second is refused."""
+    from facelab.runs.lock import RunBusyError, exclusive_run
+
+    tr = _trainer(tmp_path, epochs=1)
+    with exclusive_run(tmp_path), pytest.raises(RunBusyError, match="another process is training in this run folder"):
+        tr.fit()
+    assert not (tmp_path / "metrics.jsonl").exists()
+    tr.fit()  # once it is free
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1]
