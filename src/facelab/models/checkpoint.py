@@ -125,8 +125,8 @@ def save_checkpoint(
         _replace_folder(tmp, path)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OSError(e.errno, f"{e.strerror or e}; the checkpoint was not written (the previous one is kept)",
-                      str(path)) from None
+        kept = "the previous one is kept" if (path / WEIGHTS).is_file() else "there is none yet"
+        raise OSError(e.errno, f"{e.strerror or e}; the checkpoint was not written ({kept})", str(path)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
