@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -436,7 +436,8 @@ class Trainer:
         rec = {"epoch": self.epoch, "step": self.step, "lr": self.current_lr(), **metrics}
         self.history.append(rec)
         if self.is_main:
-            _log_epoch(self.run_dir / "metrics.jsonl", rec)
+            with _naming(self.run_dir / "metrics.jsonl") as path:
+                append_jsonl(path, rec)
             if self.cfg.progress:
                 print_epoch(rec, epochs=self.cfg.epochs, monitor=self.cfg.monitor)
         value = metrics.get(self.cfg.monitor)
@@ -524,7 +525,8 @@ class Trainer:
         self._load_rng(state)
         self.history = json.loads(state["history"])
         if self.is_main:  # the log holds the checkpoint's epochs: one the interrupted attempt logged after it is redone
-            atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+            with _naming(self.run_dir / "metrics.jsonl") as path:
+                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.history))
 
     def _check_resumed_processes(self, state: dict[str, Any]) -> None:
         """Mid-epoch, a checkpoint counts the batches of the number of processes that wrote it; at an epoch's
@@ -596,10 +598,11 @@ class _Due:
     stop: bool = False
 
 
-def _log_epoch(path: Path, rec: dict[str, Any]) -> None:
-    """Append the epoch's record to metrics.jsonl; an OSError (a full disk) names the file."""
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[Path]:
+    """An OSError (a full disk) of writing ``path`` in the block names ``path``."""
     try:
-        append_jsonl(path, rec)
+        yield path
     except OSError as e:
         raise OSError(e.errno, e.strerror or str(e), str(path)) from None
 

@@ -121,3 +121,13 @@ def test_a_second_process_cannot_train_in_a_run_folder_being_trained(tmp_path):
     assert not (tmp_path / "metrics.jsonl").exists()
     tr.fit()  # once it is free
     assert [r["epoch"] for r in read_metrics(tmp_path)] == [1]
+
+
+def test_a_full_disk_at_the_metrics_log_is_an_oserror_naming_it(tmp_path, monkeypatch):
+    def full(path, rec):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trainer_mod, "append_jsonl", full)
+    with pytest.raises(OSError) as info:
+        _trainer(tmp_path, epochs=1).fit()
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "metrics.jsonl")
