@@ -29,9 +29,10 @@ from facelab.data.schema import CropSpec, LabelKind, LabelSpec
 from facelab.data.store import MANIFEST, Store
 from facelab.deploy import load_engine
 from facelab.errors import FacelabError, ImageDecodeError
-from facelab.eval.evaluate import check_preprocessing
+from facelab.eval.evaluate import check_preprocessing, check_run_inputs
 from facelab.eval.photos import FacesMode, PhotoPredictor
 from facelab.models.classifiers.heads import Task
+from facelab.runs.inputs import run_dir_of
 from facelab.utils.io import atomic_write_text
 
 
@@ -143,7 +144,8 @@ def _check_writable(out: Path) -> None:
 def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, out: str | Path, *,
                    batch_size: int = 256, device: str = "cpu", threshold: float = 0.5, which: str = "best",
                    tta_flip: bool | None = None, progress: bool = True, engine: str | None = None,
-                   faces: FacesMode = "auto", detector: str | None = None) -> PredictReport:
+                   faces: FacesMode = "auto", detector: str | None = None,
+                   accept_changed_inputs: bool = False) -> PredictReport:
     """Write one CSV row per image of ``target`` (a store folder or a folder of images).
 
     Args:
@@ -157,6 +159,8 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
         faces: for a folder of photos: "auto" (detect and align the faces when the checkpoint was trained on
             aligned faces), "detect" or "aligned" (each photo is one aligned face); see the module docstring.
         detector: the face detector instead of the checkpoint's (e.g. "retinaface", the fast one).
+        accept_changed_inputs: predict a run's own store although it (or another input the run recorded)
+            changed since the run recorded it (:func:`facelab.eval.evaluate.check_run_inputs`).
     """
     _check_writable(Path(out))  # before any inference, which a failed write at the end would throw away
     model = load_engine(run, engine=engine, which=which, device=device, tta_flip=tta_flip)
@@ -171,6 +175,9 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
         if is_store:
             store = Store.open(target)
             warnings = check_preprocessing(meta, store)
+            runs = run if isinstance(run, (list, tuple)) else [run]
+            warnings += check_run_inputs([run_dir_of(r) for r in runs], store, accept=accept_changed_inputs,
+                                         doing="predict", command="predict")
             bar = prog.add_task("predict", total=len(store))
             batches = _store_batches(store, batch_size)
         else:

@@ -19,8 +19,9 @@ from facelab.utils.io import atomic_write_json, read_jsonl
 DEFAULT_RUNS_ROOT = Path(os.environ.get("FACELAB_RUNS", "runs"))
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
-#: what a run folder holds before anything has trained (a start that failed or was killed early)
-SETUP_FILES = frozenset({"config.yaml", "env.json", "splits.json", "pretrain_splits.json"})
+#: what a run folder holds before anything has trained (a start that failed or was killed early); inputs.json:
+#: the hashes of its inputs (:mod:`facelab.runs.inputs`)
+SETUP_FILES = frozenset({"config.yaml", "env.json", "splits.json", "pretrain_splits.json", "inputs.json"})
 
 
 def environment() -> dict[str, Any]:
@@ -74,7 +75,8 @@ def has_started(run_dir: Path) -> bool:
 
 def holds_only_setup(run_dir: Path) -> bool:
     """Whether ``run_dir`` holds nothing but what a run writes before it trains (config.yaml, env.json,
-    splits.json or pretrain_splits.json, an empty checkpoints/): a start that failed or was killed early, with nothing to lose."""
+    splits.json or pretrain_splits.json, inputs.json, an empty checkpoints/): a start that failed or was killed
+    early, with nothing to lose."""
     if not run_dir.is_dir() or has_started(run_dir):
         return False
     for p in run_dir.iterdir():
