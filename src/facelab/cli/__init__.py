@@ -70,11 +70,12 @@ def main() -> None:
     try:
         app()
     except FacelabError as e:
-        console.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False)  # no markup in paths
+        # one line however long (no markup in paths): what scripts and logs read
+        console.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except Exception as e:  # noqa: BLE001 - only the errors a user can fix are caught; others raise on
         message = os_error_message(e)
         if message is None:
             raise
-        console.print(Text.assemble(("error: ", "bold red"), message), highlight=False)
+        console.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
         raise SystemExit(2) from None

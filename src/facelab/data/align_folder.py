@@ -113,19 +113,20 @@ def align_folder(photos: str | Path, out: str | Path, *, spec: AlignSpec | None 
 
 class FaceFiles:
     """The face files of ``out`` that facelab align wrote: those its ``faces.csv`` lists, those the journal of
-    an unfinished run lists, and those this run writes (each journaled as soon as it is written).
+    an unfinished run lists, and those this run writes (each journaled before it is written).
 
-    The first write of a run journals the earlier runs' files and removes ``faces.csv`` (it is written anew,
-    listing this run's faces, when the run finishes): a run that stops half-way leaves no list that passes
-    for complete, and the next run still knows which files are facelab's.
+    The first face a run writes replaces ``faces.csv`` by the journal of the earlier runs' files (it is written
+    anew, listing this run's faces, when the run finishes): a run that stops half-way leaves no list that
+    passes for complete, and the next run still knows which files are facelab's. A first write that fails
+    (a full disk) leaves ``out`` as it was.
     """
 
     def __init__(self, out: Path) -> None:
         self.out = out
         self.journal = out / JOURNAL_NAME
         self.owned = self._listed()
+        self.resumed = self.journal.is_file()  # an earlier run stopped half-way: its journal stays ours
         self.written: list[str] = []
-        self.started = False
 
     def _listed(self) -> set[str]:
         owned: set[str] = set()
@@ -165,23 +166,27 @@ class FaceFiles:
                                "another --out")
 
     def write(self, dest: Path, data: bytes) -> None:
-        if not self.started:
-            self._start()
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(dest, data)
         rel = dest.relative_to(self.out).as_posix()
+        first = not self.written and not self.resumed
+        if first:  # the earlier runs' files and this one, before it exists
+            atomic_write_text(self.journal, "".join(f"{r}\n" for r in sorted(self.owned | {rel})))
+        else:
+            self._journal(rel)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(dest, data)
+        except BaseException:
+            if first:
+                self.journal.unlink(missing_ok=True)  # nothing changed in out: no journal either
+            raise
         self.written.append(rel)
-        self._journal([rel])
+        if first:
+            (self.out / CSV_NAME).unlink(missing_ok=True)  # it no longer describes the face files
 
-    def _start(self) -> None:
-        self.started = True
-        atomic_write_text(self.journal, "".join(f"{rel}\n" for rel in sorted(self.owned)))
-        (self.out / CSV_NAME).unlink(missing_ok=True)
-
-    def _journal(self, rels: list[str]) -> None:
+    def _journal(self, rel: str) -> None:
         try:
             with open(self.journal, "a", encoding="utf-8") as f:
-                f.write("".join(f"{rel}\n" for rel in rels))
+                f.write(f"{rel}\n")
         except OSError as e:
             raise naming(e, self.journal) from None
 
