@@ -130,6 +130,7 @@ def foreign_entries(folder: Path, allowed: Iterable[str], *, limit: int = 5) -> 
 
 # ---- errors a user can fix -----------------------------------------------------------------------
 _OS_ERROR_IN_TEXT = re.compile(r"\(os error (\d+)\)")  # how Rust libraries (safetensors) report an errno
+_PATH_IN_TEXT = re.compile(r'at path "([^"]+)"')  # and the file they were writing
 _TORCH_WRITE_FAILED = ("PytorchStreamWriter failed writing", "unexpected pos", "file write failed")
 
 
@@ -137,17 +138,27 @@ def _errno_of(e: BaseException) -> tuple[int, str | None] | None:
     """(errno, file name or None) of one exception when it is a failed file operation."""
     if isinstance(e, OSError) and e.errno is not None:
         return e.errno, e.filename
-    m = _OS_ERROR_IN_TEXT.search(str(e))
+    text = str(e)
+    m = _OS_ERROR_IN_TEXT.search(text)
     if m:
-        return int(m.group(1)), None
-    if isinstance(e, RuntimeError) and "inline_container" in str(e) and any(t in str(e) for t in _TORCH_WRITE_FAILED):
-        return errno.ENOSPC, None  # torch.save reports a short write this way, without its errno
+        path = _PATH_IN_TEXT.search(text)
+        where = Path(path.group(1)) if path else None
+        if where is not None and where.name.startswith(".tmp"):  # the library's own temporary file: its folder
+            where = where.parent
+        return int(m.group(1)), str(where) if where is not None else None
+    if isinstance(e, RuntimeError) and "inline_container" in text:  # torch.save, which names no errno
+        for code in USER_ERRNOS:
+            if os.strerror(code) in text:
+                return code, None
+        if any(t in text for t in _TORCH_WRITE_FAILED):
+            return errno.ENOSPC, None  # a short write: the disk filled up
     return None
 
 
 def os_error_message(exc: BaseException) -> str | None:
     """One clear line for an error a user can fix by making room, permissions or a shorter name (errno in
-    :data:`USER_ERRNOS`, also when it is the cause or context of ``exc``); None for any other error."""
+    :data:`USER_ERRNOS`, also when it is the cause of ``exc``, or the error being handled when ``exc`` was
+    raised); None for any other error."""
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
@@ -155,7 +166,7 @@ def os_error_message(exc: BaseException) -> str | None:
         found = _errno_of(e)
         if found is not None and found[0] in USER_ERRNOS:
             return _describe(*found)
-        e = e.__cause__ or e.__context__
+        e = e.__cause__ if e.__cause__ is not None or e.__suppress_context__ else e.__context__
     return None
 
 
