@@ -256,19 +256,24 @@ def test_a_persons_files_are_never_changed(command: str, inputs: Inputs, tmp_pat
 ERRORS = {errno.ENOSPC: "no space left", errno.EACCES: "permission denied"}  # the line main() prints for each
 
 
+#: SQLite cannot open a study database whose folder is full (it needs room for its -wal and -shm files) and
+#: says "disk I/O error" without an errno: the sweep's storage names the database instead
+SQLITE_FULL = "cannot reach the study database"
+
+
 def _check_failure(command: str, ran: Ran, here: Path, before: dict[str, str], files_before: dict[str, str], *,
                    says: str = ERRORS[errno.ENOSPC]) -> None:
     errors = [line for line in ran.stderr.splitlines() if line.startswith("error:")]
     assert ran.code == 2, f"facelab {command} exited {ran.code}:\n{ran.stderr[-3000:]}"
-    assert len(errors) == 1 and says in errors[0], ran.stderr[-3000:]
+    assert len(errors) == 1, ran.stderr[-3000:]
+    assert says in errors[0] or (command.startswith("sweep") and SQLITE_FULL in errors[0]), errors[0]
     assert "Traceback" not in ran.stderr
     assert persons_files(here) == before
     assert leftovers(here) == []
-    now = all_files(here)
-    new = sorted(set(now) - set(files_before))
+    now = {k: v for k, v in all_files(here).items() if not Path(k).name.startswith(SQLITE_DB)}
+    new = sorted(set(now) - set(files_before))  # (SQLite's own database files change when it opens them)
     assert new == [], f"facelab {command} left files that a later run could take as its work: {new}"
-    changed = sorted(k for k in files_before if now.get(k) != files_before[k]
-                     and not Path(k).name.startswith(SQLITE_DB))  # SQLite writes its own database on opening it
+    changed = sorted(k for k in files_before if now.get(k) != files_before[k] and not Path(k).name.startswith(SQLITE_DB))
     assert changed == [], f"facelab {command} changed or removed files it had: {changed}"
 
 
@@ -291,7 +296,7 @@ def test_a_full_disk_or_no_permission_is_one_clear_line(command: str, code: int,
 @pytest.mark.parametrize("command", sorted(WRITERS))
 def test_a_really_full_disk_is_one_clear_line(command: str, inputs: Inputs, tmp_path: Path, monkeypatch,
                                              capsys) -> None:
-    with full_tmpfs(tmp_path / "disk", size="4m", filled=False) as here:
+    with full_tmpfs(tmp_path / "disk", size="16m", filled=False) as here:
         _fast_env(monkeypatch, here)
         args = WRITERS[command](inputs, here)
         before = plant(here)
@@ -411,3 +416,17 @@ def test_a_name_too_long_is_one_clear_line(command: str, inputs: Inputs, tmp_pat
     (line,) = [x for x in ran.stderr.splitlines() if x.startswith("error:")]
     assert "file name too long" in line and "300 bytes" in line, line
     assert os.listdir(tmp_path) == []
+
+
+def test_a_named_run_folder_a_person_made_is_never_reused(inputs: Inputs, tmp_path: Path, monkeypatch,
+                                                          capsys) -> None:
+    """A folder with only the names of a run's first files (config.yaml, splits.json) passed for the start of
+    a run that failed, and was reused (its config.yaml replaced) or deleted."""
+    theirs = tmp_path / "train-x"
+    theirs.mkdir()
+    (theirs / "config.yaml").write_text("my: own config\n")
+    (theirs / "splits.json").write_text("[1, 2, 3]\n")
+    before = all_files(tmp_path)
+    ran = run_facelab(WRITERS["train"](inputs, tmp_path)[:-2] + ["--out", tmp_path, "--name", "x"], monkeypatch, capsys)
+    assert ran.code == 2 and "holds files facelab did not make" in ran.stderr
+    assert all_files(tmp_path) == before
