@@ -273,7 +273,8 @@ def _check_failure(command: str, ran: Ran, here: Path, before: dict[str, str], f
     now = {k: v for k, v in all_files(here).items() if not Path(k).name.startswith(SQLITE_DB)}
     new = sorted(set(now) - set(files_before))  # (SQLite's own database files change when it opens them)
     assert new == [], f"facelab {command} left files that a later run could take as its work: {new}"
-    changed = sorted(k for k in files_before if now.get(k) != files_before[k] and not Path(k).name.startswith(SQLITE_DB))
+    changed = sorted(k for k in files_before if now.get(k) != files_before[k]
+                     and not Path(k).name.startswith(SQLITE_DB))
     assert changed == [], f"facelab {command} changed or removed files it had: {changed}"
 
 
@@ -312,13 +313,13 @@ def test_predict_never_writes_into_a_store_a_run_or_over_an_input(inputs: Inputs
     store = tmp_path / "stores" / "x"
     shutil.copytree(inputs.store, store)
     run = copy_into(tmp_path, inputs.clf_run)
-    before = {**{f"store/{k}": v for k, v in all_files(store).items()}, **{f"run/{k}": v for k, v in all_files(run).items()}}
-    for out, says in ((store / "labels.npy", "inside the store folder"), (store / "stats" / "p.csv", "inside the store"),
+    before = {"store": all_files(store), "run": all_files(run)}
+    for out, says in ((store / "labels.npy", "inside the store folder"),
+                      (store / "stats" / "p.csv", "inside the store"),
                       (run / "predictions.csv", "inside the run folder"), (tmp_path / "stores", "is a folder")):
         ran = run_facelab(["predict", run, store, "--out", out], monkeypatch, capsys)
         assert ran.code == 2 and says in ran.stderr, ran.stderr
-    after = {**{f"store/{k}": v for k, v in all_files(store).items()}, **{f"run/{k}": v for k, v in all_files(run).items()}}
-    assert after == before
+    assert {"store": all_files(store), "run": all_files(run)} == before
 
 
 def test_predict_replaces_its_own_csv_but_never_a_persons(inputs: Inputs, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -375,7 +376,8 @@ def test_sample_is_bounded_and_makes_its_images_chunk_by_chunk(inputs: Inputs, t
     made: list[int] = []
     real = sampling.save_images
     monkeypatch.setattr(sampling, "CHUNK", 4)
-    monkeypatch.setattr(sampling, "save_images", lambda images, *a, **k: made.append(len(images)) or real(images, *a, **k))
+    monkeypatch.setattr(sampling, "save_images",
+                        lambda images, *a, **k: made.append(len(images)) or real(images, *a, **k))
     ran = run_facelab(["sample", inputs.dcgan_run, "--n", 10, "--grid", tmp_path / "g.png", "--images",
                        tmp_path / "each", "--json"], monkeypatch, capsys)
     assert ran.code == 0 and made == [4, 4, 2]

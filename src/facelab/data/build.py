@@ -155,10 +155,10 @@ def _check_out(out: Path, key: dict[str, Any], *, overwrite: bool) -> dict[str, 
         return None
     manifest = facelab_manifest(out)
     if manifest is None:
+        beside = ", ".join(not_store_files(out)) or "nothing"
         raise StoreError(f"{out} holds a {MANIFEST} that facelab did not write (no store format_version, "
-                         f"facelab_version and content_hash in it), beside {', '.join(not_store_files(out)) or 'nothing'}"
-                         "; facelab never deletes such folders, even with --overwrite: choose another --out or "
-                         "empty it yourself")
+                         f"facelab_version and content_hash in it), beside {beside}; facelab never deletes such "
+                         "folders, even with --overwrite: choose another --out or empty it yourself")
     diffs = differences({**key, "format_version": FORMAT_VERSION}, manifest)
     if diffs and not overwrite:
         raise StoreError(f"{out} already holds a different store ({'; '.join(diffs)}); "
