@@ -178,14 +178,10 @@ def test_a_failed_write_is_a_clear_error_and_leaves_the_file_and_folder_as_they_
     labels = LabelsFile.read(path)
     labels.rows[0]["orientation_reviewed"] = "1"
     before, listing = _sha(path), sorted(os.listdir(tmp_path))
-    real_fdopen = os.fdopen
+    def failing_fsync(fd):  # the temporary file exists and holds the data; flushing it to the disk fails
+        raise OSError(code, os.strerror(code))
 
-    def failing_fdopen(fd, *args, **kwargs):  # the temporary file exists; writing it fails
-        f = real_fdopen(fd, *args, **kwargs)
-        f.write = lambda data: (_ for _ in ()).throw(OSError(code, os.strerror(code)))
-        return f
-
-    monkeypatch.setattr("facelab.utils.io.os.fdopen", failing_fdopen)
+    monkeypatch.setattr("facelab.utils.io.os.fsync", failing_fsync)
     with pytest.raises(DataError, match=f"cannot write .*{os.strerror(code)}"):
         labels.save()
     monkeypatch.undo()
