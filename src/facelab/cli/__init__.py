@@ -66,5 +66,8 @@ def main() -> None:
     try:
         app()
     except FacelabError as e:
-        console.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False)  # no markup in paths
+        from facelab.utils.secrets import mask_secrets
+
+        # no markup in paths; no password from a URL the error quotes
+        console.print(Text.assemble(("error: ", "bold red"), mask_secrets(str(e))), highlight=False)
         raise SystemExit(2) from None
