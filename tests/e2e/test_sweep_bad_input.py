@@ -53,7 +53,7 @@ def test_a_study_name_that_exists_with_another_space(store: Path, tmp_path: Path
     first = write_sweep_spec(tmp_path / "a.yaml", store, storage=url, study_name="lr")
     create_sweep(load_spec(first), out=tmp_path / "first", name="a")
     other = write_sweep_spec(tmp_path / "b.yaml", store, storage=url, study_name="lr",
-                             space={"trainer.optim.lr": [1.0e-3, 3.0e-3]})
+                             space={"trainer.optim.lr": [1.0e-3, 3.0e-3, 1.0e-2, 3.0e-2]})
     error = _refused(other, tmp_path)
     assert isinstance(error, ConfigError)
     assert "study 'lr' already exists in sqlite:///" in str(error) and "with another search space" in str(error)

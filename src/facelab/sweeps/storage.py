@@ -92,11 +92,11 @@ def check_reachable(url: str) -> None:
     try:
         engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
     except (NoSuchModuleError, ImportError) as e:  # (NoSuchModuleError is an ArgumentError: first)
-        raise StorageError(f"storage {shown}: no driver for it ({_scrub(str(e), url)}); e.g. sqlite:///runs/study.db or, for "
-                           "PostgreSQL, postgresql+psycopg://user@host:5432/db with psycopg installed") from None
+        raise StorageError(f"storage {shown}: no driver for it ({_scrub(str(e), url)}); e.g. sqlite:///runs/study.db "
+                           "or, for PostgreSQL, postgresql+psycopg://user@host:5432/db with psycopg installed") from None
     except (ArgumentError, ValueError) as e:
-        raise StorageError(f"storage {shown!r} is not a database URL ({_scrub(str(e), url)}); e.g. sqlite:///runs/study.db or "
-                           "postgresql+psycopg://user@host:5432/db") from None
+        raise StorageError(f"storage {shown!r} is not a database URL ({_scrub(str(e), url)}); e.g. "
+                           "sqlite:///runs/study.db or postgresql+psycopg://user@host:5432/db") from None
     try:
         with engine.connect() as conn:
             if url.startswith("sqlite"):  # readers do not block the writer, and several workers write
