@@ -60,3 +60,10 @@ def test_a_study_name_that_exists_with_another_space(store: Path, tmp_path: Path
     assert "trainer.optim.lr: {'type': 'float'" in str(error) and "it also varies augment" in str(error)
     study = optuna.load_study(study_name="lr", storage=url)
     assert study.trials == []  # the existing study is untouched
+
+
+def test_a_name_too_long_for_a_study_is_refused_before_any_folder(store: Path, tmp_path: Path) -> None:
+    name = "x" * 220  # a folder name the disk takes, but the study's name (sweep-NAME) must stay under 200
+    error = cli_error("sweep", write_sweep_spec(tmp_path / "s.yaml", store), "--out", tmp_path / "runs", "--name", name)
+    assert isinstance(error, ConfigError) and "give a shorter --name or a study_name" in str(error)
+    assert not (tmp_path / "runs").exists()

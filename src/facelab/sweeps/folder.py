@@ -17,7 +17,7 @@ from facelab.config import read_yaml
 from facelab.errors import ConfigError
 from facelab.runs.folder import check_run_name, create_run_dir
 from facelab.sweeps.launch import launcher_lock
-from facelab.sweeps.spec import SweepSpec
+from facelab.sweeps.spec import SweepSpec, is_plain_name
 from facelab.sweeps.storage import default_storage, open_storage, strip_password, without_password
 from facelab.sweeps.study import (check_inputs, check_new_study, create_study, read_spec, record_inputs, spec_changes,
                                   update_spec)
@@ -52,6 +52,9 @@ def create_sweep(spec: SweepSpec, *, out: str | Path = "runs", name: str | None 
     name = check_run_name(name) if name is not None else time.strftime("%Y%m%d-%H%M%S")
     resolved = prepare_spec(spec)
     resolved = resolved.model_copy(update={"study_name": resolved.study_name or f"{KIND}-{name}"})
+    if not is_plain_name(resolved.study_name):
+        raise ConfigError(f"--name {name!r}: the study would be named {resolved.study_name!r}, which is not a plain "
+                          "folder name of at most 200 characters; give a shorter --name or a study_name")
     explicit = resolved.storage
     if explicit is not None:  # a shared database: reachable, and the name free, before any folder is made
         check_new_study(open_storage(explicit), resolved, explicit)

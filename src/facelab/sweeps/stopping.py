@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -48,24 +49,33 @@ def stop_on_signals() -> None:
 
 
 @contextlib.contextmanager
-def stops_held() -> Iterator[None]:
-    """Within this block a stop waits, and is raised when the block ends: a trial created in it gets its first
-    heartbeat before it can be interrupted (a RUNNING trial without one is never found stale, and would be
-    waited for forever)."""
+def stops_held(*, defer: bool = False) -> Iterator[None]:
+    """Within this block a stop waits; it is raised when the block ends, or with ``defer`` at the next
+    :func:`raise_pending`. A trial created in such a block gets its first heartbeat before it can be interrupted
+    (a RUNNING trial without one is never found stale, and would be waited for forever)."""
     _held[0] += 1
     try:
         yield
     finally:
         _held[0] -= 1
-        if not _held[0] and _pending:
-            raise Stopped(_pending.pop(0))
+        if not defer:
+            raise_pending()
+
+
+def raise_pending() -> None:
+    """Raise the stop that came while stops were held, if any."""
+    if not _held[0] and _pending:
+        raise Stopped(_pending.pop(0))
 
 
 def watch_launcher() -> None:
     """In a worker started by ``facelab sweep``: stop (as on SIGTERM) once the launcher's process has ended. Does
     nothing in a worker started by hand."""
     fd = os.environ.pop(LAUNCHER_FD_ENV, None)
-    if fd is None or not fd.isdigit():
+    try:
+        if fd is None or not stat.S_ISFIFO(os.fstat(int(fd)).st_mode):
+            return  # (a variable inherited by some other way than from a launcher names no pipe of ours)
+    except (ValueError, OSError):
         return
 
     def wait() -> None:

@@ -31,7 +31,7 @@ from facelab.sweeps.commands import COMMANDS
 from facelab.sweeps.failures import ERROR, INTERRUPTED, SKIPPED, fail_stale_trials, note_trial
 from facelab.sweeps.space import suggest, trial_config
 from facelab.sweeps.spec import SweepSpec, is_plain_name
-from facelab.sweeps.stopping import stops_held
+from facelab.sweeps.stopping import raise_pending, stops_held
 from facelab.sweeps.storage import open_storage, strip_password
 from facelab.sweeps.study import check_inputs, count_trials, load_study, read_spec
 from facelab.train.trainer import Callback, DivergenceError, Trainer
@@ -104,9 +104,10 @@ class TrialRunner:
     def __call__(self, trial: optuna.Trial) -> float:
         import optuna
 
-        trial.set_user_attr("worker", self.worker)
-        trial.set_user_attr("pid", os.getpid())
         try:
+            raise_pending()  # a stop that came while the trial was being made: it ends here, noted
+            trial.set_user_attr("worker", self.worker)
+            trial.set_user_attr("pid", os.getpid())
             self._claim(trial)
             values = self._draw(trial)
             self.ran.append(trial.number)
@@ -223,7 +224,7 @@ def run_trial(study: optuna.Study, storage: Any, runner: TrialRunner, *, heartbe
 
     state = optuna.trial.TrialState
     study_id = storage.get_study_id_from_name(study.study_name)
-    with stops_held(), warnings.catch_warnings():  # never a RUNNING trial without a heartbeat (never found stale)
+    with stops_held(defer=True), warnings.catch_warnings():  # never a RUNNING trial without a heartbeat
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         trial = study.ask()
         beat = Heartbeat(storage, storage.get_trial_id_from_study_id_trial_number(study_id, trial.number),
