@@ -91,8 +91,12 @@ def launcher_lock(sweep_dir: str | Path) -> Iterator[None]:
         finally:
             _held_locks[path] -= 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise FacelabError(f"{path}: cannot write the sweep's launcher lock ({e.strerror}); the sweep folder must be "
+                           "writable, with space left") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -101,8 +105,11 @@ def launcher_lock(sweep_dir: str | Path) -> Iterator[None]:
             raise FacelabError(f"{Path(sweep_dir)}: another facelab sweep ({holder}) is running this sweep's workers; "
                                "wait for it to end, or add workers to it with facelab sweep worker --study NAME "
                                "(docs/sweeps.md)") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        try:  # who holds it, for the message above (the lock itself needs no space)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        except OSError:
+            pass
         _held_locks[path] = 1
         try:
             yield
