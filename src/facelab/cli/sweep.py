@@ -79,10 +79,16 @@ def sweep_run(
 
 def _run(sweep: Any, *, workers: int, threads: int | None, as_json: bool) -> None:
     from facelab.sweeps import run_sweep
+    from facelab.sweeps.stopping import Stopped
 
     console.print(f"sweep folder: {sweep.dir} (study {sweep.study_name}, {sweep.spec.n_trials} trials, {workers} "
                   f"worker{'s' * (workers > 1)}; logs in {sweep.dir / 'workers'})", highlight=False, markup=False)
-    result = run_sweep(sweep, workers=workers, threads=threads, on_trial=_print_trial(sweep.spec.metric))
+    try:
+        result = run_sweep(sweep, workers=workers, threads=threads, on_trial=_print_trial(sweep.spec.metric))
+    except Stopped as e:
+        console.print(f"stopped ({e}): the workers stopped too, their trials FAILED (interrupted); continue with "
+                      f"facelab sweep --resume {sweep.dir}", highlight=False, markup=False)
+        raise SystemExit(130) from None
     if as_json:
         emit_json(result)
         return
@@ -134,14 +140,18 @@ def sweep_worker(
 ) -> None:
     """Join a sweep (from this or another machine): run its trials until n_trials are COMPLETE or PRUNED."""
     from facelab.sweeps import run_worker
-    from facelab.sweeps.stopping import stop_on_signals, watch_launcher
+    from facelab.sweeps.stopping import Stopped, stop_on_signals, watch_launcher
 
     stop_on_signals()
     watch_launcher()  # started by facelab sweep: stop when it ends
     if worker_index is not None:
         console.print("note: --worker-index is ignored: every trial draws with a seed of its own (the spec's seed "
                       "and the trial's number), whichever worker runs it", highlight=False)
-    report = run_worker(storage, study, sweep_dir=folder, threads=threads)
+    try:
+        report = run_worker(storage, study, sweep_dir=folder, threads=threads)
+    except Stopped as e:
+        console.print(f"worker stopped ({e}); its trial, if one was running, FAILED (interrupted)", highlight=False)
+        raise SystemExit(130) from None
     if as_json:
         emit_json(report.__dict__)
         return
