@@ -68,8 +68,9 @@ class PointSpace:
         try:
             if isinstance(dist, optuna.distributions.CategoricalDistribution):
                 return dist.to_internal_repr(value)
-            if dist.step is not None:  # an int, or a float on a grid: the grid index
-                return round((float(value) - dist.low) / dist.step)
+            if dist.step is not None:  # an int, or a float on a grid: the grid index (a value off it: itself)
+                index = (float(value) - dist.low) / dist.step
+                return round(index) if abs(index - round(index)) < 1e-6 else float(value)
             return float(value)
         except (ValueError, TypeError):
             return None

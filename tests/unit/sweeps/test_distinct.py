@@ -183,3 +183,11 @@ def test_hyperband_brackets_do_not_hide_other_trials_points(sampler: str, tmp_pa
         "pruner": SweepSpec.from_dict({"space": space, "pruner": {"name": "hyperband"}}).pruner})
     url = new_study(spec, tmp_path)
     assert len(set(keys(run_trials(url, spec, 12)))) == 12
+
+
+def test_values_on_a_grid_are_told_apart_by_their_step_and_off_it_by_themselves() -> None:
+    space = PointSpace(make_spec("grid"))
+    point = {"augment": "flip", "batch_size": 32}
+    assert space.key({**point, "trainer.optim.lr": 0.003}) == space.key({**point, "trainer.optim.lr": 0.001 + 2 * 0.001})
+    assert space.key({**point, "trainer.optim.lr": 0.0035}) not in {space.key({**point, "trainer.optim.lr": v})
+                                                                    for v in (0.003, 0.004)}  # enqueued off the grid
