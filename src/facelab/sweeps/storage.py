@@ -82,8 +82,8 @@ def check_reachable(url: str) -> None:
     """Connect once (within :data:`CONNECT_TIMEOUT_S`) so that a wrong URL is one clear error before anything starts.
 
     Raises:
-        StorageError: a malformed URL, a missing database driver, or a database that does not answer, naming the
-            URL without its password.
+        StorageError: a malformed URL, a missing database driver, a database that does not answer, or a SQLite file
+            that holds another application's tables, naming the URL without its password.
     """
     import sqlalchemy
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -99,8 +99,14 @@ def check_reachable(url: str) -> None:
                            "sqlite:///runs/study.db or postgresql+psycopg://user@host:5432/db") from None
     try:
         with engine.connect() as conn:
-            if url.startswith("sqlite"):  # readers do not block the writer, and several workers write
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            if url.startswith("sqlite"):
+                tables = sqlalchemy.inspect(conn).get_table_names()
+                if tables and "studies" not in tables:  # someone's own database: facelab adds nothing to it
+                    raise StorageError(f"storage {shown} is a SQLite database of something else (tables "
+                                       f"{', '.join(sorted(tables)[:5])}{' ...' if len(tables) > 5 else ''}); give "
+                                       "the study a database file of its own (or leave storage out: the sweep folder's "
+                                       "study.db)")
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # readers do not block the writer; several write
     except SQLAlchemyError as e:
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise StorageError(f"cannot reach the study database {shown}: {_scrub(reason, url)}; {_hint(url)}") from None

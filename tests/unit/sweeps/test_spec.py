@@ -161,3 +161,17 @@ def test_a_grace_period_shorter_than_two_heartbeats_is_refused() -> None:
 def test_a_categorical_of_more_choices_than_can_be_checked_is_refused() -> None:
     with pytest.raises(ConfigError, match="1001 choices, more than 1000"):
         spec(space={"batch_size": list(range(1, 1002))})
+
+
+def test_a_sqlite_file_of_something_else_is_left_untouched(tmp_path: Path) -> None:
+    import hashlib
+    import sqlite3
+
+    path = tmp_path / "notes.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.execute("INSERT INTO notes VALUES ('mine')")
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(StorageError, match="is a SQLite database of something else \\(tables notes\\)"):
+        check_reachable(f"sqlite:///{path}")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before and not (tmp_path / "notes.db-wal").exists()
