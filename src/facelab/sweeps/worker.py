@@ -240,7 +240,7 @@ def run_trial(study: optuna.Study, storage: Any, runner: TrialRunner, *, heartbe
         ended = state.PRUNED
     except Exception as e:
         ended = state.FAIL
-        if not isinstance(e, (FacelabError, Skipped, NoValue, DivergenceError)):
+        if not isinstance(e, (FacelabError, Skipped, NoValue, DivergenceError)) and os_error_message(e) is None:
             log.warning(mask_secrets(f"trial {trial.number} failed:\n{traceback.format_exc()}"))
     except BaseException:
         beat.stop()
