@@ -44,11 +44,12 @@ class AlignFolderReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     align: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    capped: list[dict[str, Any]] = field(default_factory=list)  # more faces than max_faces: {file, found, kept, note}
 
     def to_dict(self) -> dict[str, Any]:
         return {"out": self.out, "csv": self.csv, "photos": self.photos, "read": self.read, "faces": self.faces,
                 "skipped_count": len(self.skipped), "skipped": self.skipped, "align": self.align,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "capped_count": len(self.capped), "capped": self.capped}
 
 
 def align_folder(photos: str | Path, out: str | Path, *, spec: AlignSpec | None = None,
@@ -72,6 +73,7 @@ def align_folder(photos: str | Path, out: str | Path, *, spec: AlignSpec | None 
     _prepare_out(out)
     pipeline = FacePipeline(spec)
     rows: list[list[Any]] = []
+    capped: list[dict[str, Any]] = []
     read = 0
     from rich.console import Console
     from rich.progress import Progress
@@ -85,7 +87,10 @@ def align_folder(photos: str | Path, out: str | Path, *, spec: AlignSpec | None 
                 skipped.append({"file": key, "reason": e.reason})
             else:
                 read += 1
-                rows += _write_faces(out, key, pipeline.find(image), skipped, pipeline.no_face_reason)
+                found = pipeline.find_counted(image)
+                if found.note is not None:
+                    capped.append({"file": key, "found": found.found, "kept": len(found.aligned), "note": found.note})
+                rows += _write_faces(out, key, found.aligned, skipped, pipeline.no_face_reason)
             bar.advance(task)
     if read == 0:
         reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:5])
@@ -93,7 +98,8 @@ def align_folder(photos: str | Path, out: str | Path, *, spec: AlignSpec | None 
                            f"written to {out}")
     atomic_write_text(out / CSV_NAME, _csv_text(rows))
     return AlignFolderReport(out=str(out), csv=str(out / CSV_NAME), photos=len(files), read=read, faces=len(rows),
-                             skipped=skipped, align=spec.model_dump(mode="json"), seconds=time.perf_counter() - t0)
+                             skipped=skipped, align=spec.model_dump(mode="json"), seconds=time.perf_counter() - t0,
+                             capped=capped)
 
 
 def _photo_files(photos: Path, out: Path) -> tuple[list[tuple[str, Path]], list[dict[str, str]]]:
