@@ -48,4 +48,4 @@ def serve(
     console.print(f"serving {info['model']} ({info['engine']}, faces: {info['faces']}) on http://{host}:{port}/ "
                   f"- API docs at /docs; Ctrl-C stops")
     uvicorn.run(app, host=config.host, port=config.port, log_level="warning", timeout_keep_alive=5,
-                limit_concurrency=max(16, 8 * config.max_concurrent))
+                limit_concurrency=config.connection_limit)
