@@ -128,8 +128,10 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
 def dct_reduction(full: tuple[int, int], decoded: tuple[int, int]) -> int:
     """The DCT scale denominator (1, 2, 4 or 8) that turned a ``full`` (height, width) image into ``decoded``
     (libjpeg rounds each side up: ceil(side / f)); 1 when no scale fits (the image was decoded another way)."""
+    if tuple(decoded) == tuple(full):
+        return 1
     for f in (2, 4, 8):
-        if decoded == (-(-full[0] // f), -(-full[1] // f)):
+        if tuple(decoded) == (-(-full[0] // f), -(-full[1] // f)):
             return f
     return 1
 

@@ -174,9 +174,10 @@ class PhotoPredictor:
             hint = {"min_side": decode_min_side(self.crop, self.size)}
         image = decode_bytes(data, name=name, max_pixels=max_pixels, **hint)
         full = jpeg_size(data)
-        if full is None or full == image.shape[:2]:
+        reduction = 1 if full is None else dct_reduction(full, image.shape[:2])
+        if reduction == 1:  # decoded whole (any format, or a JPEG libjpeg could not read and Pillow did)
             return Photo.of(image)
-        return Photo(image, width=full[1], height=full[0], reduction=dct_reduction(full, image.shape[:2]))
+        return Photo(image, width=full[1], height=full[0], reduction=reduction)
 
     def read_photo(self, path: str | Path, *, max_pixels: int = MAX_PIXELS) -> Photo:
         """:meth:`decode_photo` of a file.

@@ -51,7 +51,8 @@ def test_a_reduced_jpeg_knows_its_full_size(orientation):
     assert full == ((640, 480) if orientation == 6 else (480, 640))  # as shown
     image = decode_bytes(data, min_long_side=160)
     assert image.shape[:2] == (full[0] // 4, full[1] // 4) and dct_reduction(full, image.shape[:2]) == 4
-    assert dct_reduction(full, decode_bytes(data).shape[:2]) == 1
+    assert dct_reduction(full, decode_bytes(data).shape[:2]) == 1 and dct_reduction((1, 1), (1, 1)) == 1
+    assert dct_reduction(full, (full[0] // 3, full[1] // 3)) == 1  # no DCT scale made it
     assert jpeg_size(cv2.imencode(".png", stored)[1].tobytes()) is None and jpeg_size(b"\xff\xd8\xffjunk") is None
 
 
