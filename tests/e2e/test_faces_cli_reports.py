@@ -52,13 +52,13 @@ def _refused(*args) -> None:
 
 def test_every_command_that_makes_a_detector_names_the_install_command(no_retinaface, clf_run, photos, tmp_path,
                                                                         monkeypatch):
-    import uvicorn
+    import facelab.serve.server
 
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("serve started without its detector"))
+    monkeypatch.setattr(facelab.serve.server, "serve", lambda *a, **k: pytest.fail("serve started without its detector"))
     _refused("align", photos, "--out", tmp_path / "aligned", "--detector", "retinaface")
     _refused("data", "prepare", "folder", photos, "--out", tmp_path / "store", "--align", "--detector",
              "retinaface", "--workers", 1)
     _refused("predict", clf_run[0], photos, "--faces", "detect", "--detector", "retinaface",
              "--out", tmp_path / "p.csv")
-    _refused("serve", clf_run[0], "--faces", "detect", "--detector", "retinaface")
+    _refused("serve", clf_run[0], "--faces", "detect", "--detector", "retinaface", "--port", 0)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing made: no folder, no partial store, no CSV

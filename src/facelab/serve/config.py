@@ -37,10 +37,3 @@ class ServeConfig(StrictConfig):
     max_faces: int = Field(32, ge=1, le=1000)
     read_timeout_s: float = Field(30.0, gt=0)
     retry_after_s: int = Field(1, ge=1)
-
-    @property
-    def connection_limit(self) -> int:
-        """Open connections the HTTP server accepts (uvicorn's ``limit_concurrency``): 8 per prediction slot, at
-        least 16, and always more than the slots and the queue hold, so a request the queue has room for is never
-        refused by uvicorn (whose 503 carries no Retry-After, and which counts the connection asking)."""
-        return max(16, 8 * self.max_concurrent, self.max_concurrent + self.max_queue + 8)

@@ -31,7 +31,7 @@ from facelab.sweeps.spec import SweepSpec
 from facelab.sweeps.storage import open_storage, strip_password
 from facelab.sweeps.study import count_trials, load_study, read_spec
 from facelab.train.trainer import Callback, DivergenceError, Trainer
-from facelab.utils.io import atomic_write_json
+from facelab.utils.io import atomic_write_json, os_error_message
 
 if TYPE_CHECKING:
     import optuna
@@ -113,7 +113,10 @@ class TrialRunner:
             self.fatal = e
             raise
         except Exception as e:
-            trial.set_user_attr("note", f"{type(e).__name__}: {e}")
+            message = os_error_message(e)  # no space, no permission: every next trial would fail the same way
+            trial.set_user_attr("note", message or f"{type(e).__name__}: {e}")
+            if message is not None:
+                self.fatal = FacelabError(message)
             raise
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (stop_on_sigterm)
             trial.set_user_attr("note", f"stopped ({e or 'interrupted'})")
