@@ -66,16 +66,17 @@ def main() -> None:
     from rich.text import Text
 
     from facelab.utils.io import os_error_message
+    from facelab.utils.secrets import mask_secrets
 
     try:
         app()
     except FacelabError as e:
-        # one line however long (no markup in paths): what scripts and logs read
-        console.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False, soft_wrap=True)
+        # one line however long (no markup in paths): what scripts and logs read; no password from a URL it quotes
+        console.print(Text.assemble(("error: ", "bold red"), mask_secrets(str(e))), highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except Exception as e:  # noqa: BLE001 - only the errors a user can fix are caught; others raise on
         message = os_error_message(e)
         if message is None:
             raise
-        console.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("error: ", "bold red"), mask_secrets(message)), highlight=False, soft_wrap=True)
         raise SystemExit(2) from None

@@ -41,7 +41,7 @@ import numpy as np
 from facelab.data.schema import LabelKind, LabelSpec
 from facelab.data.store import LabelOverlay, Store
 from facelab.errors import ConfigError, DataError
-from facelab.utils.io import atomic_write_bytes
+from facelab.utils.io import atomic_write_bytes, naming, os_error_message
 
 #: the three classes of a direction, in image coordinates
 DIRECTIONS = ("left", "center", "right")
@@ -222,7 +222,8 @@ def path_kind(path: str | Path) -> str:
     except (FileNotFoundError, NotADirectoryError):
         return "missing"
     except OSError as e:
-        raise DataError(f"{path}: cannot look it up ({e.strerror}); choose another name") from None
+        said = os_error_message(naming(e, path))
+        raise DataError(said or f"{path}: cannot look it up ({e.strerror}); choose another name") from None
     return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
 
 
@@ -334,7 +335,8 @@ class LabelsFile:
             try:
                 atomic_write_bytes(real, data, keep_mode=True)
             except OSError as e:
-                raise DataError(f"cannot write {self.path} ({e.strerror}); nothing was changed in it") from None
+                said = os_error_message(naming(e, self.path)) or f"cannot write {self.path} ({e.strerror})"
+                raise DataError(f"{said}; nothing was changed in it") from None
         self.sha256 = hashlib.sha256(data).hexdigest()
         self._sig = _stat_sig(real)
 

@@ -16,6 +16,7 @@ import facelab
 from facelab.config import StrictConfig
 from facelab.errors import ConfigError, FacelabError
 from facelab.utils.io import atomic_write_json, read_jsonl
+from facelab.utils.secrets import mask_argv
 
 DEFAULT_RUNS_ROOT = Path(os.environ.get("FACELAB_RUNS", "runs"))
 METRICS = "metrics.jsonl"
@@ -38,7 +39,7 @@ def environment() -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "argv": sys.argv,
+        "argv": mask_argv(sys.argv),  # a password on the command line is never written down
     }
     try:
         env["git_commit"] = subprocess.run(
