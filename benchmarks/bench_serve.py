@@ -296,7 +296,11 @@ def run_hostile(args: argparse.Namespace, face: bytes) -> dict[str, Any]:
     table = {}
     with Server(args.run, engine=args.engines[0], detector=args.detectors[0], options=[]) as server:
         for name, body in hostile(face).items():
-            r = httpx.post(server.url + "/v1/predict", files={"file": ("x.jpg", body, "image/jpeg")}, timeout=120)
+            try:
+                r = httpx.post(server.url + "/v1/predict", files={"file": ("x.jpg", body, "image/jpeg")}, timeout=120)
+            except httpx.HTTPError as e:  # e.g. the server closed the connection while the client still sent
+                table[name] = {"status": None, "detail": f"{type(e).__name__}: {e}"[:120]}
+                continue
             detail = r.json().get("detail") or r.json().get("note") or "" if r.content else ""
             table[name] = {"status": r.status_code, "detail": str(detail)[:120]}
         table["alive after"] = server.alive
