@@ -20,7 +20,6 @@ import cv2
 import numpy as np
 import torch
 
-from facelab.data.decode import decode_bytes
 from facelab.deploy import load_engine
 from facelab.eval.photos import PhotoPredictor
 
@@ -52,8 +51,9 @@ def photos(root: Path | None, n: int, seed: int) -> list[bytes]:
 
 
 def time_one(predictor: PhotoPredictor, data: bytes) -> tuple[float, int]:
+    """Seconds for one photo through the service's path (decode as PhotoPredictor does, detect, align, predict)."""
     t0 = time.perf_counter()
-    result = predictor.predict_image(decode_bytes(data))
+    result = predictor.predict_image(predictor.decode_photo(data))
     return time.perf_counter() - t0, result.faces_found
 
 
@@ -73,8 +73,9 @@ def main() -> None:
     rows = []
     for detector in args.detectors:
         for engine in args.engines:
-            predictor = PhotoPredictor(load_engine(args.run, engine=engine, **({"threads": args.threads} if engine == "onnx" else {})), faces="detect", detector=detector,
-                                       threads=args.threads)
+            options = {"threads": args.threads} if engine == "onnx" else {}
+            predictor = PhotoPredictor(load_engine(args.run, engine=engine, **options), faces="detect",
+                                       detector=detector, threads=args.threads)
             for d in data[:3]:
                 time_one(predictor, d)  # warm-up: lazily loaded models, first-call allocations
             times, found = zip(*(time_one(predictor, d) for d in data))

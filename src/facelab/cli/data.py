@@ -84,7 +84,9 @@ def _align_spec(detector: str | None, min_score: float | None):
     from facelab.faces import AlignSpec
 
     given = {k: v for k, v in {"detector": detector, "min_score": min_score}.items() if v is not None}
-    return AlignSpec.from_dict(given, where="alignment options")
+    spec = AlignSpec.from_dict(given, where="alignment options")
+    spec.check_installed()  # before any folder is made or worker started
+    return spec
 
 
 def _crop_spec(default, mode, scale, offset_y, box):
@@ -153,6 +155,8 @@ def align(
     report = align_folder(photos, out, spec=_align_spec(detector, min_score), progress=True)
     for s in report.skipped:
         console.print(f"  skipped {s['file']}: {s['reason']}", markup=False, highlight=False, soft_wrap=True)
+    for c in report.capped:
+        console.print(f"  {c['file']}: {c['note']}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         emit_json(report.to_dict())
         return

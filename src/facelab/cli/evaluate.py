@@ -103,6 +103,8 @@ def predict(
     console.print(f"[bold green]wrote[/] {report.count} rows to {report.out}")
     for s in report.skipped[:10]:
         console.print(f"  skipped {s['key']}: {s['reason']}", markup=False)
+    for c in report.capped[:10]:
+        console.print(f"  {c['key']}: {c['note']}", markup=False)
     for w in report.warnings:
         console.print(f"[yellow]warning[/]: {w}")
 

@@ -24,7 +24,7 @@ def serve(
     threshold: float = typer.Option(0.5, help="Decision threshold for binary labels."),
     max_upload_mb: float = typer.Option(20.0, min=0.01, help="Largest accepted upload (413 above)."),
     max_pixels: Optional[int] = typer.Option(None, min=1, help="Largest accepted image, in pixels, checked from its "
-                                             "header before decoding (413 above; default 89.5 Mpx)."),
+                                             "header before decoding (413 above; default 52 Mpx, at most 89.5 Mpx)."),
     max_concurrent: int = typer.Option(2, min=1, help="Predictions at once (per worker process)."),
     max_queue: int = typer.Option(8, min=0, help="Requests waiting for a prediction (per worker process); one "
                                   "more gets 503 + Retry-After."),

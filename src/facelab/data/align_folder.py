@@ -54,11 +54,13 @@ class AlignFolderReport:
     align: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     removed: int = 0  # face files of an earlier run that no photo gives any more
+    capped: list[dict[str, Any]] = field(default_factory=list)  # more faces than max_faces: {file, found, kept, note}
 
     def to_dict(self) -> dict[str, Any]:
         return {"out": self.out, "csv": self.csv, "photos": self.photos, "read": self.read, "faces": self.faces,
                 "skipped_count": len(self.skipped), "skipped": self.skipped, "align": self.align,
-                "seconds": round(self.seconds, 3), "removed": self.removed}
+                "seconds": round(self.seconds, 3), "removed": self.removed, "capped_count": len(self.capped),
+                "capped": self.capped}
 
 
 def align_folder(photos: str | Path, out: str | Path, *, spec: AlignSpec | None = None,
@@ -86,6 +88,7 @@ def align_folder(photos: str | Path, out: str | Path, *, spec: AlignSpec | None 
     faces_out.check_free({key for key, _ in files})
     pipeline = FacePipeline(spec)
     rows: list[list[Any]] = []
+    capped: list[dict[str, Any]] = []
     read = 0
     from rich.console import Console
     from rich.progress import Progress
@@ -99,7 +102,10 @@ def align_folder(photos: str | Path, out: str | Path, *, spec: AlignSpec | None 
                 skipped.append({"file": key, "reason": e.reason})
             else:
                 read += 1
-                rows += _write_faces(faces_out, key, pipeline.find(image), skipped, pipeline.no_face_reason)
+                found = pipeline.find_counted(image)
+                if found.note is not None:
+                    capped.append({"file": key, "found": found.found, "kept": len(found.aligned), "note": found.note})
+                rows += _write_faces(faces_out, key, found.aligned, skipped, pipeline.no_face_reason)
             bar.advance(task)
     if read == 0:
         reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:5])
@@ -108,7 +114,7 @@ def align_folder(photos: str | Path, out: str | Path, *, spec: AlignSpec | None 
     removed = faces_out.finish(_csv_text(rows))
     return AlignFolderReport(out=str(out), csv=str(out / CSV_NAME), photos=len(files), read=read, faces=len(rows),
                              skipped=skipped, align=spec.model_dump(mode="json"), seconds=time.perf_counter() - t0,
-                             removed=removed)
+                             removed=removed, capped=capped)
 
 
 class FaceFiles:

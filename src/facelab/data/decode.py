@@ -91,12 +91,13 @@ def looks_like_an_image(data: bytes) -> bool:
 
 
 def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = None,
-                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
+                 max_pixels: int = MAX_PIXELS, min_long_side: int | None = None) -> np.ndarray:
     """Decode encoded image bytes to an (H, W, 3) RGB uint8 array.
 
     The format is sniffed from the first bytes (:func:`sniff_format`), never taken from a name, so a PNG named
     ``.jpg`` decodes correctly and a PostScript file named ``.jpg`` is refused without running anything.
-    JPEGs go through libjpeg-turbo (simplejpeg), using DCT downscaling when ``min_side`` allows it;
+    JPEGs go through libjpeg-turbo (simplejpeg), using DCT downscaling when ``min_side`` (both sides) and
+    ``min_long_side`` (the longer side) allow it (:func:`_dct_scale`; :func:`jpeg_size` gives the full size);
     the other formats, and JPEGs simplejpeg refuses (CMYK, progressive oddities), go through Pillow's decoder
     of that one format.
 
@@ -118,7 +119,7 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = N
     jpeg_error = None
     if data[:3] == _JPEG_MAGIC:
         try:
-            return _decode_jpeg(data, name=name, min_side=min_side, max_pixels=max_pixels)
+            return _decode_jpeg(data, name=name, min_side=min_side, max_pixels=max_pixels, min_long_side=min_long_side)
         except ValueError as e:
             jpeg_error = e  # fall back to Pillow (CMYK, unusual sampling) which also reports truncation
     return _decode_pillow(data, fmt, name=name, max_pixels=max_pixels, jpeg_error=jpeg_error)
@@ -181,13 +182,39 @@ def _too_large(size: str, limit: int = MAX_PIXELS) -> str:
             "the file if it is a real image")
 
 
-def _decode_jpeg(data: bytes, *, name: str, min_side: int | None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """libjpeg-turbo decode after checking the header's size; ValueError when libjpeg cannot read it."""
+def _decode_jpeg(data: bytes, *, name: str, min_side: int | None, max_pixels: int = MAX_PIXELS,
+                 min_long_side: int | None = None) -> np.ndarray:
+    """libjpeg-turbo decode after checking the header's size, reduced by the DCT when ``min_side`` and
+    ``min_long_side`` allow (the full-size pixels are never held); ValueError when libjpeg cannot read it."""
     h, w, _, _ = simplejpeg.decode_jpeg_header(data)
     _check_pixels(w, h, name=name, limit=max_pixels)
-    kw = _dct_scale(h, w, min_side) if min_side else {}
+    kw = _dct_scale(h, w, min_side, min_long_side) if (min_side or min_long_side) else {}
     img = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=True, fastupsample=True, **kw)
     return apply_orientation(img, jpeg_orientation(data))
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of JPEG ``data`` as shown (EXIF orientation applied), from its header; None when the
+    bytes are not a JPEG libjpeg reads (such files are decoded full size). With the decoded pixels it says
+    how much :func:`decode_bytes` reduced them (:func:`dct_reduction`)."""
+    if data[:3] != _JPEG_MAGIC:
+        return None
+    try:
+        h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    return (w, h) if jpeg_orientation(data) >= 5 else (h, w)  # orientations 5-8 turn the image a quarter
+
+
+def dct_reduction(full: tuple[int, int], decoded: tuple[int, int]) -> int:
+    """The DCT scale denominator (1, 2, 4 or 8) that turned a ``full`` (height, width) image into ``decoded``
+    (libjpeg rounds each side up: ceil(side / f)); 1 when no scale fits (the image was decoded another way)."""
+    if tuple(decoded) == tuple(full):
+        return 1
+    for f in (2, 4, 8):
+        if tuple(decoded) == (-(-full[0] // f), -(-full[1] // f)):
+            return f
+    return 1
 
 
 def _to_rgb(im: Image.Image, *, name: str) -> np.ndarray:
@@ -228,12 +255,13 @@ def _scale_float(values: np.ndarray, *, name: str) -> np.ndarray:
     return np.round(values * 255).astype(np.uint8)
 
 
-def _dct_scale(h: int, w: int, min_side: int) -> dict[str, int]:
+def _dct_scale(h: int, w: int, min_side: int | None, min_long_side: int | None = None) -> dict[str, int]:
     """Decoder size hints for the strongest power-of-two DCT reduction (1/2, 1/4, 1/8) of an ``h`` x ``w``
-    JPEG keeping both sides >= ``min_side``. Fractional scales such as 3/4 are avoided: on small JPEGs they
-    decode slower than full size and shift the crop (measured in benchmarks/bench_store.py)."""
+    JPEG keeping both sides >= ``min_side`` and the longer side >= ``min_long_side`` (None: no bound). Fractional
+    scales such as 3/4 are avoided: on small JPEGs they decode slower than full size and shift the crop
+    (measured in benchmarks/bench_store.py)."""
     for f in (8, 4, 2):
-        if min(h, w) // f >= min_side:
+        if min(h, w) // f >= (min_side or 0) and max(h, w) // f >= (min_long_side or 0):
             return {"min_height": -(-h // f), "min_width": -(-w // f)}
     return {}
 

@@ -15,6 +15,11 @@ Every engine takes the same normalised input and returns the same logits (up to 
 
 Flip TTA is the mean of the logits of the image and of its mirror image, as
 :func:`facelab.eval.inference.forward_logits` computes it.
+
+An engine may be called from several threads at once (``facelab serve`` runs ``max_concurrent`` predictions in
+worker threads): a PyTorch module in eval mode under ``inference_mode`` keeps no state between calls, and
+onnxruntime's ``InferenceSession.run`` is thread-safe. An engine whose runtime is not says so
+(``thread_safe = False``) and its passes are then run one at a time.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
+
+import threading
 
 import numpy as np
 import onnxruntime as ort
@@ -52,9 +59,12 @@ class Engine(ABC):
         meta: the model's checkpoint metadata (labels, ``config["task"]``, preprocessing).
         tta_flip: :meth:`logits` averages each image's logits with those of its mirror image (None: as the run
             was validated, :attr:`CheckpointMeta.tta_flip`).
+        thread_safe: (class) :meth:`forward` may run in several threads at once; when False, :meth:`logits`
+            runs one call at a time.
     """
 
     name: ClassVar[str]
+    thread_safe: ClassVar[bool] = True
 
     def __init__(self, meta: CheckpointMeta, *, tta_flip: bool | None = None) -> None:
         if meta.preprocessing is None:
@@ -63,6 +73,7 @@ class Engine(ABC):
         self.meta, self.tta_flip = meta, meta.tta_flip if tta_flip is None else tta_flip
         self.task = Task.from_dict(meta.config["task"])
         self.flip_perm = flip_permutation(self.task, meta.labels)
+        self._one_at_a_time = None if self.thread_safe else threading.Lock()
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -84,6 +95,12 @@ class Engine(ABC):
             FacelabError: ``x`` has another shape or dtype.
         """
         self.check_input(x)
+        if self._one_at_a_time is None:
+            return self._logits(x)
+        with self._one_at_a_time:
+            return self._logits(x)
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
         logits = self.forward(x)
         if self.tta_flip:
             mirrored = self.forward(np.ascontiguousarray(x[..., ::-1]))
@@ -115,6 +132,7 @@ class TorchEngine(Engine):
     """A facelab classifier (or :class:`ClassifierEnsemble`) in PyTorch, in eval mode on ``device``."""
 
     name = "torch"
+    thread_safe = True  # eval mode, inference_mode: forward reads the weights and keeps no state
 
     def __init__(self, model: torch.nn.Module, meta: CheckpointMeta, *, device: str | torch.device = "cpu",
                  tta_flip: bool | None = None) -> None:
@@ -136,6 +154,7 @@ class OnnxEngine(Engine):
     """
 
     name = "onnx"
+    thread_safe = True  # InferenceSession.run may be called from several threads at once
 
     def __init__(self, session: ort.InferenceSession, meta: OnnxMeta, *, tta_flip: bool | None = None) -> None:
         super().__init__(meta.checkpoint, tta_flip=tta_flip)

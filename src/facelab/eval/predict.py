@@ -4,7 +4,9 @@ A folder of photos goes through :class:`facelab.eval.photos.PhotoPredictor`, the
 too: for a checkpoint trained on aligned faces (``--faces auto``, the default, or ``detect``), every face of
 every photo is found, aligned like the training images and written as one row (``file, face, box_x, box_y,
 box_w, box_h, score``, then the probabilities and decisions); a photo without a face is listed as skipped
-with the reason. ``--faces aligned`` (and any checkpoint trained on unaligned images) takes each photo as one
+with the reason; a photo with more faces than the alignment's ``max_faces`` gets rows for the best-scored ones
+and is listed in the report's ``capped`` (how many were found, how many kept). ``--faces aligned`` (and any
+checkpoint trained on unaligned images) takes each photo as one
 aligned face, one row keyed by the file. A store is predicted row by row as it is (``key``).
 """
 
@@ -43,10 +45,11 @@ class PredictReport:
     count: int
     skipped: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the store differs from the training data (source, crop)
+    capped: list[dict[str, Any]] = field(default_factory=list)  # photos with more faces than max_faces
 
     def to_dict(self) -> dict[str, Any]:
         return {"out": self.out, "count": self.count, "skipped_count": len(self.skipped), "skipped": self.skipped,
-                "warnings": self.warnings}
+                "warnings": self.warnings, "capped_count": len(self.capped), "capped": self.capped}
 
 
 #: the columns that say where a face is, before the probabilities (--faces detect)
@@ -66,19 +69,22 @@ def _aligned_photos(folder: Path, files: Iterable[Path], preprocessing: Preproce
             skipped.append({"key": image_key(folder, p), "reason": e.reason})
 
 
-def _detected_faces(folder: Path, files: Iterable[Path], predictor: PhotoPredictor,
-                    skipped: list[dict[str, str]]) -> Iterator[tuple[list[Any], np.ndarray]]:
-    """Every face of every photo: ([file, face index, box, score], its crop); photos without one are skipped."""
+def _detected_faces(folder: Path, files: Iterable[Path], predictor: PhotoPredictor, skipped: list[dict[str, str]],
+                    capped: list[dict[str, Any]]) -> Iterator[tuple[list[Any], np.ndarray]]:
+    """Every face of every photo (at most the alignment's max_faces, the best-scored): ([file, face index, box,
+    score], its crop); photos without one are skipped, photos with more faces are listed in ``capped``."""
     for p in files:
         key = image_key(folder, p)
         try:
-            crops, _ = predictor.face_crops(decode_file(p))
+            faces = predictor.face_crops(predictor.read_photo(p))
         except ImageDecodeError as e:
             skipped.append({"key": key, "reason": e.reason})
             continue
-        if not crops:
-            skipped.append({"key": key, "reason": predictor.no_face_reason})
-        for i, c in enumerate(crops):
+        if not faces.crops:
+            skipped.append({"key": key, "reason": faces.note or predictor.no_face_reason})
+        elif faces.capped:
+            capped.append({"key": key, "found": faces.found, "kept": len(faces.crops), "note": faces.note})
+        for i, c in enumerate(faces.crops):
             yield [key, i, *(f"{v:.1f}" for v in c.box), f"{c.score:.4f}"], c.image
 
 
@@ -186,6 +192,7 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
     target = Path(target)
     skipped: list[dict[str, str]] = []
     warnings: list[str] = []
+    capped: list[dict[str, Any]] = []
     first = ["key"]
     with Progress(disable=not progress, transient=True, console=Console(stderr=True)) as prog:
         is_store = (target / MANIFEST).is_file()
@@ -203,7 +210,7 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
             bar = prog.add_task("predict", total=len(files))
             files_done = _advancing(files, lambda: prog.advance(bar))
             if predictor.mode == "detect":
-                first, items = FACE_COLUMNS, _detected_faces(target, files_done, predictor, skipped)
+                first, items = FACE_COLUMNS, _detected_faces(target, files_done, predictor, skipped, capped)
             else:
                 items = _aligned_photos(target, files_done, meta.preprocessing, skipped)
             batches = _batched(items, batch_size)
@@ -222,4 +229,4 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
         raise FacelabError(f"{target}: none of its {len(skipped)} files could be read as an image with a face to "
                            f"predict, nothing written to {out} ({reasons})")
     atomic_write_text(Path(out), buf.getvalue())
-    return PredictReport(out=str(out), count=count, skipped=skipped, warnings=warnings)
+    return PredictReport(out=str(out), count=count, skipped=skipped, warnings=warnings, capped=capped)

@@ -12,17 +12,18 @@ facelab.errors, facelab.registry, facelab.config and facelab.utils. See docs/fac
 - :mod:`~facelab.faces.detectors`: the DETECTORS registry (``mtcnn``, ``retinaface``);
 - :mod:`~facelab.faces.align`: :func:`similarity_transform` (Umeyama) and :func:`warp_face`;
 - :mod:`~facelab.faces.template`: each detector's template in CelebA's frame, derived from CelebA;
-- :mod:`~facelab.faces.pipeline`: :class:`AlignSpec` (JSON-able) and :class:`FacePipeline`.
+- :mod:`~facelab.faces.pipeline`: :class:`AlignSpec` (JSON-able) and :class:`FacePipeline`;
+- :mod:`~facelab.faces.model_pool`: :class:`ModelPool`, how a detector runs in several threads at once.
 """
 
 from facelab.faces.align import CELEBA_FRAME, similarity_transform, transform_points, warp_face
-from facelab.faces.detectors import DETECTORS, Detector, create_detector, detector_class
+from facelab.faces.detectors import DETECTORS, Detections, Detector, create_detector, detector_class
 from facelab.faces.face import LANDMARK_NAMES, Face
-from facelab.faces.pipeline import AlignedFace, AlignSpec, FacePipeline
+from facelab.faces.pipeline import AlignedFace, AlignSpec, FacePipeline, FoundFaces
 from facelab.faces.template import TEMPLATES, default_template
 
 __all__ = [
-    "CELEBA_FRAME", "DETECTORS", "LANDMARK_NAMES", "TEMPLATES", "AlignSpec", "AlignedFace", "Detector", "Face",
-    "FacePipeline", "create_detector", "default_template", "detector_class", "similarity_transform",
-    "transform_points", "warp_face",
+    "CELEBA_FRAME", "DETECTORS", "LANDMARK_NAMES", "TEMPLATES", "AlignSpec", "AlignedFace", "Detections", "Detector",
+    "Face", "FacePipeline", "FoundFaces", "create_detector", "default_template", "detector_class",
+    "similarity_transform", "transform_points", "warp_face",
 ]

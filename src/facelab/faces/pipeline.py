@@ -8,6 +8,9 @@ can be redone at inference time. :class:`FacePipeline` runs it.
     >>> for found in pipeline.find(image):        # image: (H, W, 3) RGB uint8
     ...     found.image                            # (218, 178, 3) uint8: the face in CelebA's frame
     ...     found.face.score, found.matrix         # the detection and the (2, 3) photo -> frame transform
+    >>> counted = pipeline.find_counted(image)     # .aligned, .found (before max_faces), .note when capped
+
+A pipeline may run in several threads at once (its detector lends each call its own model when it must).
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from facelab.config import StrictConfig
 from facelab.faces.align import CELEBA_FRAME, similarity_transform, transform_points, warp_face
 from facelab.errors import DataError
-from facelab.faces.detectors.base import (DEFAULT_MAX_FACES, DEFAULT_MAX_SIDE, Detector, as_rgb, create_detector,
-                                           detector_class)
+from facelab.faces.detectors.base import (DEFAULT_MAX_FACES, DEFAULT_MAX_SIDE, Detections, Detector, as_rgb,
+                                           create_detector, detector_class)
 from facelab.faces.face import LANDMARK_NAMES, Face
 from facelab.faces.template import default_template
 
@@ -84,6 +87,11 @@ class AlignSpec(StrictConfig):
         """(5, 2) float64 template in frame pixels."""
         return np.asarray(self.template, dtype=np.float64)
 
+    def check_installed(self) -> None:
+        """ConfigError naming the install command when the detector's package is missing (a detector checks
+        this when it is made; commands call it before they create anything)."""
+        detector_class(self.detector).check_installed()
+
     def describe(self) -> str:
         """One line for reports: ``mtcnn, min score 0.9``."""
         return f"{self.detector}, min score {self.min_score:g}"
@@ -118,6 +126,29 @@ class AlignedFace:
         return transform_points(self.face.landmarks, self.matrix)
 
 
+@dataclass(frozen=True, eq=False)
+class FoundFaces:
+    """The faces of one photo, aligned, best first, and what the detector found before its cap.
+
+    Attributes:
+        aligned: the kept faces (at most ``max_faces``) aligned into the frame.
+        detections: the detector's answer: ``faces``, ``found`` (before the cap), ``max_faces``.
+    """
+
+    aligned: list[AlignedFace]
+    detections: Detections
+
+    @property
+    def found(self) -> int:
+        """Faces the detector found before the ``max_faces`` cap."""
+        return self.detections.found
+
+    @property
+    def note(self) -> str | None:
+        """``49 faces found; the 32 best-scored are kept (max_faces 32)`` for a capped photo, else None."""
+        return self.detections.note
+
+
 def _spread(points: np.ndarray) -> float:
     """How far the points lie from their mean (0: they coincide and no transform can be fitted)."""
     return float(np.abs(points - points.mean(axis=0)).max())
@@ -147,9 +178,10 @@ class FacePipeline:
         """What a report says about an image without a face: ``no face found (mtcnn, min score 0.9)``."""
         return f"no face found ({self.spec.describe()})"
 
-    def detect(self, image: np.ndarray) -> list[Face]:
-        """Faces in ``image`` ((H, W, 3) RGB uint8, or greyscale), best first; [] when there is none."""
-        return self.detector.detect(image)
+    def detect(self, image: np.ndarray, *, max_faces: int | None = None) -> list[Face]:
+        """Faces in ``image`` ((H, W, 3) RGB uint8, or greyscale), best first, at most ``max_faces`` (default:
+        the spec's); [] when there is none."""
+        return self.detector.detect(image, max_faces=max_faces)
 
     def align(self, image: np.ndarray, face: Face) -> AlignedFace:
         """Warp ``face`` (found in ``image``) into the frame: the template fitted to its landmarks.
@@ -163,14 +195,21 @@ class FacePipeline:
             raise DataError(f"cannot align {face!r}: {e}") from None
         return AlignedFace(face=face, image=warp_face(as_rgb(image), matrix, self.spec.frame), matrix=matrix)
 
-    def find(self, image: np.ndarray) -> list[AlignedFace]:
-        """Every face of ``image``, best first, aligned into the frame; [] when there is none.
+    def find(self, image: np.ndarray, *, max_faces: int | None = None) -> list[AlignedFace]:
+        """Every face of ``image`` (at most ``max_faces``, default the spec's), best first, aligned into the frame;
+        [] when there is none. :meth:`find_counted` also says how many the cap left out.
 
         Raises:
             DataError: ``image`` is not a uint8 (H, W[, 1 or 3]) array.
         """
+        return self.find_counted(image, max_faces=max_faces).aligned
+
+    def find_counted(self, image: np.ndarray, *, max_faces: int | None = None) -> FoundFaces:
+        """:meth:`find`, with how many faces the detector found before the ``max_faces`` cap."""
         image = as_rgb(image)
-        return [self.align(image, face) for face in self.detect(image) if _spread(face.landmarks) > 0]
+        detections = self.detector.detections(image, max_faces=max_faces)
+        aligned = [self.align(image, face) for face in detections.faces if _spread(face.landmarks) > 0]
+        return FoundFaces(aligned=aligned, detections=detections)
 
     def __repr__(self) -> str:
         return f"FacePipeline({self.spec.describe()}, frame {self.spec.frame[0]}x{self.spec.frame[1]})"

@@ -32,7 +32,7 @@ from starlette.formparsers import MultiPartParser
 
 import facelab
 
-from facelab.data.decode import decode_bytes, looks_like_an_image
+from facelab.data.decode import looks_like_an_image
 from facelab.errors import ImageDecodeError
 from facelab.eval.photos import PhotoPredictor
 from facelab.serve.config import ServeConfig
@@ -237,18 +237,18 @@ async def _upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
 
 
 def _predict(predictor: PhotoPredictor, data: bytes, name: str, config: ServeConfig) -> dict[str, Any]:
-    """Decode (format sniffed from the bytes, pixel count checked from the header) and predict every face."""
+    """Decode (format sniffed from the bytes, pixel count checked from the header, a large JPEG reduced to what
+    the face pipeline needs) and predict every face, at most ``max_faces``. Runs in a worker thread, several at
+    once: the predictor is thread-safe (its detector lends each call its own model where it must)."""
     try:
-        image = decode_bytes(data, name=name, max_pixels=config.max_pixels)
+        photo = predictor.decode_photo(data, name=name, max_pixels=config.max_pixels)
     except ImageDecodeError as e:
         status = 413 if "too large" in e.reason else (422 if looks_like_an_image(data) else 415)
         raise HTTPException(status, e.reason) from None
-    result = predictor.predict_image(image, max_faces=config.max_faces)
+    result = predictor.predict_image(photo, max_faces=config.max_faces)
     faces = [FaceResult.from_prediction(f).model_dump() for f in result.faces]
     out: dict[str, Any] = {"faces": faces, "faces_found": result.faces_found,
-                           "image": {"width": int(image.shape[1]), "height": int(image.shape[0])}}
-    if result.faces_found > len(faces):
-        out["note"] = f"{result.faces_found} faces found; the {len(faces)} best-scored are predicted (max_faces)"
-    elif not faces:
-        out["note"] = result.note or "no face found"
+                           "image": {"width": photo.width, "height": photo.height}}
+    if result.note is not None:
+        out["note"] = result.note
     return out

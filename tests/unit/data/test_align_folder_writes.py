@@ -19,7 +19,7 @@ from PIL import Image
 import facelab.data.align_folder as af
 from facelab.data.align_folder import JOURNAL_NAME, align_folder
 from facelab.errors import FacelabError
-from facelab.faces import AlignedFace
+from facelab.faces import AlignedFace, Detections, FoundFaces
 from facelab.faces.face import Face
 from facelab.utils.io import os_error_message
 from tests.fixtures.full_disk import simulate_full_disk
@@ -40,6 +40,10 @@ class CountingPipeline:
         face = Face(box=(1, 2, 3, 4), landmarks=np.zeros((5, 2)), score=0.99)
         return [AlignedFace(face=face, image=np.full((218, 178, 3), 10 * i + n, np.uint8), matrix=np.eye(2, 3))
                 for i in range(n)]
+
+    def find_counted(self, image: np.ndarray) -> FoundFaces:
+        aligned = self.find(image)
+        return FoundFaces(aligned, Detections([a.face for a in aligned], found=len(aligned), max_faces=32))
 
 
 @pytest.fixture(autouse=True)

@@ -66,5 +66,5 @@ def test_the_spec_decides_the_frame_and_crosses_processes_as_json(pipeline):
     found = small.find(paste_face(FACE_SEEDS[0], scale=1.2).image)
     assert found[0].image.shape == (109, 89, 3)
     clone = pickle.loads(pickle.dumps(small))
-    assert clone.spec == small.spec and clone.detector._model is None
+    assert clone.spec == small.spec and small.detector.models_loaded == 1 and clone.detector.models_loaded == 0
     assert "no face found" in clone.no_face_reason and spec.detector in clone.no_face_reason

