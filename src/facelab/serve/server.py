@@ -113,8 +113,10 @@ def _bind(host: str, port: int) -> socket.socket:
     except (socket.gaierror, UnicodeError) as e:
         raise FacelabError(f"--host {host}: not an address or a known name of this computer ({e}); use 127.0.0.1, "
                            "0.0.0.0 or one of its addresses") from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, kind, proto, _, addr = infos[0]
+    # the protocol number too: asyncio sets TCP_NODELAY only on sockets that say IPPROTO_TCP, and without it
+    # Nagle's algorithm holds a response's body behind its head until the client's delayed ACK (~40 ms)
+    sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart need not wait for TIME_WAIT
         sock.bind(addr)
