@@ -619,3 +619,22 @@ def test_every_connection_sends_without_nagle_delay(monkeypatch):
         assert get(s, "/")[0] == 200
         s.close()
     assert seen and all(seen), seen
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_refused_upload_still_being_sent_gets_its_whole_json_413(predictor, declared):
+    """An upload above the limit is refused before its body is read; the server lets the client finish sending
+    (it reads and drops the rest for a few seconds) instead of closing at once, which made the kernel reset
+    the connection and the client lose the 413 it had been sent."""
+    app = create_app(predictor, ServeConfig(max_upload_bytes=1024 * 1024))
+    payload = os.urandom(30 * 1024 * 1024)
+    with running(app) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+        body = payload if declared else iter([payload[i:i + 65536] for i in range(0, len(payload), 65536)])
+        conn.request("POST", "/v1/predict", body=body, headers={"Content-Type": "multipart/form-data; boundary=x"},
+                     encode_chunked=not declared)
+        r = conn.getresponse()
+        assert (r.status, r.getheader("content-type")) == (413, "application/json")
+        assert "above the limit" in json.loads(r.read())["detail"]
+        conn.close()
+        assert get(connect(port))[0] == 200  # the server goes on

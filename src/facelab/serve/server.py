@@ -14,7 +14,11 @@ their request a byte at a time, cannot crowd out the requests that need the serv
   answers 408 at that moment; the protocol closes any connection still sending a moment later);
 - a connection idle between requests is closed after ``keep_alive_s``;
 - past ``max_connections`` open connections, the longest-idle ones are closed to make room; only when every
-  connection is busy with a request does a new one get 503 + Retry-After.
+  connection is busy with a request does a new one get 503 + Retry-After;
+- a connection answered before its request body was in (a 413, a 503) is not closed at once: the server sends
+  its answer and a FIN, then reads and drops what the client still sends for up to ``LINGER_S`` (a "lingering
+  close", as Apache and nginx do), because closing a socket with unread data makes the kernel reset the
+  connection, and the client would lose the answer it was sent.
 
 Connections themselves are not a limit on requests (uvicorn's ``limit_concurrency``, which counts idle
 connections too, is not used): the app's own limits (upload size, prediction slots and queue) bound the work.
@@ -46,6 +50,8 @@ from facelab.serve.guard import RETRY_AFTER_S, error_body, send_json
 
 #: seconds between the BodyGuard's 408 and the protocol closing a connection that is still sending
 BODY_GRACE_S = 1.0
+#: seconds a refused client may go on sending (read and dropped) before its connection is closed
+LINGER_S = 5.0
 #: file descriptors kept for everything but client connections (model files, logs, the listening socket)
 SPARE_FDS = 64
 
@@ -211,6 +217,24 @@ def raw_json_response(status: int, detail: str, headers: list[tuple[bytes, bytes
 _SEQUENCE = itertools.count()
 
 
+class _LingeringTransport:
+    """A connection's transport whose ``close()`` becomes a lingering close while the client is still sending
+    its request (see the module docstring); everything else is the transport's own."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedH11Protocol) -> None:
+        self._transport, self._protocol = transport, protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def close(self) -> None:
+        if not self._protocol.linger():
+            self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._protocol.lingering or self._transport.is_closing()
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with deadlines on every connection, a connection cap that closes idle
     connections first, and JSON refusals (see the module docstring)."""
@@ -225,10 +249,11 @@ class GuardedH11Protocol(H11Protocol):
         self._phase: str | None = None  # "head" | "body" | None (between requests: uvicorn's keep-alive)
         self._head_bytes = False  # some bytes of the current request head have arrived
         self.idle_since = (0.0, 0)  # (loop time, sequence number): when it last became idle, ties broken in order
+        self.lingering = False  # answered and half-closed; dropping what the client still sends
 
     # -- connections ----------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
         self.idle_since = (self.loop.time(), next(_SEQUENCE))
         self._enter("head")
         if len(self.connections) > self.cap and not self._make_room():
@@ -255,8 +280,26 @@ class GuardedH11Protocol(H11Protocol):
             c.transport.close()
         return len(idle) >= excess
 
+    def linger(self) -> bool:
+        """Instead of closing: when the client is still sending its request body, send what is written and a
+        FIN, and drop what still arrives until the client closes or ``LINGER_S`` passes (True); False when
+        there is nothing to wait for (the caller closes)."""
+        if self.lingering:
+            return True
+        real: asyncio.Transport = self.transport._transport  # type: ignore[attr-defined]
+        if real.is_closing() or self.conn.their_state is not h11.SEND_BODY or not real.can_write_eof():
+            return False
+        self.lingering = True
+        self._cancel()
+        real.resume_reading()
+        real.write_eof()  # after the buffered answer: the client reads all of it, then the end
+        self._deadline = self.loop.call_later(LINGER_S, real.close)
+        return True
+
     # -- deadlines ------------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # the rest of a refused request: dropped
         if self.conn.their_state is h11.IDLE and self._phase != "body":
             if self._phase is None:  # the first bytes after a keep-alive pause: a new head begins
                 self._enter("head")
