@@ -143,7 +143,7 @@ def _decode_pillow(data: bytes, fmt: ImageFormat, *, name: str, max_pixels: int,
                 im.load()  # raises on truncated data
                 return apply_orientation(_to_rgb(im, name=name), _pillow_orientation(im))
     except Image.DecompressionBombError as e:  # Pillow's open() refuses twice its limit, before facelab's check
-        raise ImageDecodeError(_pillow_refused(e), name=name) from None
+        raise ImageDecodeError(_pillow_refused(e, limit=max_pixels), name=name) from None
     except UnidentifiedImageError:
         what = (f"a JPEG header libjpeg cannot read: {jpeg_error}" if jpeg_error
                 else f"a {fmt.name} header Pillow cannot read")
@@ -168,12 +168,13 @@ def _check_pixels(width: int, height: int, *, name: str, limit: int = MAX_PIXELS
                                name=name)
 
 
-def _pillow_refused(error: Exception) -> str:
-    """The reason for a DecompressionBombError: facelab's limit message when the size is above it, else
-    Pillow's own message (its limit, PIL.Image.MAX_IMAGE_PIXELS, was lowered by the program)."""
+def _pillow_refused(error: Exception, *, limit: int = MAX_PIXELS) -> str:
+    """The reason for a DecompressionBombError: facelab's message for the caller's ``limit`` when the size is
+    above it, else Pillow's own message (its limit, PIL.Image.MAX_IMAGE_PIXELS, was lowered by the program)."""
     found = _BOMB_PIXELS.search(str(error))
-    if found and int(found.group(1)) > MAX_PIXELS:
-        return _too_large(f"{int(found.group(1)):,} pixels")
+    limit = min(limit, MAX_PIXELS)
+    if found and int(found.group(1)) > limit:
+        return _too_large(f"{int(found.group(1)):,} pixels", limit)
     return f"image too large for Pillow ({error}; PIL.Image.MAX_IMAGE_PIXELS is {Image.MAX_IMAGE_PIXELS:,})"
 
 

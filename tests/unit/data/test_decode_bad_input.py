@@ -109,3 +109,10 @@ def test_pillows_own_bomb_error_becomes_a_decode_error(monkeypatch):
     pillow = r"image too large for Pillow \(Image size \(64 pixels\) exceeds .*MAX_IMAGE_PIXELS is 10\)"
     with pytest.raises(ImageDecodeError, match=pillow):
         decode_bytes(_encoded(Image.fromarray(np.zeros((8, 8, 3), np.uint8)), "PNG"))
+
+
+def test_a_header_pillow_refuses_itself_quotes_the_callers_own_limit():
+    """Above twice Pillow's limit Pillow refuses the file before facelab reads its size: the message must
+    still quote the limit the caller set (a service's own), not the decoder's ceiling."""
+    with pytest.raises(ImageDecodeError, match=r"400,000,000 pixels, above the limit of 52,000,000 pixels"):
+        decode_bytes(png_bytes(20_000, 20_000), name="bomb.png", max_pixels=52_000_000)
