@@ -46,10 +46,9 @@ def auto_label(store: Store, tasks: Sequence[str], out: str | Path, *, options: 
         except TypeError as e:
             raise ConfigError(f"-o {t}.*: {e}") from None
     rows, t0 = [], time.perf_counter()
-    from rich.console import Console
-    from rich.progress import Progress
+    from facelab.utils.progress import progress_bar
 
-    with Progress(disable=not progress, transient=True, console=Console(stderr=True)) as prog:
+    with progress_bar(enabled=progress) as prog:
         bar = prog.add_task("labelling", total=len(store))
         for start in range(0, len(store), 512):
             images = np.asarray(store.images[start:start + 512])
