@@ -88,7 +88,7 @@ def experiment_imbalance(
     if as_json:
         emit_json(summary)
     else:
-        stdout_console().print(results_markdown(summary["aggregate"]))
+        stdout_console().print(results_markdown(summary["aggregate"]), markup=False, highlight=False)
         console.print(f"report: {summary['report']}")
 
 
