@@ -57,6 +57,8 @@ def test_demo_runs_every_step_and_ends_with_its_report(tmp_path):
     assert [c.split(": ", 1)[1] for c in cells] == ["p=0.5 seed=0 none", "p=0.5 seed=0 oversample", "p=0.5 seed=0 cvae"]
     done = [line for line in log if line.startswith("p=0.5 seed=0 ") and "balanced_accuracy " in line]
     assert len(done) == 3 and log.index(cells[0]) < log.index(done[0]) < log.index(cells[1])
+    inner = [line for line in log if line.startswith("p=0.5 seed=0 cvae: epoch 1/1 (")]  # generator, classifier
+    assert len(inner) == 2 and log.index(cells[2]) < log.index(inner[0]) < log.index(inner[1]) < log.index(done[2])
     assert log.index(steps[2]) < log.index(cells[0]) and log.index(done[-1]) < log.index(steps[3])
 
     plain = ("--n", "200", "--seeds", "1", "-o", "classifier_epochs=1", "-o", "study_epochs=1", "-o", "methods=[none]")

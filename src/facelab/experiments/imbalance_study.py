@@ -10,6 +10,7 @@ untouched; synthetic rows are tagged by the loader and never evaluated. Results 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import defaultdict
@@ -33,6 +34,7 @@ from facelab.report.imbalance_study import BASELINE, METRICS, REAL_MINORITY, SAM
 from facelab.runs.summary import ImbalanceStudySummary, write_summary
 from facelab.train.classifier import ClassifierConfig, check_batches, train_classifier
 from facelab.train.generative import GenerativeRunConfig
+from facelab.train.progress import epoch_lines_inside
 from facelab.utils.figures import UNIT_RANGE, figure
 from facelab.utils.io import append_jsonl, atomic_write_text, read_jsonl
 from facelab.utils.progress import duration, progress_bar
@@ -293,9 +295,11 @@ def run_study(cfg: ImbalanceStudyConfig, *, run_dir: str | Path, progress: bool 
                 for method in cfg.methods:
                     if (p, seed, method) in done:
                         continue
-                    prog.update(bar, description=f"p={p:g} seed={seed} {method}")
+                    cell = f"p={p:g} seed={seed} {method}"
+                    prog.update(bar, description=cell)
                     started = time.monotonic()
-                    rec = {"p": p, **run_cell(cfg, ctx, method, splits, eval_store)}
+                    with epoch_lines_inside(cell) if progress else contextlib.nullcontext():
+                        rec = {"p": p, **run_cell(cfg, ctx, method, splits, eval_store)}
                     append_jsonl(results_path, rec)
                     done[(p, seed, method)] = rec
                     if progress:

@@ -18,6 +18,7 @@ from facelab.utils.console import is_live, stderr_console
 
 #: called after every batch with the batch's logs
 Advance = Callable[[dict[str, float]], None]
+_INSIDE: list[str] = []  # what encloses the trainings with progress off that still print epoch lines (a study cell)
 
 
 def epoch_progress(*, enabled: bool, epoch: int, epochs: int, total: int, done: int
@@ -39,16 +40,35 @@ def epoch_progress(*, enabled: bool, epoch: int, epochs: int, total: int, done: 
     return _bar(console, epoch=epoch, epochs=epochs, total=total, done=done)
 
 
-def print_epoch(rec: dict[str, Any], *, epochs: int, monitor: str) -> None:
+@contextlib.contextmanager
+def epoch_lines_inside(name: str) -> Iterator[None]:
+    """Trainings run inside (with their progress off: a study's cells, under the study's own progress) print a
+    line per finished epoch, headed ``name: ``, when stderr is not a terminal: a cell may train for many minutes,
+    and a log would show nothing meanwhile. On a terminal they stay quiet under the study's bar."""
+    _INSIDE.append(name)
+    try:
+        yield
+    finally:
+        _INSIDE.pop()
+
+
+def print_epoch(rec: dict[str, Any], *, epochs: int, monitor: str, enabled: bool = True) -> None:
     """One line for a finished epoch (``rec``: its metrics.jsonl record): up to three training losses, three
-    validation figures, the monitored metric, the time and the speed."""
+    validation figures, the monitored metric, the time and the speed. Not ``enabled`` (the run's progress is
+    off): nothing, unless inside :func:`epoch_lines_inside` off a terminal."""
+    console = stderr_console()
+    head = ""
+    if not enabled:
+        if not _INSIDE or is_live(console):
+            return
+        head = f"{_INSIDE[-1]}: "
     losses = {k: v for k, v in rec.items() if k.startswith("train_") and k not in ("train_seconds", "train_images_per_s")}
     vals = {k: v for k, v in rec.items() if k.startswith("val_")}
     shown = {**dict(list(losses.items())[:3]), **dict(list(vals.items())[:3])}
     if monitor in rec:
         shown[monitor] = rec[monitor]
     speed = f", {rec['train_images_per_s']:.0f} img/s" if "train_images_per_s" in rec else ""
-    stderr_console().print(f"epoch {rec['epoch']}/{epochs} ({rec.get('train_seconds', 0.0):.0f} s{speed}): "
+    console.print(f"{head}epoch {rec['epoch']}/{epochs} ({rec.get('train_seconds', 0.0):.0f} s{speed}): "
                      f"{format_logs(shown, len(shown))}", soft_wrap=True, highlight=False)
 
 
