@@ -30,7 +30,9 @@ def demo_sections(run_dir: Path, summary: DemoSummary) -> list[str]:
 
 
 def _link(run_dir: Path, part_dir: str) -> str:
-    link = Path(part_dir) / "report.html"
+    recorded = Path(part_dir)
+    folder = run_dir / recorded.name if not recorded.is_dir() and (run_dir / recorded.name).is_dir() else recorded
+    link = folder / "report.html"  # where the part ran, or beside a demo folder that was moved since
     href = link.relative_to(run_dir) if link.is_relative_to(run_dir) else link
     return f"<p>Its own report: <a href='{esc(href)}'>{esc(link)}</a></p>"
 

@@ -70,8 +70,8 @@ def test_three_seeds_show_intervals_clipped_to_the_metric_range(tmp_path):
     assert "0.990 [0.965, 1.00]" in results_markdown(summary.aggregate)
 
 
-def test_the_demo_report_shows_the_study_table_not_a_json_block(tmp_path):
-    run = tmp_path / "demo"
+def _demo(run: Path) -> Path:
+    """A demo folder whose study (2 seeds) and classifier folders are inside it."""
     study = _study(run / "study", [0, 1], {"none": [RAW, 0.95], "oversample": [0.8, 0.9]})
     (run / "classifier").mkdir()
     write_summary(run, DemoSummary(
@@ -82,6 +82,11 @@ def test_the_demo_report_shows_the_study_table_not_a_json_block(tmp_path):
                "balanced_accuracy": {m: e["balanced_accuracy"]["mean"] for m, e in study.aggregate["0.1"].items()},
                "minority_recall": {m: e["minority_recall"]["mean"] for m, e in study.aggregate["0.1"].items()}},
         timings_s={"store_and_stats": SECONDS}, seconds=SECONDS))
+    return run
+
+
+def test_the_demo_report_shows_the_study_table_not_a_json_block(tmp_path):
+    run = _demo(tmp_path / "demo")
     html = _visible(render_report(run).read_text())
     assert "<pre>" not in html and '"run_dir"' not in html  # no JSON block
     assert "<th>balanced_accuracy</th>" in html and "<td>oversample</td>" in html and "0.8500" in html
@@ -130,3 +135,12 @@ def test_every_report_kind_rounds_for_people(tmp_path, kind):
     if kind in ("classifier", "generative", "pretrain"):
         assert "0.0003123" in html and "0.4653" in html  # the lr and the second epoch's loss, per epoch
         assert "<td>12.3</td>" in html  # seconds
+
+
+def test_a_moved_demo_folder_still_shows_and_links_its_study(tmp_path):
+    run = _demo(tmp_path / "demo")
+    moved = tmp_path / "elsewhere" / "demo"
+    moved.parent.mkdir()
+    run.rename(moved)
+    html = _visible(render_report(moved).read_text())
+    assert "<td>oversample</td>" in html and "href='study/report.html'" in html
