@@ -53,10 +53,17 @@ def test_a_study_name_that_exists_with_another_space(store: Path, tmp_path: Path
     first = write_sweep_spec(tmp_path / "a.yaml", store, storage=url, study_name="lr")
     create_sweep(load_spec(first), out=tmp_path / "first", name="a")
     other = write_sweep_spec(tmp_path / "b.yaml", store, storage=url, study_name="lr",
-                             space={"trainer.optim.lr": [1.0e-3, 3.0e-3]})
+                             space={"trainer.optim.lr": [1.0e-3, 3.0e-3, 1.0e-2, 3.0e-2]})
     error = _refused(other, tmp_path)
     assert isinstance(error, ConfigError)
     assert "study 'lr' already exists in sqlite:///" in str(error) and "with another search space" in str(error)
     assert "trainer.optim.lr: {'type': 'float'" in str(error) and "it also varies augment" in str(error)
     study = optuna.load_study(study_name="lr", storage=url)
     assert study.trials == []  # the existing study is untouched
+
+
+def test_a_name_too_long_for_a_study_is_refused_before_any_folder(store: Path, tmp_path: Path) -> None:
+    name = "x" * 220  # a folder name the disk takes, but the study's name (sweep-NAME) must stay under 200
+    error = cli_error("sweep", write_sweep_spec(tmp_path / "s.yaml", store), "--out", tmp_path / "runs", "--name", name)
+    assert isinstance(error, ConfigError) and "give a shorter --name or a study_name" in str(error)
+    assert not (tmp_path / "runs").exists()

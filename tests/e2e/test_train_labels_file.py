@@ -198,3 +198,49 @@ def test_a_task_the_file_does_not_hold_or_the_store_already_has_is_refused(faces
     st = open_store(store, labels, tasks=["orientation"])
     assert st.label_names[-1] == "orientation" and np.all(st.column("orientation") >= 0)
     assert not (tmp_path / "runs").exists()
+
+
+def _partial(labels: Path, out: Path, *, covered: int, unmeasured: int) -> Path:
+    """The labels file with only its first ``covered`` rows, of which the first ``unmeasured`` have the empty
+    class (and note) that `facelab label auto` writes for a face it cannot measure."""
+    rows = list(csv.DictReader(labels.open()))[:covered]
+    for r in rows[:unmeasured]:
+        r.update(orientation="", orientation_yaw="", orientation_confidence="", note="orientation: the face could not be measured")
+    _write(out, rows)
+    return out
+
+
+def test_rows_without_a_class_are_left_out_of_a_seeded_split_with_a_count(faces, tmp_path):
+    store, labels = faces
+    part = _partial(labels, tmp_path / "part.csv", covered=100, unmeasured=20)
+    args = ("train", store, "--labels-file", part, "--labels", "orientation", *TINY_CLASSIFIER, "-o", "split=random",
+            "--out", tmp_path / "runs")
+    cli(*args, "--dry-run")  # made its splits without a crash
+    summary = cli_json(*args, "--epochs", 1)
+    assert summary["train_rows"] + summary["val_rows"] + summary["test_rows"] == 80
+    assert "left out (train" in summary["splits"]
+    st = open_store(store, part, tasks=["orientation"])
+    splits = load_run_splits(Path(summary["run_dir"]), st)
+    for k in ("train", "val", "test"):
+        assert np.all(st.column("orientation")[splits.rows(k)] >= 0)  # no image without a class in any split
+
+
+def test_splits_and_balanced_subsets_treat_an_unknown_class_as_no_class(faces, tmp_path):
+    from facelab.data.views import balanced_subset, split
+
+    store, labels = faces
+    st = open_store(store, _partial(labels, tmp_path / "part.csv", covered=N, unmeasured=40), tasks=["orientation"])
+    unknown = np.flatnonzero(st.column("orientation") < 0)
+    assert unknown.size == 40
+    parts = split(st, stratify="orientation", seed=0)
+    assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(N))  # every row dealt, none lost
+    picked = balanced_subset(st, np.arange(N), targets=["orientation"], seed=0)
+    assert not np.isin(picked, unknown).any()
+
+
+def test_a_labels_file_without_any_class_of_the_task_is_a_clear_error(faces, tmp_path):
+    store, labels = faces
+    empty = _partial(labels, tmp_path / "empty.csv", covered=N, unmeasured=N)
+    err = cli_error("train", store, "--labels-file", empty, "--labels", "orientation", *TINY_CLASSIFIER,
+                    "-o", "split=random", "--out", tmp_path / "runs")
+    assert "has a class of orientation" in str(err) and not (tmp_path / "runs").exists()

@@ -59,12 +59,24 @@ def _show_library_log() -> None:
 
 
 def main() -> None:
-    """Entry point with friendly errors: user mistakes print one clear line and exit 2."""
+    """Entry point with friendly errors: user mistakes print one clear line and exit 2, and so do the file
+    errors a user fixes (no space, no permission, a read-only file system, a name too long:
+    :func:`facelab.utils.io.os_error_message`), whichever library raised them."""
     _show_library_log()
     from rich.text import Text
+
+    from facelab.utils.io import os_error_message
+    from facelab.utils.secrets import mask_secrets
 
     try:
         app()
     except FacelabError as e:
-        console.print(Text.assemble(("error: ", "bold red"), str(e)), highlight=False)  # no markup in paths
+        # one line however long (no markup in paths): what scripts and logs read; no password from a URL it quotes
+        console.print(Text.assemble(("error: ", "bold red"), mask_secrets(str(e))), highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except Exception as e:  # noqa: BLE001 - only the errors a user can fix are caught; others raise on
+        message = os_error_message(e)
+        if message is None:
+            raise
+        console.print(Text.assemble(("error: ", "bold red"), mask_secrets(message)), highlight=False, soft_wrap=True)
         raise SystemExit(2) from None

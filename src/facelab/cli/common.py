@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,12 @@ CHECKPOINT_OPT = typer.Option("best", "--checkpoint", help="Checkpoint of each r
 FACES_OPT = typer.Option("auto", "--faces", help="Photos: auto (find and align every face when the model was trained "
                          "on aligned faces, e.g. CelebA) | detect | aligned (each photo is one aligned face).")
 # (facelab align and data prepare --align take their own --detector, in cli/data.py: no checkpoint to default to)
+ACCEPT_CHANGED_OPT = typer.Option(False, "--accept-changed-inputs", help="Go on although an input of the run "
+                                  "(store, labels file, --config file, --pretrained checkpoint, teacher) changed since "
+                                  "the run recorded its hash; the acceptance is recorded in the run's inputs.json.")
+#: set by a command that starts its processes through torchrun: the --config files the user gave (the processes
+#: read the resolved config from a temporary file, which is not the run's input)
+CONFIG_FILES_ENV = "FACELAB_CONFIG_FILES"
 DETECTOR_OPT = typer.Option(None, "--detector", help="Face detector instead of the checkpoint's: mtcnn | retinaface "
                             "(faster, coarser landmarks).")
 
@@ -52,14 +58,20 @@ def _refuse_with_resume(run_dir: Path, given: dict[str, Any], *, allowed: str = 
 
 
 @contextlib.contextmanager
-def _run_folder(kind: str, *, name: str | None, out: Path, config: StrictConfig) -> Iterator[Path]:
-    """A new run folder for the command's work; removed again if the command fails before anything in it was
-    trained (a bad --pretrained file, a kill before the first checkpoint), so failed starts leave nothing."""
+def _run_folder(kind: str, *, name: str | None, out: Path, config: StrictConfig,
+                config_files: Sequence[Path | None] = ()) -> Iterator[Path]:
+    """A new run folder for the command's work, recording the hashes of its ``--config`` files
+    (:mod:`facelab.runs.inputs`); removed again if the command fails before anything in it was trained (a bad
+    --pretrained file, a kill before the first checkpoint), so failed starts leave nothing."""
     from facelab.runs.folder import create_run_dir, remove_if_nothing_ran
+    from facelab.runs.inputs import file_input, record_inputs
 
     run_dir = create_run_dir(kind, name=name, root=out, config=config)
     console.print(f"run folder: {run_dir}")
     try:
+        files = [Path(f) for f in _config_files(config_files) if f is not None]
+        if files:
+            record_inputs(run_dir, [file_input(f"config:{k}", "config file", f) for k, f in enumerate(files)])
         yield run_dir
     except BaseException:
         remove_if_nothing_ran(run_dir)
@@ -98,7 +110,17 @@ def _launch_needed(nproc: int | None, env: Any, device: str) -> int:
     return nproc
 
 
-def _relaunch(nproc: int, command: str, cfg: StrictConfig | None, args: list[str]) -> None:
+def _config_files(given: Sequence[Path | None]) -> list[Path | None]:
+    """The run's --config files: ``given``, or in a process that a command started through torchrun, the files
+    that command was given (:data:`CONFIG_FILES_ENV`)."""
+    import os
+
+    passed = os.environ.get(CONFIG_FILES_ENV)
+    return [Path(p) for p in json.loads(passed)] if passed is not None else list(given)
+
+
+def _relaunch(nproc: int, command: str, cfg: StrictConfig | None, args: list[str],
+              config_files: Sequence[Path | None] = ()) -> None:
     """Run ``facelab COMMAND`` in ``nproc`` processes (torchrun) with ``cfg`` (the resolved config, written to
     a temporary YAML file that they read as --config) and ``args``, then exit with torchrun's status."""
     import os
@@ -109,11 +131,13 @@ def _relaunch(nproc: int, command: str, cfg: StrictConfig | None, args: list[str
     if cfg is None:
         raise SystemExit(run_torchrun(nproc, [command, *args]))
     fd, path = tempfile.mkstemp(prefix="facelab-config-", suffix=".yaml")
+    os.environ[CONFIG_FILES_ENV] = json.dumps([str(Path(f).resolve()) for f in config_files if f is not None])
     try:
         with os.fdopen(fd, "w") as f:
             f.write(cfg.to_yaml())
         code = run_torchrun(nproc, [command, "--config", path, *args])
     finally:
+        os.environ.pop(CONFIG_FILES_ENV, None)
         os.unlink(path)
     raise SystemExit(code)
 
@@ -135,7 +159,8 @@ def _processes(env: Any, device: str) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def _shared_run_folder(kind: str, *, name: str | None, out: Path, config: StrictConfig, dist: Any) -> Iterator[Path]:
+def _shared_run_folder(kind: str, *, name: str | None, out: Path, config: StrictConfig, dist: Any,
+                       config_files: Sequence[Path | None] = ()) -> Iterator[Path]:
     """:func:`_run_folder` made by rank 0 alone, its path sent to the others; a failure to make it (an existing
     --name) reaches every process, so none waits for a folder that will not come."""
     with contextlib.ExitStack() as stack:
@@ -143,7 +168,8 @@ def _shared_run_folder(kind: str, *, name: str | None, out: Path, config: Strict
         error: Exception | None = None
         if dist.is_main:
             try:
-                made = stack.enter_context(_run_folder(kind, name=name, out=out, config=config))
+                made = stack.enter_context(_run_folder(kind, name=name, out=out, config=config,
+                                                       config_files=config_files))
             except Exception as e:  # noqa: BLE001 - sent to the other processes, then raised here
                 error = e
         path, message = dist.broadcast((None if made is None else str(made), None if error is None else str(error)))
@@ -156,25 +182,31 @@ def _shared_run_folder(kind: str, *, name: str | None, out: Path, config: Strict
 
 def _fit(command: str, fit: Callable[..., dict[str, Any]], cfg: StrictConfig, *, check: Callable[..., Any],
          env: Any, nproc: int | None, resume: Path | None, kind: str, out: Path, name: str | None, as_json: bool,
-         dry_run: bool) -> dict[str, Any] | None:
+         dry_run: bool, config_files: Sequence[Path | None] = (), accept_changed_inputs: bool = False,
+         ) -> dict[str, Any] | None:
     """Train ``cfg`` with ``fit`` (``train_classifier`` / ``train_generative``): in this process, in the
     processes of a torchrun launch, or, for ``--nproc N`` outside one, by starting N processes that run
     ``facelab COMMAND`` (this process then exits with their status). A new run is checked (``check``) for
-    that many processes first; its folder is made by rank 0. Returns the summary (None for --dry-run)."""
+    that many processes first; its folder is made by rank 0 and records the hashes of ``config_files``.
+    ``accept_changed_inputs`` (with ``resume`` only) resumes although an input changed. Returns the summary
+    (None for --dry-run)."""
     processes = _launch_needed(nproc, env, cfg.device)
     if resume is not None:
+        accept = ["--accept-changed-inputs"] if accept_changed_inputs else []
         if env is None and processes > 1:
-            _relaunch(processes, command, None, ["--resume", str(resume), *(["--json"] if as_json else [])])
+            _relaunch(processes, command, None, ["--resume", str(resume), *accept, *(["--json"] if as_json else [])])
         with _processes(env, cfg.device) as dist:
-            return fit(cfg, run_dir=resume, resume=True, dist=dist)
+            return fit(cfg, run_dir=resume, resume=True, dist=dist, accept_changed_inputs=accept_changed_inputs)
+    if accept_changed_inputs:
+        raise typer.BadParameter("--accept-changed-inputs goes with --resume RUN (a new run records its inputs)")
     check(cfg, processes=processes)
     if dry_run:
         console.quiet or sys.stdout.write(cfg.to_yaml())
         return None
     if env is None and processes > 1:
-        _relaunch(processes, command, cfg, _new_run_args(out=out, name=name, as_json=as_json))
+        _relaunch(processes, command, cfg, _new_run_args(out=out, name=name, as_json=as_json), config_files)
     with _processes(env, cfg.device) as dist, \
-            _shared_run_folder(kind, name=name, out=out, config=cfg, dist=dist) as run_dir:
+            _shared_run_folder(kind, name=name, out=out, config=cfg, dist=dist, config_files=config_files) as run_dir:
         return fit(cfg, run_dir=run_dir, dist=dist)
 
 

@@ -162,3 +162,5 @@ def align(
         return
     console.print(f"[bold green]wrote[/] {report.faces} aligned faces from {report.read} of {report.photos} photos "
                   f"to {report.out} (list: {report.csv})")
+    if report.removed:
+        console.print(f"  removed {report.removed} face files of an earlier run that no photo gives any more")

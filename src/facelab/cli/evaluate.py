@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from facelab.cli.common import (CHECKPOINT_OPT, DETECTOR_OPT, DEVICE_OPT, FACES_OPT, JSON_OPT, _checkpoint_choice,
-                                _one_or_many, console, emit_json)
+from facelab.cli.common import (ACCEPT_CHANGED_OPT, CHECKPOINT_OPT, DETECTOR_OPT, DEVICE_OPT, FACES_OPT, JSON_OPT,
+                                _checkpoint_choice, _one_or_many, console, emit_json)
 from facelab.errors import FacelabError
 from facelab.utils.console import stdout_console
 
@@ -31,6 +31,7 @@ def evaluate(
                                                "(default: the run's own, when the store lacks the model's labels)."),
     reviewed_only: bool = typer.Option(False, "--reviewed-only", help="Score only the images a person reviewed "
                                        "on the review page (their classes are the truth)."),
+    accept_changed_inputs: bool = ACCEPT_CHANGED_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Per-label accuracy, balanced accuracy, macro-F1 and AUROC next to the majority baseline."""
@@ -40,7 +41,7 @@ def evaluate(
         raise FacelabError(f"--split {split!r}: choose train, val, test or all")
     report = evaluate_run(_one_or_many(run), data, split=split, device=device, tta_flip=tta_flip,  # type: ignore[arg-type]
                           which=_checkpoint_choice(checkpoint), adapt_priors=adapt_priors, labels_file=labels_file,
-                          reviewed_only=reviewed_only)
+                          reviewed_only=reviewed_only, accept_changed_inputs=accept_changed_inputs)
     if as_json:
         emit_json(report)
         return
@@ -86,6 +87,7 @@ def predict(
                                          "weights than the checkpoint's. A .onnx file always runs on onnx."),
     faces: str = FACES_OPT,
     detector: Optional[str] = DETECTOR_OPT,
+    accept_changed_inputs: bool = ACCEPT_CHANGED_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Probability per label and predicted labels for every image (every face of every photo), as CSV rows."""
@@ -93,7 +95,8 @@ def predict(
 
     report = predict_to_csv(_one_or_many(run), target, out, device=device, threshold=threshold,
                             which=_checkpoint_choice(checkpoint), tta_flip=tta_flip, engine=engine,
-                            faces=faces, detector=detector)  # type: ignore[arg-type]
+                            faces=faces, detector=detector,  # type: ignore[arg-type]
+                            accept_changed_inputs=accept_changed_inputs)
     if as_json:
         emit_json(report.to_dict())
         return

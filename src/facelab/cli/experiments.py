@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from facelab.cli.common import JSON_OPT, _refuse_with_resume, _run_folder, console, emit_json
+from facelab.cli.common import ACCEPT_CHANGED_OPT, JSON_OPT, _refuse_with_resume, _run_folder, console, emit_json
 from facelab.config import resolve_config, resume_config
 from facelab.utils.console import stdout_console
 
@@ -24,6 +24,7 @@ def experiment_batch_schedule(
     resume: Optional[Path] = typer.Option(None, help="Resume the study in this folder after a kill (finished "
                                                      "variants are kept, an interrupted one continues)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    accept_changed_inputs: bool = ACCEPT_CHANGED_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """LR decay vs batch-size increase vs hybrid at the same milestones: accuracy, updates, training time."""
@@ -34,15 +35,16 @@ def experiment_batch_schedule(
     if resume is not None:
         _refuse_with_resume(resume, {"STORE": store, "--config": config, "-o": option})
         cfg = resume_config(BatchScheduleConfig, resume)
-        result = run_batch_schedule(cfg, run_dir=resume)
+        result = run_batch_schedule(cfg, run_dir=resume, accept_changed_inputs=accept_changed_inputs)
     else:
+        _accept_needs_resume(accept_changed_inputs)
         cfg = resolve_config(BatchScheduleConfig, yaml_file=config, flags={"store": str(store) if store else None},
                              options=option, where=str(config or "batch-schedule options"))
         study_splits(cfg, Store.open(cfg.store))  # labels, device and splits checked before any folder or training
         if dry_run:
             sys.stdout.write(cfg.to_yaml())
             return
-        with _run_folder("batch-schedule", name=None, out=out, config=cfg) as run_dir:
+        with _run_folder("batch-schedule", name=None, out=out, config=cfg, config_files=[config]) as run_dir:
             result = run_batch_schedule(cfg, run_dir=run_dir)
     if as_json:
         emit_json(result)
@@ -63,6 +65,7 @@ def experiment_imbalance(
     out: Path = typer.Option(Path("runs"), help="Folder under which the study folder is created."),
     resume: Optional[Path] = typer.Option(None, help="Resume the study in this folder (finished cells are kept)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the resolved config, train nothing."),
+    accept_changed_inputs: bool = ACCEPT_CHANGED_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Does generated data help a minority class? Methods x seeds, mean ± 95% CI, report.html."""
@@ -75,21 +78,27 @@ def experiment_imbalance(
         _refuse_with_resume(resume, {"CONFIG": config, **{f"--{k.replace('_', '-')}": v for k, v in flags.items()},
                                      "-o": option})
         cfg = resume_config(ImbalanceStudyConfig, resume)
-        summary = run_study(cfg, run_dir=resume)
+        summary = run_study(cfg, run_dir=resume, accept_changed_inputs=accept_changed_inputs)
     else:
+        _accept_needs_resume(accept_changed_inputs)
         cfg = resolve_config(ImbalanceStudyConfig, yaml_file=config, flags=flags, options=option,
                              where=str(config or "study options"))
         validate_study(cfg)
         if dry_run:
             sys.stdout.write(cfg.to_yaml())
             return
-        with _run_folder("imbalance", name=None, out=out, config=cfg) as run_dir:
+        with _run_folder("imbalance", name=None, out=out, config=cfg, config_files=[config]) as run_dir:
             summary = run_study(cfg, run_dir=run_dir)
     if as_json:
         emit_json(summary)
     else:
         stdout_console().print(results_markdown(summary["aggregate"]), markup=False, highlight=False)
         console.print(f"report: {summary['report']}")
+
+
+def _accept_needs_resume(accept: bool) -> None:
+    if accept:
+        raise typer.BadParameter("--accept-changed-inputs goes with --resume DIR (a new study records its inputs)")
 
 
 experiment_app.command("imbalance")(experiment_imbalance)

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from facelab.cli.common import DEVICE_OPT, JSON_OPT, _json_default, _run_folder, console, emit_json
+from facelab.errors import FacelabError
 from facelab.utils.io import finite_or_none
 
 metrics_app = typer.Typer(help="Quality metrics of generative runs: FID/KID, conditional fidelity, CAS.", no_args_is_help=True)
@@ -27,6 +28,7 @@ def metrics_fid(
     """FID and KID with a named feature network (real features cached by data+extractor+resolution)."""
     from facelab.eval.generative_metrics import score_generator
 
+    _check_cache_writable()
     res = score_generator(run, data=data, feature_run=features, split=split, n=n, device=device, seed=seed)  # type: ignore[arg-type]
     emit_json(res) if as_json else console.print_json(data=finite_or_none(res), default=_json_default)
 
@@ -70,3 +72,21 @@ def metrics_cas(
         res = classification_accuracy_score(run, data=data, label=label, run_dir=run_dir, n_train=n_train,
                                             epochs=epochs, device=device)
     emit_json(res) if as_json else console.print_json(data=finite_or_none(res), default=_json_default)
+
+
+def _check_cache_writable() -> None:
+    """FacelabError, before any work, when the real-feature cache folder cannot be made or written (a
+    read-only home folder): the fix is another folder in $FACELAB_CACHE."""
+    import os
+
+    from facelab.eval.generative_metrics import default_cache_dir
+
+    folder = default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FacelabError(f"cannot make the feature cache folder {folder} ({e.strerror}); set FACELAB_CACHE to a "
+                           "folder you can write, e.g. FACELAB_CACHE=/tmp/facelab-cache") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FacelabError(f"cannot write into the feature cache folder {folder}; set FACELAB_CACHE to a folder you "
+                           "can write, e.g. FACELAB_CACHE=/tmp/facelab-cache")

@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from facelab.cli.common import (JSON_OPT, OPTION_OPT, _fit, _refuse_with_resume, _resumed, _torchrun_env,
-                                console, emit_json)
+from facelab.cli.common import (ACCEPT_CHANGED_OPT, JSON_OPT, OPTION_OPT, _fit, _refuse_with_resume, _resumed,
+                                _torchrun_env, console, emit_json)
 from facelab.config import resolve_config
 
 NPROC_OPT = typer.Option(None, "--nproc", help="Training processes on this machine (torchrun + "
@@ -52,6 +52,7 @@ def train(
     nproc: Optional[int] = NPROC_OPT,
     sync_bn: bool = SYNC_BN_OPT,
     dry_run: bool = DRY_RUN_OPT,
+    accept_changed_inputs: bool = ACCEPT_CHANGED_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train an attribute classifier (multi-label or multi-class) on a store."""
@@ -78,7 +79,8 @@ def train(
     else:
         cfg = resolve_config(ClassifierConfig, yaml_file=config, flags=flags, options=option)
     summary = _fit("train", train_classifier, cfg, check=check_config, env=env, nproc=nproc, resume=resume,
-                   kind="train", out=out, name=name, as_json=as_json, dry_run=dry_run)
+                   kind="train", out=out, name=name, as_json=as_json, dry_run=dry_run, config_files=[config],
+                   accept_changed_inputs=accept_changed_inputs)
     if summary is None or console.quiet:
         return  # --dry-run, or a rank other than 0
     if as_json:
@@ -111,6 +113,7 @@ def pretrain(
     nproc: Optional[int] = NPROC_OPT,
     sync_bn: bool = SYNC_BN_OPT,
     dry_run: bool = DRY_RUN_OPT,
+    accept_changed_inputs: bool = ACCEPT_CHANGED_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Pretrain a backbone on unlabelled faces of one or more stores (SimCLR, or distillation from a trained classifier); fine-tune it with train --pretrained RUN."""
@@ -131,7 +134,8 @@ def pretrain(
     else:
         cfg = resolve_config(PretrainConfig, yaml_file=config, flags=flags, options=option)
     summary = _fit("pretrain", run_pretrain, cfg, check=check_pretrain_config, env=env, nproc=nproc, resume=resume,
-                   kind="pretrain", out=out, name=name, as_json=as_json, dry_run=dry_run)
+                   kind="pretrain", out=out, name=name, as_json=as_json, dry_run=dry_run, config_files=[config],
+                   accept_changed_inputs=accept_changed_inputs)
     if summary is None or console.quiet:
         return  # --dry-run, or a rank other than 0
     if as_json:
@@ -163,6 +167,7 @@ def train_gen(
     nproc: Optional[int] = NPROC_OPT,
     sync_bn: bool = SYNC_BN_OPT,
     dry_run: bool = DRY_RUN_OPT,
+    accept_changed_inputs: bool = ACCEPT_CHANGED_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Train a VAE / GAN / AAE / ACAI; writes sample grids every epoch and resumable checkpoints."""
@@ -184,7 +189,8 @@ def train_gen(
         if minutes is not None and epochs is None and "epochs" not in _given_trainer_keys(config, option):
             cfg.trainer.epochs = UNLIMITED_EPOCHS  # --minutes alone: the time budget ends training
     summary = _fit("train-gen", train_generative, cfg, check=check_config, env=env, nproc=nproc, resume=resume,
-                   kind=f"gen-{cfg.model}", out=out, name=name, as_json=as_json, dry_run=dry_run)
+                   kind=f"gen-{cfg.model}", out=out, name=name, as_json=as_json, dry_run=dry_run, config_files=[config],
+                   accept_changed_inputs=accept_changed_inputs)
     if summary is None or console.quiet:
         return  # --dry-run, or a rank other than 0
     emit_json(summary) if as_json else console.print(f"[bold green]done[/]: grid {summary['grid']}")

@@ -20,7 +20,8 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +37,7 @@ import facelab
 from facelab.data.decode import crop_box, crop_resize, decode_min_side
 from facelab.data.schema import NO_PARTITION, CropSpec, Partition, Record, Skip, SourceIndex
 from facelab.data.sources.base import text_key
-from facelab.data.store import FORMAT_VERSION, MANIFEST
+from facelab.data.store import FORMAT_VERSION, MANIFEST, facelab_manifest, not_store_files
 from facelab.errors import ConfigError, DataError, ImageDecodeError, StoreError
 from facelab.faces import AlignedFace, AlignSpec, FacePipeline
 from facelab.data.partial import (
@@ -51,11 +52,13 @@ from facelab.data.partial import (
     differences,
     fsync_path,
     locked,
+    made_by_a_build,
     open_partial,
     pending_spans,
+    reserve,
 )
 from facelab.utils.console import stderr_console
-from facelab.utils.io import atomic_write_json
+from facelab.utils.io import atomic_write_json, foreign_entries, naming
 from facelab.utils.progress import LineProgress, progress_bar
 
 if TYPE_CHECKING:
@@ -136,27 +139,36 @@ def build_key(source: Source, *, size: int, crop: CropSpec, align: AlignSpec | N
 def _check_out(out: Path, key: dict[str, Any], *, overwrite: bool) -> dict[str, Any] | None:
     """The manifest of the store already at ``out`` (None when there is none); StoreError when in the way.
 
-    Called before indexing (fail fast) and again under the lock of ``<out>.partial``: another build into the
-    same ``out`` may have finished in between.
+    ``overwrite`` replaces only a store facelab made (:func:`~facelab.data.store.facelab_manifest`) that holds
+    nothing but the store's own files; anything else at ``out`` is refused, naming the files that would be
+    lost. Called before indexing (fail fast), again under the lock of ``<out>.partial`` and right before the
+    final rename: another build into the same ``out`` may have finished in between.
     """
     if not out.exists():
         return None
     if not out.is_dir():
         raise StoreError(f"{out} exists and is a file, not a store folder; choose another --out")
-    mpath = out / MANIFEST
-    if not mpath.is_file():
+    if not (out / MANIFEST).exists():
         if any(out.iterdir()):
-            raise StoreError(f"{out} exists, is not empty and holds no facelab store ({MANIFEST} missing); "
-                             "facelab never deletes such folders: choose another --out or empty it yourself")
+            raise StoreError(f"{out} exists, is not empty and holds no facelab store ({MANIFEST} missing): it holds "
+                             f"{', '.join(foreign_entries(out, ()))}; facelab never deletes such folders, even with "
+                             "--overwrite: choose another --out or empty it yourself")
         return None
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, ValueError) as e:
-        raise StoreError(f"{mpath}: unreadable manifest ({e}); delete {out} or choose another --out") from None
+    manifest = facelab_manifest(out)
+    if manifest is None:
+        beside = ", ".join(not_store_files(out)) or "nothing"
+        raise StoreError(f"{out} holds a {MANIFEST} that facelab did not write (no store format_version, "
+                         f"facelab_version and content_hash in it), beside {beside}; facelab never deletes such "
+                         "folders, even with --overwrite: choose another --out or empty it yourself")
     diffs = differences({**key, "format_version": FORMAT_VERSION}, manifest)
     if diffs and not overwrite:
         raise StoreError(f"{out} already holds a different store ({'; '.join(diffs)}); "
                          "pass --overwrite (overwrite=True) to replace it or choose another --out")
+    foreign = not_store_files(out) if overwrite else []
+    if foreign:
+        raise StoreError(f"{out} holds a facelab store and files that are not part of it: {', '.join(foreign)}; "
+                         "--overwrite replaces only what facelab made: move them out of the store first, or "
+                         "choose another --out")
     return manifest
 
 
@@ -251,7 +263,9 @@ def _check_loaded(img: Any, rec: Record, source: Source) -> None:
 def _chunk_runner(spans: list[tuple[int, int]], state_args: tuple, workers: int) -> Iterator[Iterator[tuple]]:
     """Results of each chunk as it finishes, in-process (workers <= 1) or over a process pool.
 
-    The pool is started on entry, so callers can fork before starting threads (the progress bar).
+    The pool is started on entry, so callers can fork before starting threads (the progress bar). A worker
+    that dies (killed, out of memory, a crash in a decoder) ends the iteration with a StoreError at once: the
+    pool is then broken, and the chunks it was decoding would never be reported.
     """
     if workers <= 1 or len(spans) <= 1:
         _set_state(*state_args)
@@ -261,8 +275,23 @@ def _chunk_runner(spans: list[tuple[int, int]], state_args: tuple, workers: int)
             _STATE.clear()
         return
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(min(workers, len(spans)), initializer=_init_worker, initargs=state_args) as pool:
-        yield pool.imap_unordered(_decode_range, spans)
+    pool = ProcessPoolExecutor(min(workers, len(spans)), mp_context=ctx, initializer=_init_worker,
+                               initargs=state_args)
+    try:
+        futures = [pool.submit(_decode_range, span) for span in spans]
+        yield _finished(futures, Path(state_args[4]))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _finished(futures: list[Future], partial: Path) -> Iterator[tuple]:
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+    except BrokenProcessPool:
+        raise StoreError(f"a decoding process ended abruptly (killed, out of memory, or a crash in an image "
+                         f"decoder); the chunks finished so far are kept in {partial}: re-run the command to "
+                         "resume (with --workers 1 the cause is shown)") from None
 
 
 # ---- decoding ------------------------------------------------------------------------------------
@@ -336,6 +365,7 @@ def _compact(partial: Path, kept: np.ndarray, n: int) -> None:
     src = np.load(src_path, mmap_mode="r")
     tmp = partial / "images.tmp.npy"
     dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(kept.size, *src.shape[1:]))
+    reserve([tmp])
     for block in _blocks(kept.size, int(np.prod(src.shape[1:]))):
         dst[block] = src[kept[block]]
     dst.flush()
@@ -346,14 +376,17 @@ def _compact(partial: Path, kept: np.ndarray, n: int) -> None:
 
 
 def _save(path: Path, **arrays: np.ndarray) -> None:
-    """np.save (one array) or np.savez_compressed (several) to ``path``, fsynced."""
-    with open(path, "wb") as f:
-        if len(arrays) == 1:
-            np.save(f, next(iter(arrays.values())))
-        else:
-            np.savez_compressed(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
+    """np.save (one array) or np.savez_compressed (several) to ``path``, fsynced (an OSError names ``path``)."""
+    try:
+        with open(path, "wb") as f:
+            if len(arrays) == 1:
+                np.save(f, next(iter(arrays.values())))
+            else:
+                np.savez_compressed(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise naming(e, path) from None
 
 
 def _columns(partial: Path, index: SourceIndex, kept: np.ndarray) -> dict[str, np.ndarray]:
@@ -519,9 +552,13 @@ def prepare_store(source: Source, out: str | Path, *, size: int = 64, crop: Crop
         existing = _recheck_out(out, partial, key, overwrite=overwrite)
         if existing is not None and not overwrite:
             return _already_complete(out, existing, index, t0)
-        status, manifest, decoded, notes = _build(source, index, partial, key, size=size, crop=crop, align=align,
-                                                  workers=workers or os.cpu_count() or 1, progress=progress,
-                                                  chunk_size=chunk_size, t0=t0)
+        try:
+            status, manifest, decoded, notes = _build(source, index, partial, key, size=size, crop=crop,
+                                                      align=align, workers=workers or os.cpu_count() or 1,
+                                                      progress=progress, chunk_size=chunk_size, t0=t0)
+        except BaseException:
+            _discard_if_nothing_done(partial)
+            raise
         _move_into_place(partial, out, key, overwrite=overwrite)
     return _report(out, manifest, status, decoded, t0, notes)
 
@@ -546,6 +583,18 @@ def _recheck_out(out: Path, partial: Path, key: dict[str, Any], *, overwrite: bo
     if existing is not None and not overwrite:
         _remove_if_empty(partial)
     return existing
+
+
+def _discard_if_nothing_done(partial: Path) -> None:
+    """Remove ``partial`` after a failed build when it holds nothing worth resuming (no chunk journaled, no
+    compacted images) and nothing facelab did not make: a full disk or a kill at the start leaves no folder."""
+    if not made_by_a_build(partial):
+        return
+    journal = partial / PROGRESS_FILE
+    if (journal.exists() and journal.stat().st_size > 0) or (partial / "images.npy").exists():
+        return
+    clear_folder(partial)
+    _remove_if_empty(partial)
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -603,11 +652,12 @@ def _build(source: Source, index: SourceIndex, partial: Path, key: dict[str, Any
         state = "fresh"  # killed before the arrays were allocated (or they are damaged)
         (partial / PROGRESS_FILE).unlink(missing_ok=True)
         allocate(partial, n, size, index.has_landmarks)
+    data_files = [partial / DECODED_FILE] + ([partial / LANDMARKS_FILE] if index.has_landmarks else [])
+    reserve([f for f in data_files if f.exists()])  # a full disk is an error now, not a killed worker later
     if state == "resume":
         notes.append(f"resumed the interrupted build in {partial}")
     for note in notes if progress else []:
         stderr_console().print(f"[yellow]note[/]: {note}")
-    data_files = [partial / DECODED_FILE] + ([partial / LANDMARKS_FILE] if index.has_landmarks else [])
     journal = Journal(partial, data_files)
     decoded, failed = _decode(source, index, partial, journal, size=size, crop=crop, align=align, workers=workers,
                               chunk_size=chunk_size, progress=progress)

@@ -1,10 +1,18 @@
-"""Decode one image file to RGB uint8, whatever its real format, and crop/resize it for the store."""
+"""Decode one image file to RGB uint8, whatever its real format, and crop/resize it for the store.
+
+Only the formats of :data:`IMAGE_FORMATS` are decoded, recognised from their first bytes (never from the name):
+Pillow is asked for that one format, so a file of any other kind it could read (PostScript, which it hands
+to Ghostscript; PDF, ICO, PSD, PCX...) never reaches its decoder, whatever it is called.
+"""
 
 from __future__ import annotations
 
 import io
 import re
+import struct
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -25,16 +33,72 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 MAX_PIXELS = 89_478_485
 _UINT16_MAX = 65535
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")  # the size in Pillow's DecompressionBombError message
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+_BMP_DIB_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})  # the DIB header sizes Pillow reads
+
+
+def _bmp_header(data: bytes) -> bool:
+    """"BM", then a DIB header size Pillow reads (OS/2 12 and 64, Windows 40/52/56/108/124) after the 14-byte
+    file header: text that starts with "BM" has letters there."""
+    return data[:2] == b"BM" and len(data) >= 18 and struct.unpack_from("<I", data, 14)[0] in _BMP_DIB_SIZES
+
+
+def _tiff_header(data: bytes) -> bool:
+    """A TIFF byte order mark and 42 (classic) or 43 (BigTIFF, with its offset size 8), and the first IFD's
+    offset past the header."""
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or len(data) < 8:
+        return False
+    version = struct.unpack_from(order + "H", data, 2)[0]
+    if version == 42:
+        return struct.unpack_from(order + "I", data, 4)[0] >= 8
+    return (version == 43 and len(data) >= 16 and struct.unpack_from(order + "HH", data, 4) == (8, 0)
+            and struct.unpack_from(order + "Q", data, 8)[0] >= 16)
+
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """A format facelab decodes: its name, Pillow's name for it, its file suffixes and a test of its first bytes."""
+
+    name: str
+    pillow: str
+    suffixes: tuple[str, ...]
+    header: Callable[[bytes], bool]
+
+
+#: The formats facelab decodes (the only ones: any other file is refused before a decoder sees it).
+IMAGE_FORMATS: tuple[ImageFormat, ...] = (
+    ImageFormat("JPEG", "JPEG", (".jpg", ".jpeg"), lambda d: d[:3] == _JPEG_MAGIC),  # Pillow reads MPO as JPEG
+    ImageFormat("PNG", "PNG", (".png",), lambda d: d[:8] == b"\x89PNG\r\n\x1a\n"),
+    ImageFormat("BMP", "BMP", (".bmp",), _bmp_header),
+    ImageFormat("WebP", "WEBP", (".webp",),
+                lambda d: d[:4] == b"RIFF" and d[8:12] == b"WEBP" and d[12:16] in (b"VP8 ", b"VP8L", b"VP8X")),
+    ImageFormat("GIF", "GIF", (".gif",), lambda d: d[:6] in (b"GIF87a", b"GIF89a")),
+    ImageFormat("TIFF", "TIFF", (".tif", ".tiff"), _tiff_header),
+)
+IMAGE_SUFFIXES = frozenset(s for f in IMAGE_FORMATS for s in f.suffixes)
+_NOT_AN_IMAGE = ("not a known image format: facelab reads "
+                 + ", ".join(f.name for f in IMAGE_FORMATS[:-1]) + f" and {IMAGE_FORMATS[-1].name} files")
+
+
+def sniff_format(data: bytes) -> ImageFormat | None:
+    """The format of :data:`IMAGE_FORMATS` whose header ``data`` starts with; None for anything else."""
+    return next((f for f in IMAGE_FORMATS if f.header(data)), None)
+
+
+def looks_like_an_image(data: bytes) -> bool:
+    """Whether ``data`` starts like a file of a format facelab decodes (a damaged one rather than something else)."""
+    return sniff_format(data) is not None
 
 
 def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = None,
                  max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode encoded image bytes to an (H, W, 3) RGB uint8 array.
 
+    The format is sniffed from the first bytes (:func:`sniff_format`), never taken from a name, so a PNG named
+    ``.jpg`` decodes correctly and a PostScript file named ``.jpg`` is refused without running anything.
     JPEGs go through libjpeg-turbo (simplejpeg), using DCT downscaling when ``min_side`` allows it;
-    anything else, and JPEGs simplejpeg refuses (CMYK, progressive oddities), go through Pillow.
-    The format is sniffed from the bytes, so a PNG named ``.jpg`` decodes correctly.
+    the other formats, and JPEGs simplejpeg refuses (CMYK, progressive oddities), go through Pillow's decoder
+    of that one format.
 
     The EXIF Orientation tag is honoured (:mod:`facelab.data.orientation`): a photo taken with the camera held
     sideways comes back upright, as every viewer shows it (JPEG: the tag is read from the header bytes; other
@@ -43,31 +107,48 @@ def decode_bytes(data: bytes, *, name: str = "<bytes>", min_side: int | None = N
     images (16-bit grey PNG/TIFF, 32-bit TIFF) are scaled to 8 bits, never clipped (see :func:`_to_rgb`).
 
     Raises:
-        ImageDecodeError: empty, truncated, unreadable or too large data, or pixel values it cannot scale.
+        ImageDecodeError: empty data, another format than :data:`IMAGE_FORMATS`, a truncated, unreadable or
+            too large image, or pixel values it cannot scale; nothing else, whatever the bytes.
     """
     if len(data) == 0:
         raise ImageDecodeError("empty file (0 bytes)", name=name)
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageDecodeError(f"cannot decode image ({_NOT_AN_IMAGE})", name=name)
     jpeg_error = None
     if data[:3] == _JPEG_MAGIC:
         try:
             return _decode_jpeg(data, name=name, min_side=min_side, max_pixels=max_pixels)
         except ValueError as e:
             jpeg_error = e  # fall back to Pillow (CMYK, unusual sampling) which also reports truncation
+    return _decode_pillow(data, fmt, name=name, max_pixels=max_pixels, jpeg_error=jpeg_error)
+
+
+#: what Pillow's decoders raise on damaged data, besides its own errors (struct.error: a header cut short)
+_PILLOW_FAILURES = (OSError, SyntaxError, ValueError)
+
+
+def _decode_pillow(data: bytes, fmt: ImageFormat, *, name: str, max_pixels: int,
+                   jpeg_error: Exception | None) -> np.ndarray:
+    """Decode ``data`` with Pillow's decoder of ``fmt`` alone; every failure is an ImageDecodeError."""
     try:
         with warnings.catch_warnings():
             # Pillow warns above its limit and raises above twice it; MAX_PIXELS is checked here instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
+            # damaged metadata ("Corrupt EXIF data", "Tag data larger than file"): the outcome says what counts
+            warnings.simplefilter("ignore", UserWarning)
+            with Image.open(io.BytesIO(data), formats=[fmt.pillow]) as im:
                 _check_pixels(im.width, im.height, name=name, limit=max_pixels)
                 im.load()  # raises on truncated data
                 return apply_orientation(_to_rgb(im, name=name), _pillow_orientation(im))
     except Image.DecompressionBombError as e:  # Pillow's open() refuses twice its limit, before facelab's check
         raise ImageDecodeError(_pillow_refused(e), name=name) from None
     except UnidentifiedImageError:
-        what = f"a JPEG header libjpeg cannot read: {jpeg_error}" if jpeg_error else "not a known image format"
+        what = (f"a JPEG header libjpeg cannot read: {jpeg_error}" if jpeg_error
+                else f"a {fmt.name} header Pillow cannot read")
         raise ImageDecodeError(f"cannot decode image ({what}; corrupt or cut off?)", name=name) from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageDecodeError(f"cannot decode image ({e.__class__.__name__}: {e})", name=name) from None
+    except _PILLOW_FAILURES as e:
+        raise ImageDecodeError(f"cannot decode image ({fmt.name}: {e.__class__.__name__}: {e})", name=name) from None
 
 
 def _pillow_orientation(im: Image.Image) -> int:

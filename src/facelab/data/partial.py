@@ -8,6 +8,7 @@ appended only after their pixels were fsynced, so a kill loses at most ``CHECKPO
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -20,12 +21,15 @@ import numpy as np
 
 from facelab.data.store import MANIFEST
 from facelab.errors import StoreError
-from facelab.utils.io import atomic_write_json
+from facelab.utils.io import atomic_write_json, foreign_entries, naming
 
 BUILD_FILE = "build.json"
 PROGRESS_FILE = "progress.jsonl"
 DECODED_FILE = "decoded.npy"
 LANDMARKS_FILE = "landmarks.npy"
+#: the files of a build in progress (anything else in a .partial folder is not facelab's)
+PARTIAL_FILES = frozenset({BUILD_FILE, PROGRESS_FILE, DECODED_FILE, LANDMARKS_FILE, "images.npy", "images.tmp.npy",
+                           "labels.npy", "index.npz", MANIFEST})
 CHECKPOINT_SECONDS = 2.0  # fsync the pixels and append finished chunks to progress.jsonl this often
 LOCK_ATTEMPTS = 3  # tries to lock a .partial that other builds keep renaming into place
 
@@ -81,10 +85,13 @@ class Journal:
         for path in self.data_files:
             if path.exists():  # decoded.npy is gone once compacted (nothing is pending then)
                 fsync_path(path)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write("".join(self.pending))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write("".join(self.pending))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise naming(e, self.path) from None
         self.pending.clear()
 
 
@@ -149,18 +156,25 @@ def clear_folder(folder: Path) -> None:
 
 
 def open_partial(partial: Path, params: dict[str, Any], notes: list[str]) -> str:
-    """Prepare ``partial`` for ``params``; return "fresh", "resume" or "finished" (manifest written)."""
+    """Prepare ``partial`` for ``params``; return "fresh", "resume" or "finished" (manifest written).
+
+    Raises:
+        StoreError: ``partial`` holds files a build did not make (no build.json of a store build, or other
+            files beside its working files): facelab neither uses nor deletes them.
+    """
     bpath = partial / BUILD_FILE
     if not bpath.is_file():
         if any(partial.iterdir()):
             raise StoreError(f"{partial} exists, is not empty and was not made by facelab ({BUILD_FILE} "
-                             "missing); move it away or choose another --out")
+                             f"missing; it holds {', '.join(foreign_entries(partial, ()))}); move it away or "
+                             "choose another --out")
         atomic_write_json(bpath, params)
         return "fresh"
     try:
         old = json.loads(bpath.read_text())
     except ValueError:
         old = {}
+    _check_ours(partial, old)
     diffs = differences(params, old)
     if not diffs:
         return "finished" if (partial / MANIFEST).is_file() else "resume"
@@ -171,11 +185,71 @@ def open_partial(partial: Path, params: dict[str, Any], notes: list[str]) -> str
     return "fresh"
 
 
+def _is_build_params(params: Any) -> bool:
+    return isinstance(params, dict) and isinstance(params.get("format_version"), int) and "source" in params
+
+
+def made_by_a_build(partial: Path) -> bool:
+    """Whether ``partial`` holds nothing facelab did not make: empty, or a build.json of a store build and
+    only the build's own files beside it."""
+    if not partial.is_dir():
+        return False
+    if not (partial / BUILD_FILE).is_file():
+        return not any(partial.iterdir())
+    try:
+        params = json.loads((partial / BUILD_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return _is_build_params(params) and not foreign_entries(partial, PARTIAL_FILES)
+
+
+def _check_ours(partial: Path, params: Any) -> None:
+    """StoreError unless ``partial`` is an interrupted store build: a build.json facelab wrote (its format
+    field and the source it names) and nothing beside the build's own files."""
+    if not _is_build_params(params):
+        raise StoreError(f"{partial / BUILD_FILE} was not written by a facelab store build; facelab neither "
+                         f"uses nor deletes {partial}: move it away or choose another --out")
+    foreign = foreign_entries(partial, PARTIAL_FILES)
+    if foreign:
+        raise StoreError(f"{partial} holds an interrupted store build and files facelab did not make: "
+                         f"{', '.join(foreign)}; move them out (then re-run to finish the build) or choose "
+                         "another --out")
+
+
 def allocate(partial: Path, n: int, size: int, with_landmarks: bool) -> None:
     """Create the working arrays (sparse files: nothing is written until the workers fill rows)."""
     np.lib.format.open_memmap(partial / DECODED_FILE, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
     if with_landmarks:
         np.lib.format.open_memmap(partial / LANDMARKS_FILE, mode="w+", dtype=np.float32, shape=(n, 10))
+
+
+def reserve(paths: list[Path]) -> None:
+    """Reserve the disk blocks of the memory-mapped working arrays before anything writes them.
+
+    A process writing a page of a sparse memory map that the disk has no room for is killed (SIGBUS), not
+    told: reserving first turns a full disk into an OSError (ENOSPC, naming the file) before any decoding.
+    Where the system cannot reserve, the free space is compared with what the files need.
+
+    Raises:
+        OSError: ENOSPC (or EDQUOT) naming the file that does not fit.
+    """
+    for path in paths:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            if hasattr(os, "posix_fallocate"):
+                try:
+                    os.posix_fallocate(fd, 0, size)
+                    continue
+                except OSError as e:
+                    if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                        raise naming(e, path) from None
+            need = size - os.fstat(fd).st_blocks * 512
+            st = os.statvfs(path)
+            if need > st.f_bavail * st.f_frsize:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        finally:
+            os.close(fd)
 
 
 def pending_spans(done: np.ndarray, chunk_size: int) -> list[tuple[int, int]]:

@@ -25,9 +25,40 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from facelab.data.schema import CropSpec, LabelKind, LabelSpec, Partition
 from facelab.errors import StoreError
+from facelab.utils.io import foreign_entries
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: what a store folder holds: its arrays and manifest, and the plots ``facelab data stats`` writes into it
+STORE_FILES = frozenset({MANIFEST, "images.npy", "labels.npy", "index.npz", "stats"})
+STATS_FILES = frozenset({"correlation.png", "prevalence.png"})
+
+
+def facelab_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest of the store facelab made at ``folder``, as written (any format version); None when
+    ``folder`` holds no manifest.json, or one facelab did not write: it must be a JSON object whose own
+    format field (``format_version``, an integer) and facelab marker (``facelab_version``, text) say so,
+    with the ``content_hash`` every store has."""
+    try:
+        data = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(data, dict) and isinstance(data.get("format_version"), int)
+            and isinstance(data.get("facelab_version"), str) and isinstance(data.get("content_hash"), str)):
+        return None
+    return data
+
+
+def not_store_files(folder: Path) -> list[str]:
+    """The entries of the store folder ``folder`` that facelab did not make (sorted, at most a few named):
+    anything beside :data:`STORE_FILES`, and anything in ``stats/`` beside its plots."""
+    found = foreign_entries(folder, STORE_FILES)
+    stats = folder / "stats"
+    if stats.is_symlink() or stats.exists() and not stats.is_dir():
+        found.append("stats")
+    elif stats.is_dir():
+        found += [f"stats/{name}" for name in foreign_entries(stats, STATS_FILES)]
+    return found
 
 
 class StoreManifest(BaseModel):

@@ -70,13 +70,20 @@ def _class_spec(store: Store, name: str) -> LabelSpec:
 
 
 def _joint_codes(store: Store, rows: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, list[LabelSpec]]:
-    """(n,) int64 code of the joint class combination of labels ``names`` for each row, and their specs."""
+    """(n,) int64 code of the joint class combination of labels ``names`` for each row, and their specs.
+
+    A row with an unknown value (-1) of any of the labels (an image a labels file gives no class) gets the
+    code -1: a stratum of its own, which a split deals out like any other and a balanced subset leaves out.
+    """
     specs = [_class_spec(store, name) for name in names]
     if not specs:
         return np.zeros(rows.size, np.int64), specs
     cols = store.labels[np.ix_(rows, [store.label_index(s.name) for s in specs])].astype(np.int64)
     dims = tuple(int(s.num_classes) for s in specs)
-    return np.ravel_multi_index(tuple(cols.T), dims).astype(np.int64), specs
+    known = (cols >= 0).all(axis=1)
+    codes = np.full(rows.size, -1, np.int64)
+    codes[known] = np.ravel_multi_index(tuple(cols[known].T), dims)
+    return codes, specs
 
 
 def _describe_combo(code: int, specs: Sequence[LabelSpec]) -> str:
@@ -261,7 +268,8 @@ def balanced_subset(
     seed: int = 0,
     per_group: int | None = None,
 ) -> np.ndarray:
-    """Rows with equal counts of every combination of the ``targets`` labels, by random undersampling.
+    """Rows with equal counts of every combination of the ``targets`` labels, by random undersampling (rows
+    with an unknown value of a target are left out).
 
     Args:
         store: the store.
@@ -277,6 +285,7 @@ def balanced_subset(
         raise ConfigError("balanced_subset needs at least one target label")
     rows = as_indices(store, indices)
     codes, specs = _joint_codes(store, rows, list(targets))
+    rows, codes = rows[codes >= 0], codes[codes >= 0]  # an unknown value belongs to no combination
     counts = np.bincount(codes, minlength=math.prod(int(s.num_classes) for s in specs))
     if (counts == 0).any():
         empty = [_describe_combo(c, specs) for c in np.flatnonzero(counts == 0)]

@@ -6,6 +6,7 @@ decode journal); this writes arrays that already sit in memory, in the same form
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from facelab.data.build import content_hash
 from facelab.data.schema import NO_IDENTITY, NO_PARTITION, CropSpec, LabelSpec, Partition
 from facelab.data.store import FORMAT_VERSION, MANIFEST, Store
 from facelab.errors import FacelabError
-from facelab.utils.io import atomic_write_json
+from facelab.utils.io import atomic_write_json, naming, temporary_sibling_dir
 
 
 def write_store_arrays(path: str | Path, images: np.ndarray, labels: np.ndarray, specs: Sequence[LabelSpec],
@@ -46,12 +47,31 @@ def write_store_arrays(path: str | Path, images: np.ndarray, labels: np.ndarray,
     crop = CropSpec.from_dict(crop, where="crop") if isinstance(crop, dict) else crop
     n = images.shape[0]
     keys = np.array([f"row{i:07d}" for i in range(n)], dtype=str)
-    partial = path.with_name(path.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    np.save(partial / "images.npy", images)
-    np.save(partial / "labels.npy", labels)
-    np.savez(partial / "index.npz", key=keys, identity=np.full(n, NO_IDENTITY, np.int64), partition=partitions)
+    partial = temporary_sibling_dir(path)
+    try:
+        _write(partial, images, labels, specs, partitions, keys, source=source, crop=crop)
+        os.replace(partial, path)
+    except BaseException as e:
+        shutil.rmtree(partial, ignore_errors=True)  # a folder of this call's own, hidden: nothing else is in it
+        if isinstance(e, FileExistsError) or (isinstance(e, OSError) and e.errno == errno.ENOTEMPTY):
+            raise FacelabError(f"{path} appeared while its store was written; remove it or choose another "
+                               "folder") from None
+        raise
+    return Store.open(path)
+
+
+def _write(partial: Path, images: np.ndarray, labels: np.ndarray, specs: Sequence[LabelSpec],
+           partitions: np.ndarray, keys: np.ndarray, *, source: str, crop: CropSpec | None) -> None:
+    """The store's files in ``partial``, manifest.json last (each OSError names its file)."""
+    n = images.shape[0]
+    for name, save in (("images.npy", lambda f: np.save(f, images)), ("labels.npy", lambda f: np.save(f, labels)),
+                       ("index.npz", lambda f: np.savez(f, key=keys, identity=np.full(n, NO_IDENTITY, np.int64),
+                                                        partition=partitions))):
+        try:
+            with open(partial / name, "wb") as f:
+                save(f)
+        except OSError as e:
+            raise naming(e, partial / name) from None
     counts = {p.name.lower(): int((partitions == p.value).sum()) for p in Partition}
     manifest = {
         "format_version": FORMAT_VERSION, "source": source, "root": None, "options": {},
@@ -62,8 +82,6 @@ def write_store_arrays(path: str | Path, images: np.ndarray, labels: np.ndarray,
         "notes": [], "content_hash": content_hash(images, labels, keys),
     }
     atomic_write_json(partial / MANIFEST, manifest)
-    os.replace(partial, path)
-    return Store.open(path)
 
 
 def _checked(images: np.ndarray, labels: np.ndarray, specs: Sequence[LabelSpec],

@@ -25,6 +25,7 @@ from facelab.models.classifiers.ensemble import describe, load_classifier, membe
 from facelab.models.classifiers.heads import Task, flip_permutation
 from facelab.models.loading import load_model
 from facelab.report import render_report
+from facelab.runs.inputs import ACCEPT_FLAG, RunInput, check_own_data
 from facelab.runs.splits import load_run_splits
 from facelab.utils.io import atomic_write_json
 
@@ -176,6 +177,25 @@ def labelled_store(store: Store, meta: CheckpointMeta, labels_file: str | Path |
     return with_labels_file(store, labels_file, tasks=tasks or None, reviewed_only=reviewed_only)
 
 
+def check_run_inputs(run_dirs: Sequence[Path | None], store: Store, *, accept: bool = False,
+                     doing: str = "evaluate", command: str = "eval") -> list[str]:
+    """Each run (folder) of ``run_dirs`` applied to ``store``: on its own store, every input it recorded must be
+    as it recorded it, and so must its labels file wherever the truth comes from it (:func:`facelab.runs.inputs.
+    check_own_data`); returns a warning per change accepted (``accept``: --accept-changed-inputs). None (a
+    checkpoint outside a run folder, an exported file) has nothing recorded.
+
+    Raises:
+        ChangedInputError: an input changed since the run recorded it, and ``accept`` is false.
+    """
+    ov = store.overlay
+    labels = RunInput("labels_file", "labels file", ov.source, ov.sha256) if ov is not None else None
+    changes = []
+    for run_dir in dict.fromkeys(run_dirs):
+        if run_dir is not None:
+            changes += check_own_data(run_dir, store, labels=labels, accept=accept, doing=doing, command=command)
+    return [f"{c.describe()}; accepted with {ACCEPT_FLAG}" for c in changes]
+
+
 def flip_consistency(probs: dict[str, np.ndarray], mirrored: dict[str, np.ndarray], task: Task,
                      flip_perm: list[int] | None) -> dict[str, float]:
     """Per label a flip mirrors (left <-> right): the share of images whose predicted class on the mirror
@@ -194,7 +214,7 @@ def flip_consistency(probs: dict[str, np.ndarray], mirrored: dict[str, np.ndarra
 def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "test", out_dir: str | Path | None = None,
                  batch_size: int = 256, device: str = "cpu", tta_flip: bool | None = None, which: str = "best",
                  adapt_priors: bool = False, labels_file: str | Path | None = None,
-                 reviewed_only: bool = False) -> dict[str, Any]:
+                 reviewed_only: bool = False, accept_changed_inputs: bool = False) -> dict[str, Any]:
     """Evaluate a classifier run (or several, their probabilities averaged) on ``store_path``; write JSON and
     plots; return the report.
 
@@ -211,6 +231,8 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
             -reviewed, -adapted for those options, so that one evaluation never replaces another kind).
         labels_file, reviewed_only: the labels file the truth comes from (:func:`labelled_store`; default: the
             run's own when the store lacks the model's labels), and whether only reviewed classes count.
+        accept_changed_inputs: score although the run's store or labels file (or, on its own store, another
+            input it recorded) changed since it recorded them (:func:`check_run_inputs`).
 
     Labels a flip mirrors (left/right classes) also get their flip consistency: the share of images whose
     prediction on the mirror image is the mirrored prediction.
@@ -222,6 +244,7 @@ def evaluate_run(run: RunPaths, store_path: str | Path, *, split: SplitName = "t
     check_labels(meta, store)
     warnings = check_preprocessing(meta, store)
     metas = member_metas(model, meta)
+    warnings += check_run_inputs([m.run_dir for m in metas], store, accept=accept_changed_inputs)
     task = Task.from_dict(meta.config["task"])
     chosen = ensemble_eval_rows(metas, store, split)
     rows, how = chosen.rows, chosen.how

@@ -8,6 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from facelab.utils.io import atomic_path
+
+PNG_MARK_KEY, PNG_MARK = "Software", "facelab"  # the text chunk of every PNG facelab writes here
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -28,6 +33,23 @@ def grid_array(images: np.ndarray, *, nrow: int = 8, pad: int = 2, fill: int = 2
     return out
 
 
+def _save_png(image: Image.Image, path: Path) -> None:
+    """``image`` as a PNG at ``path``, atomically, marked as facelab's (:func:`is_facelab_png`)."""
+    info = PngInfo()
+    info.add_text(PNG_MARK_KEY, PNG_MARK)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", pnginfo=info)
+
+
+def is_facelab_png(path: str | Path) -> bool:
+    """Whether ``path`` is a PNG that facelab wrote (its text chunk says so): one that facelab may replace."""
+    try:
+        with Image.open(path) as img:
+            return img.format == "PNG" and img.info.get(PNG_MARK_KEY) == PNG_MARK
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
 def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, *, nrow: int = 8, scale: int = 1) -> Path:
     """Save images ((N,3,H,W) in [-1,1] or (N,H,W,3) uint8) as a PNG grid, atomically."""
     arr = to_uint8(images) if isinstance(images, torch.Tensor) else np.asarray(images, dtype=np.uint8)
@@ -35,20 +57,22 @@ def save_grid(images: torch.Tensor | np.ndarray, path: str | Path, *, nrow: int 
     if scale > 1:
         mosaic = mosaic.resize((mosaic.width * scale, mosaic.height * scale), Image.NEAREST)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    mosaic.save(tmp, format="PNG")
-    tmp.replace(path)
+    _save_png(mosaic, path)
     return path
 
 
-def save_images(images: torch.Tensor, folder: str | Path, *, prefix: str = "sample") -> list[Path]:
-    """Save each image as its own PNG: folder/prefix_0000.png ..."""
+def image_name(prefix: str, i: int) -> str:
+    """The file name :func:`save_images` gives image ``i``: ``prefix_0000.png``."""
+    return f"{prefix}_{i:04d}.png"
+
+
+def save_images(images: torch.Tensor, folder: str | Path, *, prefix: str = "sample", start: int = 0) -> list[Path]:
+    """Save each image as its own PNG, atomically: folder/prefix_0000.png ... (numbered from ``start``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, img in enumerate(to_uint8(images)):
-        p = folder / f"{prefix}_{i:04d}.png"
-        Image.fromarray(img).save(p)
+    for i, img in enumerate(to_uint8(images), start=start):
+        p = folder / image_name(prefix, i)
+        _save_png(Image.fromarray(img), p)
         paths.append(p)
     return paths

@@ -12,15 +12,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from facelab.utils.io import atomic_path  # noqa: E402
+
 
 def _save(fig, path: Path, *, tight: bool = True) -> Path:
     """Write ``fig`` as PNG atomically; ``tight`` crops to the drawn content (not needed with a layout engine)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight" if tight else None)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight" if tight else None)
+    finally:
+        plt.close(fig)
     return path
 
 

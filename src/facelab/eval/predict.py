@@ -27,9 +27,11 @@ from facelab.data.schema import CropSpec, LabelKind, LabelSpec
 from facelab.data.store import MANIFEST, Store
 from facelab.deploy import load_engine
 from facelab.errors import FacelabError, ImageDecodeError
-from facelab.eval.evaluate import check_preprocessing
+from facelab.eval.evaluate import check_preprocessing, check_run_inputs
+from facelab.eval.outputs import check_output
 from facelab.eval.photos import FacesMode, PhotoPredictor
 from facelab.models.classifiers.heads import Task
+from facelab.runs.inputs import run_dir_of
 from facelab.utils.io import atomic_write_text
 from facelab.utils.progress import progress_bar
 
@@ -130,19 +132,35 @@ def _rows(firsts: list[list[Any]], probs: dict[str, np.ndarray], task: Task, spe
         yield row + preds
 
 
-def _check_writable(out: Path) -> None:
-    """FacelabError when the CSV cannot be written at ``out`` (a folder there, or no writable folder above)."""
+def _check_writable(out: Path, inputs: Sequence[Path]) -> None:
+    """FacelabError when the CSV cannot, or may not, be written at ``out``: a folder there, no writable folder
+    above, a file facelab did not write, a path inside a store or run folder, or one of the inputs
+    (:func:`facelab.eval.outputs.check_output`)."""
     if out.is_dir():
         raise FacelabError(f"{out} is a folder; --out names the CSV file to write, e.g. {out / 'predictions.csv'}")
+    check_output(out, option="--out", inputs=inputs, ours=is_predictions_csv)
     above = next(p for p in (out.parent, *out.parent.parents) if p.exists())  # missing folders are created
     if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
         raise FacelabError(f"cannot write {out}: {above} is not a writable folder; choose another --out")
 
 
+def is_predictions_csv(path: Path) -> bool:
+    """Whether ``path`` is a CSV that ``facelab predict`` wrote (its header: key or the face columns first, a
+    ``pred_`` column for each output): one it may replace."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    starts = header[:1] == ["key"] or header[:len(FACE_COLUMNS)] == FACE_COLUMNS
+    return starts and any(c.startswith("pred_") for c in header)
+
+
 def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, out: str | Path, *,
                    batch_size: int = 256, device: str = "cpu", threshold: float = 0.5, which: str = "best",
                    tta_flip: bool | None = None, progress: bool = True, engine: str | None = None,
-                   faces: FacesMode = "auto", detector: str | None = None) -> PredictReport:
+                   faces: FacesMode = "auto", detector: str | None = None,
+                   accept_changed_inputs: bool = False) -> PredictReport:
     """Write one CSV row per image of ``target`` (a store folder or a folder of images).
 
     Args:
@@ -156,8 +174,11 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
         faces: for a folder of photos: "auto" (detect and align the faces when the checkpoint was trained on
             aligned faces), "detect" or "aligned" (each photo is one aligned face); see the module docstring.
         detector: the face detector instead of the checkpoint's (e.g. "retinaface", the fast one).
+        accept_changed_inputs: predict a run's own store although it (or another input the run recorded)
+            changed since the run recorded it (:func:`facelab.eval.evaluate.check_run_inputs`).
     """
-    _check_writable(Path(out))  # before any inference, which a failed write at the end would throw away
+    runs = [Path(r) for r in ([run] if isinstance(run, (str, Path)) else run)]
+    _check_writable(Path(out), [Path(target), *runs])  # before any inference, which a refused write would waste
     model = load_engine(run, engine=engine, which=which, device=device, tta_flip=tta_flip)
     meta, task = model.meta, model.task
     specs = {d["name"]: LabelSpec.from_dict(d) for d in meta.labels}
@@ -170,6 +191,9 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
         if is_store:
             store = Store.open(target)
             warnings = check_preprocessing(meta, store)
+            runs = run if isinstance(run, (list, tuple)) else [run]
+            warnings += check_run_inputs([run_dir_of(r) for r in runs], store, accept=accept_changed_inputs,
+                                         doing="predict", command="predict")
             bar = prog.add_task("predict", total=len(store))
             batches = _store_batches(store, batch_size)
         else:

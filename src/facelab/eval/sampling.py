@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,13 @@ import torch
 
 from facelab.data.store import Store
 from facelab.errors import FacelabError
-from facelab.eval.grids import save_grid, save_images
+from facelab.eval.grids import image_name, is_facelab_png, save_grid, save_images
+from facelab.eval.outputs import check_output
 from facelab.models.generative import blend_conditions, class_latent_means, grid_conditions, interpolate_latents
 from facelab.models.generative.base import eval_mode
 from facelab.models.loading import load_model
+
+CHUNK = 1024  # images made at once by sample_run, and the most a grid shows
 
 
 def parse_cond(text: str | None, model: torch.nn.Module) -> dict[str, Any] | None:
@@ -39,26 +43,72 @@ def parse_cond(text: str | None, model: torch.nn.Module) -> dict[str, Any] | Non
 def sample_run(run: str | Path, *, n: int = 64, cond: str | None = None, grid: str | Path | None = None,
                images_dir: str | Path | None = None, seed: int = 0, temperature: float = 1.0,
                device: str = "cpu") -> dict[str, Any]:
-    """Sample ``n`` images (conditioned on ``cond``) into an 8-wide grid and/or individual PNGs."""
+    """Sample ``n`` images (conditioned on ``cond``) into an 8-wide grid and/or individual PNGs.
+
+    Images are made :data:`CHUNK` at a time (each chunk's grid conditions start again at the first row), so
+    memory stays bounded whatever ``n``: the grid shows the first chunk, ``images_dir`` receives every image
+    as it is made (the result lists the first chunk's paths). Without ``images_dir``, ``n`` is at most
+    :data:`CHUNK`.
+
+    Raises:
+        FacelabError: ``n`` above :data:`CHUNK` without ``images_dir``; a ``grid`` or ``images_dir`` facelab may
+            not write (:func:`facelab.eval.outputs.check_output`; a PNG already there that facelab did not write).
+    """
+    if n > CHUNK and images_dir is None:
+        raise FacelabError(f"--n {n}: a grid shows at most {CHUNK} images; write them all as PNGs with --images "
+                           f"FOLDER (made {CHUNK} at a time), or lower --n")
+    if grid is not None:
+        check_output(Path(grid), option="--grid", inputs=[Path(run)], ours=is_facelab_png)
+    if images_dir is not None:
+        _check_images_dir(Path(images_dir), Path(run), n)
     model, meta = load_model(run, kind="generative", device=device)
     labels = parse_cond(cond, model)
-    c = model.make_cond(labels) if labels is not None else None
-    if c is None and model.is_conditional:
-        c = grid_conditions(model, n)
+    fixed = model.make_cond(labels) if labels is not None else None
     g = torch.Generator().manual_seed(seed)
-    images = model.sample(n, c, generator=g, temperature=temperature)  # (n, 3, S, S)
     out: dict[str, Any] = {"run": str(run), "model": meta.arch, "n": n, "cond": labels}
-    grid = grid or Path(run) / "samples" / f"sample_{seed}.png"
-    out["grid"] = str(save_grid(images, grid))
+    for start in range(0, n, CHUNK):
+        size = min(CHUNK, n - start)
+        c = fixed if fixed is not None or not model.is_conditional else grid_conditions(model, size)
+        images = model.sample(size, c, generator=g, temperature=temperature)  # (size, 3, S, S)
+        if start == 0:
+            out["grid"] = str(save_grid(images, grid or Path(run) / "samples" / f"sample_{seed}.png"))
+        if images_dir is not None:
+            written = save_images(images, images_dir, start=start)
+            if start == 0:
+                out["images"] = [str(p) for p in written]
+        del images
     if images_dir is not None:
-        out["images"] = [str(p) for p in save_images(images, images_dir)]
+        out.update(images_dir=str(images_dir), images_written=n)
     return out
+
+
+def _check_images_dir(folder: Path, run: Path, n: int) -> None:
+    """``--images FOLDER`` may be written: not in a store or run folder, and no PNG of a name it would write
+    there that facelab did not write."""
+    check_output(folder, option="--images", inputs=[run], folder=True)
+    if not folder.is_dir():
+        return
+    theirs = [e.name for e in os.scandir(folder) if _image_index(e.name, n) and not is_facelab_png(e.path)]
+    if theirs:
+        shown = ", ".join(sorted(theirs)[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5 else "")
+        raise FacelabError(f"--images {folder} holds files this run would replace that facelab did not write: "
+                           f"{shown}; move them away or choose another folder")
+
+
+def _image_index(name: str, n: int) -> bool:
+    """Whether ``name`` is the file name of one of the ``n`` images (``sample_0000.png`` ...)."""
+    stem, dot, suffix = name.rpartition(".")
+    prefix, _, number = stem.rpartition("_")
+    return dot == "." and suffix == "png" and prefix == "sample" and number.isdigit() and \
+        image_name("sample", int(number)) == name and int(number) < n
 
 
 def interpolate_run(run: str | Path, *, out: str | Path, steps: int = 10, rows: int = 4, seed: int = 0,
                     cond: str | None = None, store: str | Path | None = None, pair: tuple[int, int] | None = None,
                     spherical: bool = True, device: str = "cpu") -> dict[str, Any]:
     """Strips from one latent point to another; with ``store`` and ``pair`` (autoencoders), between two real images."""
+    check_output(Path(out), option="--out", inputs=[Path(run), *([Path(store)] if store else [])],
+                 ours=is_facelab_png)
     model, meta = load_model(run, kind="generative", device=device)
     labels = parse_cond(cond, model)
     c = model.make_cond(labels) if labels is not None else None
@@ -118,6 +168,8 @@ def blend_run(run: str | Path, *, classes: tuple[str, str], weight: float = 0.5,
     if sweep is None and not 0.0 <= weight <= 1.0:
         raise FacelabError(f"--weight {weight}: the blend weight must be in [0, 1]")
     weights = np.linspace(0.0, 1.0, sweep).tolist() if sweep else [weight]
+    check_output(Path(out), option="--out", inputs=[Path(run), *([Path(store)] if store else [])],
+                 ours=is_facelab_png)
     model, meta = load_model(run, kind="generative", device=device)
     g = torch.Generator().manual_seed(seed)
     if model.is_conditional:

@@ -28,6 +28,7 @@ from facelab.registry import Registry
 from facelab.report import render_report
 from facelab.report.batch_schedule import results_table
 from facelab.runs.folder import read_metrics
+from facelab.runs.inputs import check_inputs, store_input
 from facelab.runs.splits import save_run_splits
 from facelab.runs.summary import BatchScheduleSummary, write_summary
 from facelab.train.classifier import ClassifierConfig, train_classifier
@@ -149,13 +150,18 @@ def _done(results_path: Path) -> dict[tuple[str, int], dict[str, Any]]:
     return {(r["variant"], r["seed"]): r for r in read_jsonl(results_path)}
 
 
-def run_batch_schedule(cfg: BatchScheduleConfig, *, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+def run_batch_schedule(cfg: BatchScheduleConfig, *, run_dir: str | Path, progress: bool = True,
+                       accept_changed_inputs: bool = False) -> dict[str, Any]:
     """Train every variant and seed into ``run_dir/<variant>/seed<k>``; write results.json, results.md and
     curves.png. Each finished (variant, seed) is appended to results.jsonl, so calling this again on the
-    same folder (``--resume``) skips them and resumes an interrupted one from its last checkpoint."""
+    same folder (``--resume``) skips them and resumes an interrupted one from its last checkpoint, once its
+    inputs are checked to be those it recorded (:mod:`facelab.runs.inputs`; ``accept_changed_inputs``: go on
+    with changed ones)."""
     run_dir = Path(run_dir)
     t0 = time.monotonic()
     store = Store.open(cfg.store)
+    check_inputs(run_dir, [store_input(store)], accept=accept_changed_inputs, doing="resume", adopt=True,
+                 command="experiment batch-schedule --resume")
     splits, how = study_splits(cfg, store)
     save_run_splits(run_dir, splits, store, how=how)
     results_path = run_dir / "results.jsonl"
@@ -176,7 +182,7 @@ def run_batch_schedule(cfg: BatchScheduleConfig, *, run_dir: str | Path, progres
             console.print(f"[bold]{variant}[/], seed {seed} ({i}/{len(cells)})" + (": resuming" if resume else ""))
         cb = BatchSizeCallback(cfg.batch_size, cfg.factor, batch_ms)
         summary = train_classifier(vcfg, run_dir=vdir, callbacks=[cb], splits=splits, splits_how=f"the study's {how}",
-                                   resume=resume)
+                                   resume=resume, accept_changed_inputs=accept_changed_inputs)
         test = evaluate_rows(vdir, store, splits["test"], device=str(summary["device"]))
         rec = {"variant": variant, "seed": seed,
                "test_mean_accuracy": test["summary"]["mean_accuracy"],

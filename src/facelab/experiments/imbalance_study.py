@@ -31,6 +31,7 @@ from facelab.eval.statistics import mean_ci, paired_test
 from facelab.experiments.balancing import GENERATIVE_METHODS, METHODS, MIN_MINORITY_FOR_GENERATOR, StudyContext
 from facelab.report import render_report
 from facelab.report.imbalance_study import BASELINE, METRICS, REAL_MINORITY, SAMPLE_QUALITY, results_markdown
+from facelab.runs.inputs import check_inputs, store_input
 from facelab.runs.summary import ImbalanceStudySummary, write_summary
 from facelab.train.classifier import ClassifierConfig, check_batches, train_classifier
 from facelab.train.generative import GenerativeRunConfig
@@ -269,12 +270,18 @@ def _done(results_path: Path) -> dict[tuple[float, int, str], dict[str, Any]]:
     return {(r["p"], r["seed"], r["method"]): r for r in read_jsonl(results_path)}
 
 
-def run_study(cfg: ImbalanceStudyConfig, *, run_dir: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) every (p, seed, method) cell; aggregate; write summary.json and report.html."""
+def run_study(cfg: ImbalanceStudyConfig, *, run_dir: str | Path, progress: bool = True,
+              accept_changed_inputs: bool = False) -> dict[str, Any]:
+    """Run (or resume) every (p, seed, method) cell; aggregate; write summary.json and report.html. The stores
+    are recorded by content hash in ``inputs.json`` and a resume checks them (:mod:`facelab.runs.inputs`;
+    ``accept_changed_inputs``: go on with changed ones)."""
     run_dir = Path(run_dir)
     t0 = time.monotonic()
     store, splits, how, minority = validate_study(cfg)
     eval_store = Store.open(cfg.eval_data) if cfg.eval_data else None
+    inputs = [store_input(store, "data"), *([store_input(eval_store, "eval_data")] if eval_store else [])]
+    check_inputs(run_dir, inputs, accept=accept_changed_inputs, doing="resume", adopt=True,
+                 command="experiment imbalance --resume")
     results_path = run_dir / "results.jsonl"
     done = _done(results_path)
     total = len(cfg.p) * len(cfg.seeds) * len(cfg.methods)

@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import ValidationError
 
+from facelab.config import StrictConfig
 from facelab.data.labels_file import DIRECTIONS
-from facelab.errors import DataError
+from facelab.errors import ConfigError, DataError
 from facelab.registry import Registry
+
 
 @dataclass(frozen=True)
 class AutoLabel:
@@ -46,18 +49,51 @@ def flip_landmarks(points: np.ndarray, width: int) -> np.ndarray:
 
 
 class Labeler(ABC):
-    """Labels one face from its image and its 5 landmarks (facelab's order, in the image's pixels)."""
+    """Labels one face from its image and its 5 landmarks (facelab's order, in the image's pixels).
+
+    A labeler's options are its typed ``Config`` (a :class:`~facelab.config.StrictConfig` with bounds), beside
+    it in its file: ``create_labeler("orientation", threshold=20)``, ``-o orientation.threshold=20``.
+    """
 
     name: ClassVar[str]
     classes: ClassVar[tuple[str, ...]] = DIRECTIONS
     unit: ClassVar[str] = ""
+    Config: ClassVar[type[StrictConfig]] = StrictConfig
+
+    def __init__(self, **options: Any) -> None:
+        self.config = labeler_config(type(self), options)
 
     @abstractmethod
     def label(self, image: np.ndarray, landmarks: np.ndarray) -> AutoLabel:
         """``image`` (H, W, 3) RGB uint8, ``landmarks`` (5, 2) in its pixels -> the face's label."""
 
     def describe(self) -> dict[str, Any]:
-        return {"labeler": self.name, "classes": list(self.classes), "unit": self.unit, "options": dict(vars(self))}
+        return {"labeler": self.name, "classes": list(self.classes), "unit": self.unit,
+                "options": self.config.model_dump(mode="json")}
+
+
+def labeler_config(cls: type[Labeler], options: Any) -> StrictConfig:
+    """``options`` validated by ``cls.Config``.
+
+    Raises:
+        ConfigError: not a mapping, an option the labeler does not take, or a value of the wrong type or out of
+            bounds; one line naming ``-o NAME.OPTION=VALUE`` and what is allowed.
+    """
+    if not isinstance(options, dict):
+        raise ConfigError(f"-o {cls.name}={options!r}: give the {cls.name} labeler's options by name, e.g. "
+                          f"-o {cls.name}.threshold=...")
+    try:
+        return cls.Config.model_validate(options)
+    except ValidationError as e:
+        err = e.errors()[0]
+        option = ".".join(str(p) for p in err["loc"])
+        fields = cls.Config.model_fields
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"-o {cls.name}.{option}: the {cls.name} labeler has no option {option!r} (its "
+                              f"options: {', '.join(fields) or 'none'})") from None
+        about = fields[option].description if option in fields else None
+        raise ConfigError(f"-o {cls.name}.{option}={options.get(option)!r}: {err['msg'].lower()}"
+                          + (f" ({option}: {about})" if about else "")) from None
 
 
 LABELERS: Registry[Labeler] = Registry("labeler")

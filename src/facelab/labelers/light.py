@@ -24,7 +24,9 @@ import math
 
 import cv2
 import numpy as np
+from pydantic import Field
 
+from facelab.config import StrictConfig
 from facelab.labelers.base import LABELERS, AutoLabel, Labeler, check_landmarks, three_way
 from facelab.labelers.orientation import head_pose
 
@@ -40,6 +42,9 @@ YAW_SLOPE = -0.0114
 #: another 300 in the right class)
 GRADIENT_THRESHOLD = 0.20
 CONFIDENCE_SCALE = 0.1
+#: the largest threshold taken: a gradient of 3 makes one side of the region (1.2 units wide) e^3.6 = 37 times
+#: brighter than the other, so a threshold at or above it would leave practically every face in ``center``
+MAX_GRADIENT = 3.0
 #: luma offset of the log (0-255 luma), so that near-black pixels do not dominate
 LOG_OFFSET = 8.0
 
@@ -89,6 +94,14 @@ def shading_gradient(image: np.ndarray, points: np.ndarray) -> tuple[float, int]
     return float(coef[1]), n
 
 
+class LightConfig(StrictConfig):
+    """The light labeler's options."""
+
+    threshold: float = Field(GRADIENT_THRESHOLD, gt=0, lt=MAX_GRADIENT, description=f"the brightness gradient, "
+                             f"above 0 and below {MAX_GRADIENT}: a face whose gradient is stronger than this "
+                             "either way is lit from the left or the right, else center")
+
+
 @LABELERS.register("light")
 class LightLabeler(Labeler):
     """Where the light comes from, by the brightness gradient across the face's skin (yaw taken out); classes
@@ -96,9 +109,7 @@ class LightLabeler(Labeler):
 
     name = "light"
     unit = "relative brightness gradient across the face, towards the image's right (per eye-to-mouth distance)"
-
-    def __init__(self, *, threshold: float = GRADIENT_THRESHOLD) -> None:
-        self.threshold = threshold
+    Config = LightConfig
 
     def label(self, image: np.ndarray, landmarks: np.ndarray) -> AutoLabel:
         points = check_landmarks(landmarks)
@@ -106,5 +117,5 @@ class LightLabeler(Labeler):
         if not math.isfinite(raw):
             return AutoLabel(None, math.nan, 0.0, {"pixels": pixels, "raw_gradient": math.nan})
         gradient = raw - YAW_SLOPE * head_pose(points)[0]
-        cls, confidence = three_way(gradient, self.threshold, CONFIDENCE_SCALE)
+        cls, confidence = three_way(gradient, self.config.threshold, CONFIDENCE_SCALE)
         return AutoLabel(cls, gradient, confidence, {"pixels": pixels, "raw_gradient": raw})

@@ -14,7 +14,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from pydantic import Field
 
+from facelab.config import StrictConfig
 from facelab.labelers.base import LABELERS, AutoLabel, Labeler, check_landmarks, three_way
 
 #: A mean face's 5 points in millimetres, facelab's landmark order (image-left eye, image-right eye, nose
@@ -53,6 +55,13 @@ def head_pose(landmarks: np.ndarray, model: np.ndarray = MEAN_FACE) -> tuple[flo
     return yaw, pitch, math.degrees(roll), residual
 
 
+class OrientationConfig(StrictConfig):
+    """The orientation labeler's options."""
+
+    threshold: float = Field(YAW_THRESHOLD, gt=0, lt=90, description="degrees of yaw, above 0 and below 90: "
+                             "a face turned further than this either way is left or right, else center")
+
+
 @LABELERS.register("orientation")
 class OrientationLabeler(Labeler):
     """Head yaw from the landmarks; classes by :data:`YAW_THRESHOLD`. Pitch, roll and the fit error are
@@ -60,13 +69,11 @@ class OrientationLabeler(Labeler):
 
     name = "orientation"
     unit = "degrees of yaw"
-
-    def __init__(self, *, threshold: float = YAW_THRESHOLD) -> None:
-        self.threshold = threshold
+    Config = OrientationConfig
 
     def label(self, image: np.ndarray, landmarks: np.ndarray) -> AutoLabel:
         yaw, pitch, roll, error = head_pose(check_landmarks(landmarks))
         if not math.isfinite(yaw):
             return AutoLabel(None, math.nan, 0.0, {"pitch": math.nan, "roll": math.nan, "fit_error": math.nan})
-        cls, confidence = three_way(yaw, self.threshold, CONFIDENCE_SCALE)
+        cls, confidence = three_way(yaw, self.config.threshold, CONFIDENCE_SCALE)
         return AutoLabel(cls, yaw, confidence, {"pitch": pitch, "roll": roll, "fit_error": error})

@@ -13,6 +13,7 @@ its own.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -22,7 +23,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 
 import facelab
 from facelab.data.preprocessing import Preprocessing
@@ -100,20 +102,125 @@ def save_checkpoint(
     meta: CheckpointMeta,
     training_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the checkpoint folder atomically (temporary sibling folder, then rename)."""
+    """Write the checkpoint folder atomically: its files go to a temporary sibling folder (flushed to disk),
+    which then replaces the old folder. On any failure (a full disk, no permission) the temporary folder is
+    removed, the previous checkpoint stays as it was, and the OSError names the checkpoint; a kill between
+    the two renames leaves the previous checkpoint as ``.NAME.old-PID``, which :func:`clean_checkpoints`
+    puts back.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(_state_dict_for_safetensors(model), str(tmp / WEIGHTS), metadata={"facelab": meta.to_json()})
+    weights = save_safetensors(_state_dict_for_safetensors(model), metadata={"facelab": meta.to_json()})
+    state = None
     if training_state is not None:
-        torch.save(training_state, tmp / STATE)
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+        buf = io.BytesIO()  # torch.save into a file loses the errno of a failed write (a RuntimeError)
+        torch.save(training_state, buf)
+        state = buf.getvalue()
+    tmp = path.with_name(f".{path.name}{_TMP}{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        _write_synced(tmp / WEIGHTS, weights)
+        if state is not None:
+            _write_synced(tmp / STATE, state)
+        _replace_folder(tmp, path)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = "the previous one is kept" if (path / WEIGHTS).is_file() else "there is none yet"
+        raise OSError(e.errno, f"{e.strerror or e}; the checkpoint was not written ({kept})", str(path)) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return path
+
+
+_TMP = ".tmp-"  # .NAME.tmp-PID: a checkpoint being written by process PID
+_OLD = ".old-"  # .NAME.old-PID: the checkpoint it replaces, between the two renames
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _replace_folder(tmp: Path, path: Path) -> None:
+    """``tmp`` renamed to ``path``; an existing ``path`` is moved aside first and deleted after (put back if
+    the second rename fails)."""
+    old = path.with_name(f".{path.name}{_OLD}{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)
+    moved = path.exists()
+    if moved:
+        os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        if moved:
+            os.replace(old, path)
+        raise
+    _fsync_folder(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (the renames) to disk; a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def clean_checkpoints(folder: str | Path) -> list[Path]:
+    """Remove what writers that died (killed, or their machine stopped) left in a ``checkpoints/`` folder:
+    temporary ``.NAME.tmp-PID`` folders are deleted; a ``.NAME.old-PID`` (the previous checkpoint, moved
+    aside just before its replacement was renamed in) becomes ``NAME`` again when ``NAME`` is missing and is
+    deleted otherwise. Folders of processes still alive are left alone. Returns what it removed or restored.
+    """
+    folder = Path(folder)
+    done: list[Path] = []
+    if not folder.is_dir():
+        return done
+    for p in sorted(folder.iterdir()):
+        parsed = _writer_leftover(p.name)
+        if parsed is None or not p.is_dir() or _alive(parsed[2]):
+            continue
+        name, kind, _ = parsed
+        target = folder / name
+        if kind == _OLD and not target.exists():
+            os.replace(p, target)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+        done.append(p)
+    return done
+
+
+def _writer_leftover(entry: str) -> tuple[str, str, int] | None:
+    """``(NAME, kind, PID)`` of ``.NAME.tmp-PID`` / ``.NAME.old-PID``, else None."""
+    if not entry.startswith("."):
+        return None
+    for kind in (_TMP, _OLD):
+        stem, sep, pid = entry[1:].rpartition(kind)
+        if sep and stem and pid.isdigit():
+            return stem, kind, int(pid)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process writes one checkpoint at a time: what it left is from a failed write
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists (another user's process)
+    return True
 
 
 def _weights_file(path: Path) -> Path:
@@ -175,6 +282,9 @@ def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
     path = Path(path).expanduser()
     if path.is_file() or (path / WEIGHTS).is_file():
         return path
+    if not path.exists():
+        raise FacelabError(f"{path}: no such folder or file; give a run folder, a checkpoint folder or a {WEIGHTS} "
+                           "file")
     for name in (which, "last"):
         cand = path / "checkpoints" / name
         if (cand / WEIGHTS).is_file():
@@ -182,3 +292,24 @@ def resolve_checkpoint(path: str | Path, which: str = "best") -> Path:
     raise FacelabError(
         f"{path}: no checkpoint found (looked for {WEIGHTS} in it and in checkpoints/{which}, checkpoints/last)"
     )
+
+
+def fallback_note(path: str | Path, which: str = "best") -> str | None:
+    """A line saying so when :func:`resolve_checkpoint` takes ``checkpoints/last`` of a run folder that has no
+    ``checkpoints/<which>`` (a run stopped before its first validation, say); None when it takes what was asked."""
+    ckpt = resolve_checkpoint(path, which)
+    if ckpt.name == "last" and which != "last" and ckpt.parent.name == "checkpoints":
+        return f"{Path(path)} has no checkpoints/{which}: using checkpoints/last (the last epoch's weights)"
+    return None
+
+
+def weights_path(path: str | Path, which: str = "best") -> Path:
+    """The weights file that ``path`` names: the model.safetensors of a run folder's ``checkpoints/<which>`` (or
+    ``last``), of a checkpoint folder, or the file itself; ``path`` unchanged when there is none (a missing
+    input is the caller's to report)."""
+    p = Path(path).expanduser()
+    try:
+        ckpt = resolve_checkpoint(p, which)
+    except FacelabError:
+        return p
+    return ckpt if ckpt.is_file() else ckpt / WEIGHTS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -15,12 +16,15 @@ import facelab
 from facelab.config import StrictConfig
 from facelab.errors import ConfigError, FacelabError
 from facelab.utils.io import atomic_write_json, read_jsonl
+from facelab.utils.secrets import mask_argv
 
 DEFAULT_RUNS_ROOT = Path(os.environ.get("FACELAB_RUNS", "runs"))
 METRICS = "metrics.jsonl"
+ENV_FILE = "env.json"
 CHECKPOINTS = "checkpoints"
-#: what a run folder holds before anything has trained (a start that failed or was killed early)
-SETUP_FILES = frozenset({"config.yaml", "env.json", "splits.json", "pretrain_splits.json"})
+#: what a run folder holds before anything has trained (a start that failed or was killed early); inputs.json:
+#: the hashes of its inputs (:mod:`facelab.runs.inputs`)
+SETUP_FILES = frozenset({"config.yaml", "env.json", "splits.json", "pretrain_splits.json", "inputs.json"})
 
 
 def environment() -> dict[str, Any]:
@@ -35,7 +39,7 @@ def environment() -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "argv": sys.argv,
+        "argv": mask_argv(sys.argv),  # a password on the command line is never written down
     }
     try:
         env["git_commit"] = subprocess.run(
@@ -72,10 +76,20 @@ def has_started(run_dir: Path) -> bool:
     return (run_dir / METRICS).exists() or any((run_dir / CHECKPOINTS).glob("*/*"))
 
 
+def made_by_facelab(run_dir: Path) -> bool:
+    """Whether ``run_dir`` is a run folder facelab made: its env.json, the first file written into it, says so."""
+    try:
+        env = json.loads((Path(run_dir) / ENV_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(env, dict) and "facelab" in env and "argv" in env
+
+
 def holds_only_setup(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds nothing but what a run writes before it trains (config.yaml, env.json,
-    splits.json or pretrain_splits.json, an empty checkpoints/): a start that failed or was killed early, with nothing to lose."""
-    if not run_dir.is_dir() or has_started(run_dir):
+    """Whether ``run_dir`` is a run folder facelab made that holds nothing but what a run writes before it trains
+    (config.yaml, env.json, splits.json or pretrain_splits.json, inputs.json, an empty checkpoints/): a start that
+    failed or was killed early, with nothing to lose."""
+    if not run_dir.is_dir() or has_started(run_dir) or not made_by_facelab(run_dir):
         return False
     for p in run_dir.iterdir():
         if p.name == CHECKPOINTS and p.is_dir() and not any(p.iterdir()):
@@ -97,6 +111,8 @@ def create_run_dir(kind: str, *, name: str | None = None, root: str | Path | Non
         path = root / f"{kind}-{check_run_name(name)}"
         if path.exists() and not path.is_dir():
             raise FacelabError(f"{path} exists and is a file; pick another --name")
+        if path.is_dir() and any(path.iterdir()) and not made_by_facelab(path):
+            raise FacelabError(f"{path} holds files facelab did not make; pick another --name (or --out)")
         if path.is_dir() and any(path.iterdir()) and not holds_only_setup(path):
             raise FacelabError(f"{path} already holds a run; continue it with --resume {path}, "
                                "or pick another --name")  # never mix a new run's config and metrics into an old one
@@ -106,10 +122,16 @@ def create_run_dir(kind: str, *, name: str | None = None, root: str | Path | Non
         while path.exists():
             n += 1
             path = base.with_name(f"{base.name}-{n}")
+    made = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
-    if config is not None:
-        config.save(path / "config.yaml")
-    atomic_write_json(path / "env.json", environment())
+    try:
+        atomic_write_json(path / ENV_FILE, environment())  # first: it marks the folder as facelab's
+        if config is not None:
+            config.save(path / "config.yaml")
+    except BaseException:
+        if made:  # a full disk, a kill: no half-made run folder is left
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     return path
 
 

@@ -103,3 +103,37 @@ def load_pretrain_splits(run_dir: str | Path, stores: list[Store]) -> tuple[list
                              f"but {s.path} now has {s.content_hash[:12]}: resume with the stores it used")
     rows = [{k: np.asarray(v, dtype=np.int64) for k, v in rec["splits"].items()} for rec in recorded]
     return rows, doc.get("note") or "recorded by the run"
+
+
+def adopt_run_splits(run_dir: str | Path, store: Store, *, note: str) -> None:
+    """Record the rows of ``run_dir/splits.json`` again for ``store``, a changed version of the run's store that
+    the run goes on with (``--accept-changed-inputs``): the same rows, the new content hash, ``note`` added to how
+    they were chosen.
+
+    Raises:
+        StoreError: a recorded row does not exist in ``store``.
+    """
+    path = Path(run_dir) / SPLITS
+    doc = json.loads(path.read_text())
+    try:
+        rows = {k: as_indices(store, v) for k, v in doc["splits"].items()}
+    except StoreError as e:
+        raise StoreError(f"{path}: the run's rows cannot be read from the changed store ({e}); resume with the "
+                         "store it recorded") from None
+    save_run_splits(run_dir, rows, store, how=f"{doc.get('note') or 'recorded by the run'}; {note}")
+
+
+def adopt_pretrain_store(run_dir: str | Path, index: int, store: Store, *, note: str) -> None:
+    """:func:`adopt_run_splits` for the ``index``-th store of a pretraining run's pretrain_splits.json."""
+    path = Path(run_dir) / PRETRAIN_SPLITS
+    doc = json.loads(path.read_text())
+    rec = doc["stores"][index]
+    try:
+        rec["splits"] = {k: np.sort(as_indices(store, v)).tolist() for k, v in rec["splits"].items()}
+    except StoreError as e:
+        raise StoreError(f"{path}: the run's rows cannot be read from the changed store ({e}); resume with the "
+                         "store it recorded") from None
+    rec.update({"path": str(store.path), "source": store.source, "count": len(store),
+                "content_hash": store.content_hash})
+    doc["note"] = f"{doc.get('note') or 'recorded by the run'}; {store.path.name}: {note}"
+    atomic_write_json(path, doc)

@@ -2,7 +2,7 @@
 
 Endpoints: ``POST /v1/predict`` (multipart field ``file``) -> every face with its box, landmarks, score,
 attribute probabilities and predictions; ``GET /v1/model``; ``GET /healthz``; the page at ``/``; OpenAPI at
-``/docs`` (Swagger UI served from the installed ``swagger-ui-bundle``, no CDN).
+``/docs`` (Swagger UI served from the installed ``fastapi-offline``, no CDN).
 
 Hostile input never reaches the model as a 500: oversized or slow bodies are refused by
 :class:`~facelab.serve.guard.BodyGuard` (413/408); an empty body or a missing field is 400; the content is
@@ -10,7 +10,9 @@ sniffed from its bytes (not its name or Content-Type), so anything that does not
 and a truncated or corrupt one is 422; an image whose header announces more than ``max_pixels`` is 413
 before it is decoded; at most ``max_faces`` faces are predicted; when ``max_concurrent`` predictions are
 running and ``max_queue`` requests wait, the next one gets 503 with Retry-After instead of queueing without bound. Uploads are parsed in
-memory (the body is already bounded): nothing is written to disk.
+memory, however large the part (the body is already bounded): nothing is written to disk. Every refusal, from
+whichever layer (the server's protocol, the guard, the routes, FastAPI's validation, an unexpected error), is
+JSON ``{"detail": ...}`` and is declared in the OpenAPI schema (:func:`declare_errors`).
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.formparsers import MultiPartParser
 
 import facelab
 
-from facelab.data.decode import decode_bytes
+from facelab.data.decode import decode_bytes, looks_like_an_image
 from facelab.errors import ImageDecodeError
 from facelab.eval.photos import PhotoPredictor
 from facelab.serve.config import ServeConfig
@@ -40,12 +43,10 @@ from facelab.serve.schemas import FaceResult, ModelInfo, PredictResponse
 STATIC = Path(str(resources.files("facelab.serve") / "static"))
 
 
-def _swagger_dir() -> Path | None:
-    try:
-        import swagger_ui_bundle
-    except ImportError:  # pragma: no cover - a declared dependency
-        return None
-    return Path(swagger_ui_bundle.swagger_ui_path)
+def _swagger_dir() -> Path:
+    """Swagger UI's files as fastapi-offline ships them (Swagger UI 5, which reads the OpenAPI 3.1 that FastAPI
+    writes), served from this app: the API page needs no network."""
+    return Path(str(resources.files("fastapi_offline") / "static"))
 
 
 class Slots:
@@ -77,45 +78,112 @@ class Slots:
 
 
 def create_app(predictor: PhotoPredictor | None, config: ServeConfig | None = None, *,
-               review: ReviewSession | None = None) -> Any:
+               review: ReviewSession | None = None, notes: list[str] | None = None) -> Any:
     """The app for ``predictor`` under ``config``'s limits (an ASGI app: the FastAPI app inside a BodyGuard),
     with the review page's routes when ``review`` is given (``facelab label review``; then ``predictor`` may
-    be None).
+    be None). ``notes``: what ``GET /v1/model`` should say about the model (e.g. a checkpoint fallback).
 
     The FastAPI app itself is ``returned.app`` (for ``TestClient`` and ``app.state``).
     """
     config = config or ServeConfig()
     app = FastAPI(title="facelab", version=facelab.__version__, docs_url=None, redoc_url=None,
                   description="facelab: attribute predictions for the faces in photos, and the label review page.")
+    app.add_exception_handler(Exception, _internal_error)
     if review is not None:
-        app.include_router(review_router(review))
+        app.include_router(review_router(review), responses=REVIEW_ERRORS)
     slots = Slots(config.max_concurrent, config.max_queue)
     app.state.slots, app.state.config = slots, config
     _docs_and_static(app)
     if predictor is not None:
-        _predict_routes(app, predictor, config, slots)
+        _predict_routes(app, predictor, config, slots, notes or [])
     elif review is not None:
         @app.get("/", include_in_schema=False)
         def to_review() -> RedirectResponse:
             return RedirectResponse("/review")
-    return BodyGuard(app, max_bytes=config.max_upload_bytes, timeout_s=config.read_timeout_s)
+    declare_errors(app)
+    return BodyGuard(app, max_bytes=config.max_upload_bytes, timeout_s=config.read_timeout_s,
+                     budget_bytes=upload_budget(config))
+
+
+def upload_budget(config: ServeConfig) -> int:
+    """Bytes of request bodies held at once: every prediction slot and queue place with an upload of the largest
+    size, and as much again for bodies on their way in (beyond it: 503 + Retry-After)."""
+    return 2 * (config.max_concurrent + config.max_queue) * config.max_upload_bytes
 
 
 def _docs_and_static(app: FastAPI) -> None:
-    swagger = _swagger_dir()
-    if swagger is not None:
-        app.mount("/swagger", StaticFiles(directory=swagger), name="swagger")
+    app.mount("/swagger", StaticFiles(directory=_swagger_dir()), name="swagger")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="facelab API",
                                    swagger_js_url="/swagger/swagger-ui-bundle.js",
-                                   swagger_css_url="/swagger/swagger-ui.css", swagger_favicon_url="/swagger/favicon-32x32.png")
+                                   swagger_css_url="/swagger/swagger-ui.css", swagger_favicon_url="/swagger/favicon.png")
 
 
-def _predict_routes(app: FastAPI, predictor: PhotoPredictor, config: ServeConfig, slots: Slots) -> None:
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug, not the client's fault: JSON like every other answer (uvicorn logs the traceback)."""
+    return JSONResponse({"detail": "internal error of the server (its log has the details)"}, status_code=500)
+
+
+#: the review routes' own refusals (an unknown task, face or image; undo with nothing to undo)
+REVIEW_ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "no such task, face or image"},
+                                                   409: {"description": "nothing to undo"}}
+#: what the HTTP layer may answer to any operation, beside what each route declares: the connection cap
+#: (server.py) or the prediction slots (Slots) full
+ANY_OPERATION: dict[int, str] = {503: "busy: retry after Retry-After seconds"}
+#: what the body guard (guard.py) answers to a request with a body, before the route sees it
+WITH_BODY: dict[int, str] = {400: "not a readable request (a bad Content-Length, not a multipart form)",
+                             408: "the body did not arrive within the read timeout",
+                             413: "the body is above the upload limit"}
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error", "type": "object", "required": ["detail"],
+    "properties": {"detail": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}],
+                              "description": "what was wrong and what to do; FastAPI's validation errors are a list"}}}
+
+
+def declare_errors(app: FastAPI) -> None:
+    """Make the OpenAPI schema declare every refusal an operation can get, each with the JSON body it has
+    (``{"detail": ...}``) and a 503's Retry-After header, so clients (and the fuzz test) can rely on it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+        for operations in schema.get("paths", {}).values():
+            for method, op in operations.items():
+                responses = op.setdefault("responses", {})
+                extra = {**ANY_OPERATION, **(WITH_BODY if method in ("post", "put", "patch") else {})}
+                for code, description in extra.items():
+                    responses.setdefault(str(code), {"description": description})
+                for code, response in responses.items():
+                    if code[0] in "45":
+                        response["content"] = error
+                if "503" in responses:
+                    responses["503"]["headers"] = {"Retry-After": {
+                        "description": "seconds to wait before retrying", "required": True,
+                        "schema": {"type": "integer", "minimum": 1}}}
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+#: the request body of POST /v1/predict (the route reads it itself, so FastAPI cannot infer it)
+UPLOAD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary", "description": "the photo (any image format "
+                                                                                    "the decoder reads)"}}}}}}}
+
+
+def _predict_routes(app: FastAPI, predictor: PhotoPredictor, config: ServeConfig, slots: Slots,
+                    notes: list[str]) -> None:
     info = predictor.describe()
+    app.state.model_info = info
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -128,14 +196,14 @@ def _predict_routes(app: FastAPI, predictor: PhotoPredictor, config: ServeConfig
 
     @app.get("/v1/model", response_model=ModelInfo)
     def model() -> dict[str, Any]:
-        return {**info, "limits": config.model_dump(exclude={"host", "port"})}
+        return {**info, "limits": config.model_dump(exclude={"host", "port"}), "notes": notes}
 
-    @app.post("/v1/predict", response_model=PredictResponse,
+    @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=UPLOAD_BODY,
               responses={400: {"description": "no file"}, 408: {"description": "body too slow"},
                          413: {"description": "too large"}, 415: {"description": "not an image"},
                          422: {"description": "a damaged image"}, 503: {"description": "busy: retry"}})
     async def predict(request: Request) -> dict[str, Any]:
-        data, name = await _upload(request)
+        data, name = await _upload(request, config.max_upload_bytes)
         if not await slots.acquire():
             raise HTTPException(503, f"busy: {config.max_concurrent} predictions running and {config.max_queue} "
                                 "waiting; retry shortly", headers={"Retry-After": str(config.retry_after_s)})
@@ -147,12 +215,15 @@ def _predict_routes(app: FastAPI, predictor: PhotoPredictor, config: ServeConfig
         return {**result, "seconds": round(time.perf_counter() - t0, 4), "model": info["model"]}
 
 
-async def _upload(request: Request) -> tuple[bytes, str]:
-    """The bytes of the multipart field ``file`` (the body is already bounded by the BodyGuard)."""
+async def _upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
+    """The bytes of the multipart field ``file``, parsed in memory: the BodyGuard has already bounded the
+    body to ``max_bytes``, so no part is spooled to a temporary file (starlette's default above 1 MB)."""
     if not (request.headers.get("content-type") or "").startswith("multipart/form-data"):
         raise HTTPException(400, "send the photo as multipart/form-data in a field named 'file'")
+    parser = MultiPartParser(request.headers, request.stream(), max_files=1, max_fields=8)
+    parser.spool_max_size = max_bytes + 1  # a part can never exceed the body: it stays in memory
     try:
-        form = await request.form(max_files=1, max_fields=8)
+        form = await parser.parse()
     except Exception as e:  # starlette raises its own MultiPartException / HTTPException on a malformed form
         raise HTTPException(400, f"not a readable multipart form ({getattr(e, 'detail', e)})") from None
     upload = form.get("file")
@@ -163,15 +234,6 @@ async def _upload(request: Request) -> tuple[bytes, str]:
     if not data:
         raise HTTPException(400, "the uploaded file is empty (0 bytes)")
     return data, upload.filename or "upload"
-
-
-#: the first bytes of the image formats the decoder reads
-IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
-
-
-def looks_like_an_image(data: bytes) -> bool:
-    """Whether ``data`` starts like an image file (a damaged image is 422, anything else 415)."""
-    return data.startswith(IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
 def _predict(predictor: PhotoPredictor, data: bytes, name: str, config: ServeConfig) -> dict[str, Any]:

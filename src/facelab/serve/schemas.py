@@ -46,3 +46,5 @@ class ModelInfo(BaseModel):
     preprocessing: dict[str, Any]
     facelab_version: str
     limits: dict[str, Any]
+    notes: list[str] = Field(default_factory=list, description="what to know about the model served, e.g. a run "
+                             "served from checkpoints/last because it has no checkpoints/best")

@@ -2,12 +2,16 @@
 
 A new one is one class here plus its entry in :data:`Sampler` / :data:`Pruner` (the ``name`` field tells them
 apart in YAML: ``pruner: {name: median, n_warmup_steps: 2}``).
+
+A sampler builds the Optuna sampler of *one trial*: every trial draws with a seed of its own, derived from the
+spec's ``seed`` and the trial's number (:mod:`facelab.sweeps.distinct`), so that no two trials of a study draw
+from the same stream, whichever worker runs them and however often workers are started.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -35,14 +39,15 @@ class TpeSampler(StrictConfig):
     """
 
     name: Literal["tpe"] = "tpe"
-    seed: int = 0  # worker k samples with seed + k
+    seed: int = 0  # with each trial's number, seeds that trial's draws
     n_startup_trials: int = Field(8, ge=1)
     multivariate: bool = False
+    walks: ClassVar[bool] = False
 
-    def build(self, *, worker: int, grid: dict[str, list[Any]] | None = None) -> optuna.samplers.BaseSampler:
+    def build(self, seed: int) -> optuna.samplers.BaseSampler:
         import optuna
 
-        return optuna.samplers.TPESampler(seed=self.seed + worker, n_startup_trials=self.n_startup_trials,
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.n_startup_trials,
                                           multivariate=self.multivariate, constant_liar=True)
 
 
@@ -50,26 +55,25 @@ class RandomSampler(StrictConfig):
     """Independent uniform (or log-uniform) draws."""
 
     name: Literal["random"] = "random"
-    seed: int = 0  # worker k samples with seed + k
+    seed: int = 0  # with each trial's number, seeds that trial's draws
+    walks: ClassVar[bool] = False
 
-    def build(self, *, worker: int, grid: dict[str, list[Any]] | None = None) -> optuna.samplers.BaseSampler:
+    def build(self, seed: int) -> optuna.samplers.BaseSampler:
         import optuna
 
-        return optuna.samplers.RandomSampler(seed=self.seed + worker)
+        return optuna.samplers.RandomSampler(seed=seed)
 
 
 class GridSampler(StrictConfig):
-    """Every combination of the parameters' values (categorical choices, int and float ranges by ``step``)."""
+    """Every combination of the parameters' values (categorical choices, int and float ranges by ``step``), each
+    once, in an order shuffled by ``seed``."""
 
     name: Literal["grid"] = "grid"
     seed: int = 0  # the order in which the grid is visited
+    walks: ClassVar[bool] = True  # no Optuna sampler: facelab.sweeps.distinct walks the grid itself
 
-    def build(self, *, worker: int, grid: dict[str, list[Any]] | None = None) -> optuna.samplers.BaseSampler:
-        import optuna
-
-        if grid is None:
-            raise ConfigError("the grid sampler needs the search space's grid")
-        return optuna.samplers.GridSampler(grid, seed=self.seed)
+    def build(self, seed: int) -> optuna.samplers.BaseSampler:
+        raise NotImplementedError("the grid is walked by facelab.sweeps.distinct.DistinctSampler")
 
 
 Sampler = Annotated[TpeSampler | RandomSampler | GridSampler, Field(discriminator="name")]

@@ -2,29 +2,37 @@
 
 Each worker is a separate process (its own torch threads, its own CPU time, killable on its own) that could as
 well run on another machine; its output goes to ``<sweep folder>/workers/worker-<i>.log``. The storage URL
-reaches it through the environment, so a password never shows in the process list.
+reaches it through the environment, so a password never shows in the process list. The workers stop when the
+launcher ends, however it ends (:mod:`facelab.sweeps.stopping`), and one sweep folder has one launcher at a time
+(:func:`launcher_lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import facelab
+from facelab.errors import FacelabError
+from facelab.sweeps.stopping import LAUNCHER_FD_ENV, launcher_pipe
 from facelab.sweeps.storage import STORAGE_ENV, open_storage
 
 if TYPE_CHECKING:
     import optuna
 
 LOGS = "workers"
+LOCK = "launcher.lock"  # in workers/: held by the facelab sweep that runs this folder's workers
 STOP_GRACE_S = 30.0  # after SIGTERM (Ctrl-C), how long a worker gets to record its trial as FAILED
 
 
@@ -50,16 +58,65 @@ def default_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def worker_argv(study: str, sweep_dir: Path, index: int, threads: int) -> list[str]:
+def worker_argv(study: str, sweep_dir: Path, threads: int) -> list[str]:
+    """A worker's command line (what ``ps`` shows): the storage URL is not on it."""
     return [sys.executable, "-m", "facelab.cli", "sweep", "worker", "--study", study, "--dir", str(sweep_dir),
-            "--worker-index", str(index), "--threads", str(threads)]
+            "--threads", str(threads)]
 
 
-def _env(storage_url: str, threads: int) -> dict[str, str]:
+def _env(storage_url: str, threads: int, watch_fd: int) -> dict[str, str]:
     src = str(Path(facelab.__file__).resolve().parents[1])  # the workers run this very facelab
     path = os.environ.get("PYTHONPATH")
-    return {**os.environ, STORAGE_ENV: storage_url, "OMP_NUM_THREADS": str(threads),
+    return {**os.environ, STORAGE_ENV: storage_url, LAUNCHER_FD_ENV: str(watch_fd), "OMP_NUM_THREADS": str(threads),
             "PYTHONPATH": src + (os.pathsep + path if path else "")}
+
+
+_held_locks: dict[Path, int] = {}  # lock file -> how many times this process holds it
+
+
+@contextlib.contextmanager
+def launcher_lock(sweep_dir: str | Path) -> Iterator[None]:
+    """Hold the sweep folder's launcher lock: a second ``facelab sweep`` on the same folder (a second ``--resume``
+    while the first runs) is refused instead of starting more workers and writing the same report. The lock
+    goes with the process that holds it, however it ends; this process may take it again inside.
+
+    Raises:
+        FacelabError: another process holds it, naming that process.
+    """
+    path = (Path(sweep_dir) / LOGS / LOCK).resolve()
+    if path in _held_locks:
+        _held_locks[path] += 1
+        try:
+            yield
+        finally:
+            _held_locks[path] -= 1
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise FacelabError(f"{path}: cannot write the sweep's launcher lock ({e.strerror}); the sweep folder must be "
+                           "writable, with space left") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise FacelabError(f"{Path(sweep_dir)}: another facelab sweep ({holder}) is running this sweep's workers; "
+                               "wait for it to end, or add workers to it with facelab sweep worker --study NAME "
+                               "(docs/sweeps.md)") from None
+        try:  # who holds it, for the message above (the lock itself needs no space)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        except OSError:
+            pass
+        _held_locks[path] = 1
+        try:
+            yield
+        finally:
+            del _held_locks[path]
+    finally:
+        os.close(fd)  # (releases the lock)
 
 
 def _last_line(path: Path) -> str:
@@ -76,32 +133,41 @@ def launch_workers(storage_url: str, study: str, sweep_dir: Path, *, workers: in
                    on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                    poll_s: float = 1.0) -> LaunchResult:
     """Start ``workers`` worker processes on ``study`` and wait for all of them; ``on_trial`` hears of every trial
-    that finishes meanwhile (in any worker, here or elsewhere). Ctrl-C stops the workers (their trials FAILED).
+    that finishes meanwhile (in any worker, here or elsewhere). Ctrl-C or SIGTERM stops the workers (their trials
+    FAILED, interrupted); so does the end of this process, however it ends.
     """
     import optuna
 
     threads = threads or default_threads(workers)
     logs = Path(sweep_dir) / LOGS
     logs.mkdir(parents=True, exist_ok=True)
-    env = _env(storage_url, threads)
+    watch, alive = launcher_pipe()  # the workers read `watch`; `alive` closes when this process ends
+    env = _env(storage_url, threads, watch)
     cpu0, t0 = _children_cpu(), time.monotonic()
     procs: list[tuple[int, subprocess.Popen, Path]] = []
-    for i in range(workers):
-        log = logs / f"worker-{i}.log"
-        with open(log, "ab") as f:
-            procs.append((i, subprocess.Popen(worker_argv(study, sweep_dir, i, threads), env=env, stdout=f,
-                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL), log))
-    watched = optuna.load_study(study_name=study, storage=open_storage(storage_url),
-                                sampler=optuna.samplers.RandomSampler())
-    seen: set[int] = {t.number for t in watched.get_trials(deepcopy=False) if t.state.is_finished()}
     try:
+        for i in range(workers):
+            log = logs / f"worker-{i}.log"
+            with open(log, "ab") as f:
+                procs.append((i, subprocess.Popen(worker_argv(study, sweep_dir, threads), env=env, stdout=f,
+                                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                  pass_fds=(watch,)), log))
+        os.close(watch)
+        watch = -1
+        watched = optuna.load_study(study_name=study, storage=open_storage(storage_url),
+                                    sampler=optuna.samplers.RandomSampler())
+        seen: set[int] = {t.number for t in watched.get_trials(deepcopy=False) if t.state.is_finished()}
         while any(p.poll() is None for _, p, _ in procs):
             time.sleep(poll_s)
             _report_new(watched, seen, on_trial)
-    except KeyboardInterrupt:
+        _report_new(watched, seen, on_trial)
+    except BaseException:  # Ctrl-C, SIGTERM (facelab.sweeps.stopping), or an error here: the workers stop too
         _stop(procs)
         raise
-    _report_new(watched, seen, on_trial)
+    finally:
+        for fd in (watch, alive):
+            if fd >= 0:
+                os.close(fd)
     exits = [WorkerExit(i, p.returncode, str(log), _last_line(log)) for i, p, log in procs]
     return LaunchResult(exits, round(_children_cpu() - cpu0, 3), round(time.monotonic() - t0, 3))
 

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from facelab.report import render_report
 from facelab.runs.summary import SweepSummary, SweepTrial, write_summary
+from facelab.sweeps.failures import NOTE, fail_stale_trials
 from facelab.sweeps.folder import open_sweep
 from facelab.sweeps.space import config_values, trial_config
 from facelab.sweeps.spec import SweepSpec
 from facelab.sweeps.storage import open_storage, strip_password, without_password
 from facelab.utils.io import atomic_write_bytes, atomic_write_text
+from facelab.utils.secrets import mask_secrets
 
 if TYPE_CHECKING:
     import optuna
@@ -27,8 +29,19 @@ IMPORTANCE_SEED = 0
 
 
 def dashboard_command(url: str) -> str:
-    """The command that opens Optuna's dashboard on the study database (its password left out)."""
-    return f"optuna-dashboard {strip_password(url)}"
+    """The command that opens Optuna's dashboard on the study database (its password left out: libpq takes it
+    from PGPASSWORD or ~/.pgpass)."""
+    return mask_secrets(f"optuna-dashboard {strip_password(url)}")
+
+
+def trial_note(t: optuna.trial.FrozenTrial) -> str | None:
+    """Why a trial was pruned or failed (facelab.sweeps.failures), as the report shows it."""
+    if t.state.name in ("COMPLETE", "RUNNING", "WAITING"):
+        return None
+    note = t.user_attrs.get(NOTE)
+    if note is None and t.state.name == "FAIL":
+        note = "no reason recorded (its worker lost the database, or an older facelab ran it)"
+    return mask_secrets(note) if note else None
 
 
 def trial_row(spec: SweepSpec, t: optuna.trial.FrozenTrial) -> SweepTrial:
@@ -36,7 +49,7 @@ def trial_row(spec: SweepSpec, t: optuna.trial.FrozenTrial) -> SweepTrial:
     value = t.value if t.state.name == "COMPLETE" else None
     return SweepTrial(number=t.number, state=t.state.name, value=value, params=config_values(spec, t.params),
                       cpu_seconds=a.get("cpu_seconds"), wall_seconds=a.get("wall_seconds"), epochs=a.get("epochs"),
-                      run_dir=a.get("run_dir"), worker=a.get("worker"), note=a.get("note"))
+                      run_dir=a.get("run_dir"), worker=a.get("worker"), note=trial_note(t))
 
 
 def sweep_report(sweep_dir: str | Path, *, storage: str | None = None) -> dict[str, Any]:
@@ -51,7 +64,7 @@ def sweep_report(sweep_dir: str | Path, *, storage: str | None = None) -> dict[s
     sweep_dir, spec = sweep.dir, sweep.spec
     storage = open_storage(sweep.url, heartbeat_interval=spec.heartbeat_interval, grace_period=spec.grace_seconds)
     study = optuna.load_study(study_name=sweep.study_name, storage=storage, sampler=optuna.samplers.RandomSampler())
-    optuna.storages.fail_stale_trials(study)  # a trial whose worker died is FAILED, not shown RUNNING for ever
+    fail_stale_trials(study, storage, grace_s=spec.grace_seconds)  # a dead worker's trial: FAILED, noted
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and math.isfinite(t.value)]
     best = (max if spec.direction == "maximize" else min)(complete, key=lambda t: t.value) if complete else None

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from facelab.errors import ConfigError
 from facelab.sweeps.folder import Sweep
-from facelab.sweeps.launch import LaunchResult, launch_workers
+from facelab.sweeps.launch import LaunchResult, launch_workers, launcher_lock
 from facelab.sweeps.report import sweep_report
 from facelab.sweeps.storage import open_storage
 from facelab.sweeps.study import count_trials
@@ -24,13 +24,16 @@ def run_sweep(sweep: Sweep, *, workers: int = 1, threads: int | None = None,
 
     Raises:
         SweepError: the workers ended before ``n_trials`` (after the report is written), naming their logs.
+        FacelabError: another ``facelab sweep`` runs this folder's workers (:func:`launcher_lock`).
     """
     import optuna
 
     if workers < 1:
         raise ConfigError(f"--workers {workers}: give 1 or more")
-    launch = launch_workers(sweep.url, sweep.study_name, sweep.dir, workers=workers, threads=threads, on_trial=on_trial)
-    result = {**sweep_report(sweep.dir, storage=sweep.url), "launch": _launch_dict(launch)}
+    with launcher_lock(sweep.dir):
+        launch = launch_workers(sweep.url, sweep.study_name, sweep.dir, workers=workers, threads=threads,
+                                on_trial=on_trial)
+        result = {**sweep_report(sweep.dir, storage=sweep.url), "launch": _launch_dict(launch)}
     study = optuna.load_study(study_name=sweep.study_name, storage=open_storage(sweep.url),
                               sampler=optuna.samplers.RandomSampler())
     counts = count_trials(study)

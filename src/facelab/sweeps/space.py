@@ -123,6 +123,21 @@ def probe_values(param: Param) -> list[Any]:
     return list(param.choices)
 
 
+def value_count(param: Param) -> int | None:
+    """How many values a parameter takes (None: a float range without ``step``, which has no end of them)."""
+    if isinstance(param, FloatParam):
+        return None if param.step is None else int(math.floor((param.high - param.low) / param.step + 1e-9)) + 1
+    if isinstance(param, IntParam):
+        return (param.high - param.low) // param.step + 1
+    return len(param.choices)
+
+
+def space_size(spec: SweepSpec) -> int | None:
+    """How many points the search space has (None: infinitely many)."""
+    counts = [value_count(p) for p in spec.space.values()]
+    return None if None in counts else math.prod(c for c in counts if c is not None)
+
+
 def grid(spec: SweepSpec) -> dict[str, list[Any]]:
     """Every value of every parameter, for the grid sampler (as Optuna stores them).
 
@@ -136,8 +151,7 @@ def grid(spec: SweepSpec) -> dict[str, list[Any]]:
                 raise ConfigError(f"sampler grid: {name} is a float range without step; give step (e.g. "
                                   f"{{type: float, low: {p.low}, high: {p.high}, step: {(p.high - p.low) / 4:g}}}) "
                                   "or list its values as choices")
-            n = int(math.floor((p.high - p.low) / p.step + 1e-9))
-            out[name] = [p.low + i * p.step for i in range(n + 1)]
+            out[name] = [p.low + i * p.step for i in range(value_count(p) or 0)]
         elif isinstance(p, IntParam):
             out[name] = list(range(p.low, p.high + 1, p.step))
         else:

@@ -66,11 +66,22 @@ class IntParam(StrictConfig):
         return self
 
 
+MAX_CHOICES = 1000  # every choice is built and checked before the sweep starts
+
+
 class CategoricalParam(StrictConfig):
     """One of ``choices``: numbers, texts, booleans, null, or lists and mappings (e.g. a model's channels)."""
 
     type: Literal["categorical"]
     choices: list[Any] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _few(cls, v: list[Any]) -> list[Any]:
+        if len(v) > MAX_CHOICES:
+            raise ValueError(f"{len(v)} choices, more than {MAX_CHOICES} (each is checked before the sweep starts); "
+                             "give a range instead: {type: int, low: ..., high: ..., step: ...}")
+        return v
 
     @field_validator("choices", mode="before")
     @classmethod
@@ -125,6 +136,22 @@ class SweepSpec(StrictConfig):
                 raise ValueError(f"enqueue[{i}] sets {unknown}, which the space does not vary ({sorted(self.space)})")
         return self
 
+    @field_validator("study_name")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        if v is not None and not is_plain_name(v):
+            raise ValueError(f"{v!r}: give a plain name (no '/', no leading '.', at most 200 characters): a worker on "
+                             "another machine puts its trial folders in runs/<study_name>")
+        return v
+
+    @model_validator(mode="after")
+    def _grace(self) -> SweepSpec:
+        if self.grace_period is not None and self.grace_period < 2 * self.heartbeat_interval:
+            raise ValueError(f"grace_period {self.grace_period} s is shorter than two heartbeats "
+                             f"({2 * self.heartbeat_interval} s): live trials would be failed as dead; give at least "
+                             f"{2 * self.heartbeat_interval}")
+        return self
+
     @property
     def grace_seconds(self) -> int:
         return self.grace_period or 3 * self.heartbeat_interval
@@ -132,6 +159,35 @@ class SweepSpec(StrictConfig):
     @property
     def max_failures(self) -> int:
         return self.max_failed or self.n_trials
+
+
+def is_plain_name(name: str) -> bool:
+    """Whether ``name`` is one folder name that stays inside its parent (a study's trial folders are named by it)."""
+    return (0 < len(name) <= 200 and name == name.strip() and not name.startswith(".")
+            and not any(c in name for c in "/\\\x00"))
+
+
+MAX_NODES = 200_000  # values in a spec once YAML aliases are expanded
+
+
+def check_size(data: Any, where: str) -> None:
+    """A spec is a handful of values: YAML aliases (``&a`` ... ``*a``) nested to expand into millions (a "billion
+    laughs" file) would hang every step that copies or checks them.
+
+    Raises:
+        ConfigError: more than :data:`MAX_NODES` values once expanded.
+    """
+    stack, seen = [data], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise ConfigError(f"{where}: more than {MAX_NODES:,} values once its YAML aliases (&name, *name) are "
+                              "expanded; a sweep spec is a handful of keys: write it out without nested aliases")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def load_spec(path: str | Path, *, options: list[str] | None = None, flags: dict[str, Any] | None = None) -> SweepSpec:
@@ -145,11 +201,13 @@ def load_spec(path: str | Path, *, options: list[str] | None = None, flags: dict
     """
     path = Path(path)
     data = read_yaml(path)
+    check_size(data, str(path))
     base = data.get("base")
     if isinstance(base, str):
         base_file = Path(base).expanduser()
         base_file = base_file if base_file.is_absolute() else path.parent / base_file
         data["base"] = read_yaml(base_file)
+        check_size(data["base"], str(base_file))
     data = overlay(data, {k: v for k, v in (flags or {}).items() if v is not None})
     given = parse_options(options)
     for part in ("sampler", "pruner"):  # -o pruner.name=median on a percentile pruner: the median's own defaults

@@ -7,12 +7,12 @@ the URL is used to connect but never written down: the sweep folder and the stud
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from facelab.errors import FacelabError
+from facelab.utils.secrets import MASK, has_secret, mask_secrets
 
 if TYPE_CHECKING:
     import optuna
@@ -34,30 +34,30 @@ def default_storage(sweep_dir: str | Path) -> str:
 
 
 def without_password(url: str) -> str:
-    """``url`` with its password masked as ``***``, for messages."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """``url`` with its password masked as ``***``, for messages (:func:`facelab.utils.secrets.mask_secrets`)."""
+    return mask_secrets(url)
 
 
 def strip_password(url: str) -> str:
-    """``url`` without its password at all (what the sweep folder and the study record)."""
+    """``url`` without its password at all (what the sweep folder and the study record): libpq then takes it from
+    ``PGPASSWORD`` or ``~/.pgpass``. A password-like query parameter (``?password=...``) is dropped too; a URL
+    that cannot be parsed is recorded masked."""
     from sqlalchemy.engine import URL, make_url
     from sqlalchemy.exc import ArgumentError
 
+    if not has_secret(url):
+        return url
     try:
         p = make_url(url)
     except (ArgumentError, ValueError):
-        return re.sub(r"(://[^:/@]*):[^@]*@", r"\1@", url)
-    if not p.password:
-        return url
+        return mask_secrets(url)
+    if p.host and "@" in p.host:  # a raw '@' in the password: SQLAlchemy took its tail for the host
+        return mask_secrets(url)
+    query = {k: v for k, v in p.query.items() if not has_secret(f"{k}=x")}
     # (URL.set(password=None) keeps the password in SQLAlchemy 2.1: None there means "unchanged")
-    bare = URL.create(p.drivername, username=p.username, host=p.host, port=p.port, database=p.database, query=p.query)
-    return bare.render_as_string(hide_password=False)
+    bare = URL.create(p.drivername, username=p.username, host=p.host, port=p.port, database=p.database, query=query)
+    shown = bare.render_as_string(hide_password=False)
+    return shown if not has_secret(shown) else mask_secrets(shown)
 
 
 def _engine_kwargs(url: str) -> dict:
@@ -82,8 +82,8 @@ def check_reachable(url: str) -> None:
     """Connect once (within :data:`CONNECT_TIMEOUT_S`) so that a wrong URL is one clear error before anything starts.
 
     Raises:
-        StorageError: a malformed URL, a missing database driver, or a database that does not answer, naming the
-            URL without its password.
+        StorageError: a malformed URL, a missing database driver, a database that does not answer, or a SQLite file
+            that holds another application's tables, naming the URL without its password.
     """
     import sqlalchemy
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -92,33 +92,40 @@ def check_reachable(url: str) -> None:
     try:
         engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
     except (NoSuchModuleError, ImportError) as e:  # (NoSuchModuleError is an ArgumentError: first)
-        raise StorageError(f"storage {shown}: no driver for it ({e}); e.g. sqlite:///runs/study.db or, for "
-                           "PostgreSQL, postgresql+psycopg://user@host:5432/db with psycopg installed") from None
+        raise StorageError(f"storage {shown}: no driver for it ({_scrub(str(e), url)}); e.g. sqlite:///runs/study.db "
+                           "or, for PostgreSQL, postgresql+psycopg://user@host:5432/db with psycopg installed") from None
     except (ArgumentError, ValueError) as e:
-        raise StorageError(f"storage {shown!r} is not a database URL ({e}); e.g. sqlite:///runs/study.db or "
-                           "postgresql+psycopg://user@host:5432/db") from None
+        raise StorageError(f"storage {shown!r} is not a database URL ({_scrub(str(e), url)}); e.g. "
+                           "sqlite:///runs/study.db or postgresql+psycopg://user@host:5432/db") from None
     try:
         with engine.connect() as conn:
-            if url.startswith("sqlite"):  # readers do not block the writer, and several workers write
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            if url.startswith("sqlite"):
+                tables = sqlalchemy.inspect(conn).get_table_names()
+                if tables and "studies" not in tables:  # someone's own database: facelab adds nothing to it
+                    raise StorageError(f"storage {shown} is a SQLite database of something else (tables "
+                                       f"{', '.join(sorted(tables)[:5])}{' ...' if len(tables) > 5 else ''}); give "
+                                       "the study a database file of its own (or leave storage out: the sweep folder's "
+                                       "study.db)")
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # readers do not block the writer; several write
     except SQLAlchemyError as e:
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
         raise StorageError(f"cannot reach the study database {shown}: {_scrub(reason, url)}; {_hint(url)}") from None
     except ImportError as e:
-        raise StorageError(f"storage {shown}: its driver cannot load ({e})") from None
+        raise StorageError(f"storage {shown}: its driver cannot load ({_scrub(str(e), url)})") from None
     finally:
         engine.dispose()
 
 
 def _scrub(text: str, url: str) -> str:
-    """``text`` without the URL's password, should a driver quote it."""
+    """``text`` without the URL's password, should a driver quote it (or the URL, whole or in part)."""
     from sqlalchemy.engine import make_url
 
+    text = mask_secrets(text)
     try:
         password = make_url(url).password
     except Exception:
         return text
-    return text.replace(str(password), "***") if password else text
+    return text.replace(str(password), MASK) if password else text
 
 
 def open_storage(url: str, *, heartbeat_interval: int | None = None,

@@ -15,9 +15,8 @@ from pydantic import BaseModel
 
 from facelab.config import StrictConfig
 from facelab.errors import ConfigError, FacelabError
-from facelab.sweeps.algorithms import GridSampler
 from facelab.sweeps.commands import COMMANDS, SweepCommand
-from facelab.sweeps.space import grid, probe_values, trial_config
+from facelab.sweeps.space import grid, probe_values, space_size, trial_config
 from facelab.sweeps.spec import CategoricalParam, FloatParam, IntParam, SweepSpec
 
 
@@ -169,14 +168,21 @@ def check_enqueued(spec: SweepSpec) -> None:
 
 
 def check_algorithms(spec: SweepSpec) -> None:
-    """The grid sampler needs a finite grid at least ``n_trials`` long; the pruner must be buildable."""
-    if isinstance(spec.sampler, GridSampler):
-        points = 1
-        for values in grid(spec).values():
-            points *= len(values)
-        if points < spec.n_trials:
-            raise ConfigError(f"sampler grid: the grid has {points} points, fewer than n_trials {spec.n_trials}; "
-                              f"lower n_trials to {points} or widen the grid")
+    """No trial repeats another's point, so a finite space needs at least ``n_trials`` points; the grid sampler
+    needs a finite grid small enough to walk; the pruner must be buildable."""
+    from facelab.sweeps.distinct import ENUMERABLE
+
+    if spec.sampler.walks:
+        grid(spec)  # a float range without step: named, with the fix
+    points = space_size(spec)
+    if spec.sampler.walks and points is not None and points > ENUMERABLE:
+        raise ConfigError(f"sampler grid: the grid has {points:,} points, more than the {ENUMERABLE:,} a grid can "
+                          "walk; give coarser steps or fewer choices, or use sampler: {name: random} or tpe")
+    if points is not None and points < spec.n_trials:
+        what = "grid" if spec.sampler.walks else "search space"
+        raise ConfigError(f"sampler {spec.sampler.name}: the {what} has {points} points, fewer than n_trials "
+                          f"{spec.n_trials}, and no trial repeats another's point; lower n_trials to {points} or "
+                          "widen the space")
     spec.pruner.build(epochs=max_epochs(spec))
 
 

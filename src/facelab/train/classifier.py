@@ -23,6 +23,7 @@ from facelab.data.views import run_splits
 from facelab.errors import ConfigError
 from facelab.eval.label_shift import label_priors
 from facelab.eval.plots import plot_curves
+from facelab.models.checkpoint import weights_path
 from facelab.models.classifiers import (
     check_pretrained_fits,
     classifier_arch_kwargs,
@@ -39,6 +40,7 @@ from facelab.models.classifiers.heads import (
     pos_weight_from_labels,
 )
 from facelab.report import render_report
+from facelab.runs.inputs import RunInput, check_inputs, file_input, store_input
 from facelab.runs.splits import load_run_splits, save_run_splits
 from facelab.runs.summary import ClassifierSummary, write_summary
 from facelab.train.distributed import Distributed
@@ -299,6 +301,17 @@ def one_class_warnings(train_y: torch.Tensor, task: Task) -> list[str]:
     return out
 
 
+def run_inputs(cfg: ClassifierConfig, store: Store) -> list[RunInput]:
+    """What a classifier run reads besides its config, as it is now: the store, the labels file laid over it,
+    the ``pretrained`` weights (:mod:`facelab.runs.inputs` records and checks them)."""
+    out = [store_input(store)]
+    if store.overlay is not None:
+        out.append(RunInput("labels_file", "labels file", store.overlay.source, store.overlay.sha256))
+    if cfg.pretrained is not None:
+        out.append(file_input("pretrained", "pretrained checkpoint", weights_path(cfg.pretrained)))
+    return out
+
+
 def _run_rows(cfg: ClassifierConfig, store: Store, task: Task, run_dir: Path, *, resume: bool,
               splits: dict[str, np.ndarray] | None, how: str | None) -> tuple[dict[str, np.ndarray], str]:
     """The run's rows: recorded in its splits.json when resuming, else given (experiments) or made, then
@@ -319,7 +332,7 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
                      splits_how: str | None = None, extra: tuple[np.ndarray, np.ndarray] | None = None,
                      objective: ObjectiveFactory | None = None,
                      create_model: ModelFactory = create_classifier,
-                     dist: Distributed | None = None) -> dict[str, Any]:
+                     dist: Distributed | None = None, accept_changed_inputs: bool = False) -> dict[str, Any]:
     """Train (or resume) a classifier run in ``run_dir``; returns the summary written to summary.json.
 
     The run's train/val/test rows are written once to ``run_dir/splits.json`` and read back on resume.
@@ -335,13 +348,18 @@ def train_classifier(cfg: ClassifierConfig, *, run_dir: str | Path, resume: bool
         dist: the processes training together (a torchrun launch; default this one): ``cfg.batch_size`` is
             each one's share of a step; rank 0 alone writes into ``run_dir`` (the others return the same
             summary without ``report``).
+        accept_changed_inputs: resume even though an input (store, labels file, pretrained weights, config
+            file) changed since the run recorded it; the acceptance is recorded in the run.
 
     Raises:
         ConfigError: fewer training rows than one batch, among the config checks.
+        ChangedInputError: resuming with an input that changed, without ``accept_changed_inputs``.
     """
     run_dir, dist = Path(run_dir), dist or Distributed()
     torch.manual_seed(cfg.seed)
     store = open_training_store(cfg)
+    check_inputs(run_dir, run_inputs(cfg, store), accept=accept_changed_inputs, doing="resume", adopt=True,
+                 command="train --resume" if resume else "train", write=dist.is_main)
     task = build_task(store, cfg.labels)
     device = dist.device if dist.active else resolve_device(cfg.device)
     rows = _run_rows(cfg, store, task, run_dir, resume=resume, splits=splits, how=splits_how) if dist.is_main else None

@@ -19,12 +19,14 @@ from facelab.data.views import run_splits
 from facelab.errors import ConfigError
 from facelab.eval.grids import save_grid
 from facelab.eval.plots import plot_curves
-from facelab.models.checkpoint import CheckpointMeta
+from facelab.models.checkpoint import CheckpointMeta, read_training_state
 from facelab.models.generative import Condition, GenBatch, create_generative, encode_label_rows, grid_conditions
 from facelab.report import render_report
+from facelab.runs.inputs import check_inputs, store_input
 from facelab.runs.splits import load_run_splits, save_run_splits
 from facelab.runs.summary import GenerativeSummary, write_summary
 from facelab.train.distributed import Distributed
+from facelab.train.optim import OPTIM_SETTINGS, OptimConfig, OptimGroup
 from facelab.train.trainer import Callback, StepOutput, Trainer, TrainerConfig
 from facelab.utils.device import resolve_device
 
@@ -33,8 +35,69 @@ GEN_STD = (0.5, 0.5, 0.5)
 
 
 def default_gen_trainer() -> TrainerConfig:
-    return TrainerConfig(epochs=20, monitor="val_loss", monitor_mode="min",
+    """The loop settings of a generative run; the optimizer settings are unset, so that each parameter group
+    trains with the model's recommendation unless the run sets them (:func:`optimizer_groups`)."""
+    unset = OptimConfig(**{k: None for k in OPTIM_SETTINGS})
+    return TrainerConfig(epochs=20, monitor="val_loss", monitor_mode="min", optim=unset,
                          schedule={"name": "constant"}, checkpoint_every_minutes=5.0)
+
+
+#: what versions before run-wide settings applied to generative models wrote into every generative run's
+#: ``trainer.optim`` (the classifier defaults); the model's recommendations overrode them, so they mean "unset"
+_LEGACY_OPTIM = {"name": "adamw", "lr": 0.003, "weight_decay": 0.05, "momentum": 0.9, "betas": [0.9, 0.999]}
+
+
+def _legacy_optim_unset(trainer: Any) -> Any:
+    """``trainer`` (a mapping from a YAML file) with the classifier defaults that older versions wrote into its
+    ``optim`` read as unset: a config.yaml of an older run, or a copy of one, trains as it did then."""
+    optim = trainer.get("optim") if isinstance(trainer, dict) else None
+    if not isinstance(optim, dict):
+        return trainer
+    given = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in optim.items() if k in _LEGACY_OPTIM}
+    if given != _LEGACY_OPTIM:
+        return trainer
+    return {**trainer, "optim": {**optim, **{k: None for k in _LEGACY_OPTIM}}}
+
+
+def optimizer_groups(optim: OptimConfig, recommended: dict[str, dict[str, Any]], *,
+                     run_wide: bool = True) -> dict[str, OptimGroup]:
+    """Each parameter group's optimizer settings, from the lowest precedence to the highest:
+
+    1. the model's recommendation (``recommended_optimizers()``: the paper's optimizer, with the lrs of the
+       model's options such as ``model_options.lr`` or ``model_options.lr_generator``);
+    2. a setting the run gives for every group (``trainer.optim.lr``, ``.name``, ``.betas``, ``.weight_decay``,
+       ``.momentum``; ``-o trainer.optim.lr=X`` or a sweep over it sets every group's lr to X);
+    3. a setting the run gives for that group (``trainer.optim.groups.<group>.lr``, ...).
+
+    ``run_wide=False`` leaves out 2: how runs whose checkpoints predate it trained (they resume that way).
+
+    Raises:
+        ConfigError: ``trainer.optim.groups`` names a group the model does not have.
+    """
+    unknown = sorted(set(optim.groups) - set(recommended))
+    if unknown:
+        raise ConfigError(f"trainer.optim.groups: {', '.join(map(repr, unknown))} is not a parameter group of this "
+                          f"model; its groups are {', '.join(recommended)}")
+    wide = optim.run_wide() if run_wide else {}
+    out = {}
+    for g, rec in recommended.items():
+        own = optim.groups[g].model_dump(exclude_none=True) if g in optim.groups else {}
+        out[g] = OptimGroup(**{**rec, **wide, **own})
+    return out
+
+
+def generative_trainer_config(cfg: GenerativeRunConfig, model: torch.nn.Module, *,
+                              run_wide: bool = True) -> TrainerConfig:
+    """The Trainer's settings for ``model``: every group's optimizer settings resolved (:func:`optimizer_groups`),
+    the EMA (0.999 for GANs unless set), no monitored metric for models without a validation loss."""
+    tcfg = cfg.trainer.model_copy(deep=True)
+    recommended = {g: model.recommended_optimizers().get(g, {}) for g in model.parameter_groups()}
+    tcfg.optim.groups = optimizer_groups(cfg.trainer.optim, recommended, run_wide=run_wide)
+    if tcfg.ema_decay is None:
+        tcfg.ema_decay = cfg.ema_decay if cfg.ema_decay is not None else (None if model.has_encoder else 0.999)
+    if not model.has_encoder:
+        tcfg.monitor = "none"
+    return tcfg
 
 
 class GenerativeRunConfig(StrictConfig):
@@ -56,7 +119,7 @@ class GenerativeRunConfig(StrictConfig):
     @field_validator("trainer", mode="before")
     @classmethod
     def _trainer_over_defaults(cls, v: Any) -> Any:
-        return overlay(default_gen_trainer().model_dump(), v)  # {epochs: 2} keeps the constant schedule
+        return overlay(default_gen_trainer().model_dump(), _legacy_optim_unset(v))  # {epochs: 2} keeps the schedule
 
 
 class GenerativeObjective:
@@ -146,7 +209,7 @@ def check_config(cfg: GenerativeRunConfig, *, processes: int = 1) -> None:
     early, and so does a step (``processes * batch_size`` rows) larger than the training rows."""
     resolve_device(cfg.device)
     store = Store.open(cfg.store)
-    build_generative(cfg, store)
+    generative_trainer_config(cfg, build_generative(cfg, store))
     splits, _ = make_splits(cfg, store)
     check_batches(cfg, splits["train"].size, processes=processes)
 
@@ -184,9 +247,17 @@ def _run_rows(cfg: GenerativeRunConfig, store: Store, run_dir: Path, *, resume: 
     return splits, how
 
 
+def _run_wide_settings_apply(run_dir: Path, *, resume: bool) -> bool:
+    """Whether run-wide optimizer settings apply: always, except when resuming a checkpoint written before they
+    did (its training state records no ``optimizer_settings``), which goes on as it trained."""
+    state = read_training_state(run_dir / "checkpoints" / "last") if resume else None
+    return state is None or "optimizer_settings" in state
+
+
 def train_generative(cfg: GenerativeRunConfig, *, run_dir: str | Path, resume: bool = False,
                      rows: np.ndarray | None = None, val_rows: np.ndarray | None = None,
-                     callbacks: list[Callback] | None = None, dist: Distributed | None = None) -> dict[str, Any]:
+                     callbacks: list[Callback] | None = None, dist: Distributed | None = None,
+                     accept_changed_inputs: bool = False) -> dict[str, Any]:
     """Train (or resume) a generative run; its rows are recorded in ``run_dir/splits.json``.
 
     Args:
@@ -195,10 +266,17 @@ def train_generative(cfg: GenerativeRunConfig, *, run_dir: str | Path, resume: b
         dist: the processes training together (a torchrun launch; default this one): ``cfg.batch_size`` is
             each one's share of a step; one DistributedDataParallel over the whole model syncs the gradients
             of whichever player steps; rank 0 alone writes into ``run_dir``.
+        accept_changed_inputs: resume even though the store or a config file changed since the run recorded
+            it (:mod:`facelab.runs.inputs`); the acceptance is recorded in the run.
+
+    Raises:
+        ChangedInputError: resuming with an input that changed, without ``accept_changed_inputs``.
     """
     run_dir, dist = Path(run_dir), dist or Distributed()
     torch.manual_seed(cfg.seed)
     store = Store.open(cfg.store)
+    check_inputs(run_dir, [store_input(store)], accept=accept_changed_inputs, doing="resume", adopt=True,
+                 command="train-gen --resume" if resume else "train-gen", write=dist.is_main)
     model = build_generative(cfg, store)
     device = dist.device if dist.active else resolve_device(cfg.device)
     recorded = _run_rows(cfg, store, run_dir, resume=resume, rows=rows, val_rows=val_rows) if dist.is_main else None
@@ -212,13 +290,7 @@ def train_generative(cfg: GenerativeRunConfig, *, run_dir: str | Path, resume: b
                         drop_last=True, augment=augment, rank=dist.rank, world_size=dist.world_size, **common)
     val = (BatchLoader(store, splits["val"][:2048], batch_size=256, shuffle=False, **common)
            if len(splits["val"]) and model.has_encoder else None)
-    tcfg = cfg.trainer.model_copy(deep=True)
-    recommended = model.recommended_optimizers()
-    tcfg.optim.groups = {g: {**recommended.get(g, {}), **tcfg.optim.groups.get(g, {})} for g in model.parameter_groups()}
-    if tcfg.ema_decay is None:
-        tcfg.ema_decay = cfg.ema_decay if cfg.ema_decay is not None else (None if model.has_encoder else 0.999)
-    if not model.has_encoder:
-        tcfg.monitor = "none"
+    tcfg = generative_trainer_config(cfg, model, run_wide=_run_wide_settings_apply(run_dir, resume=resume))
     obj = GenerativeObjective(model, cfg=cfg, store=store)
     cbs = [GridCallback(cfg.grid_every_epochs), *(callbacks or [])]
     trainer = Trainer(obj, train, val, config=tcfg, run_dir=run_dir, device=device, callbacks=cbs, dist=dist)

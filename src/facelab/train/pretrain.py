@@ -31,6 +31,7 @@ from facelab.errors import ConfigError
 from facelab.eval.plots import plot_curves
 from facelab.models.classifiers import create_classifier, list_classifiers
 from facelab.report import render_report
+from facelab.runs.inputs import RunInput, check_inputs, store_input
 from facelab.runs.splits import load_pretrain_splits, save_pretrain_splits
 from facelab.runs.summary import PretrainSummary, write_summary
 from facelab.train.distributed import Distributed
@@ -177,23 +178,38 @@ def make_loaders(cfg: PretrainConfig, union: StoreUnion, rows: list[dict[str, np
     return train, val
 
 
+def run_inputs(cfg: PretrainConfig, union: StoreUnion, options: StrictConfig) -> list[RunInput]:
+    """What a pretraining run reads besides its config, as it is now: its stores and what its objective reads
+    (a distillation's teachers)."""
+    spec = objective_spec(cfg.objective, labelled=False)
+    extra = spec.inputs(options) if spec.inputs is not None else []
+    return [*(store_input(s, f"store:{k}") for k, s in enumerate(union.stores)), *extra]
+
+
 def pretrain(cfg: PretrainConfig, *, run_dir: str | Path, resume: bool = False,
-             callbacks: list[Callback] | None = None, dist: Distributed | None = None) -> dict[str, Any]:
+             callbacks: list[Callback] | None = None, dist: Distributed | None = None,
+             accept_changed_inputs: bool = False) -> dict[str, Any]:
     """Pretrain (or resume) in ``run_dir``; returns the summary written to summary.json (and the report path).
 
     The rows are written once to ``run_dir/pretrain_splits.json`` (by rank 0) and read back on resume. With
     ``dist`` (a torchrun launch), ``cfg.batch_size`` is each process's share of a step, the objective compares
     views across all processes (SimCLR's negatives come from the whole step), and rank 0 alone writes.
 
+    ``accept_changed_inputs``: resume even though a store, a teacher or a config file changed since the run
+    recorded it (:mod:`facelab.runs.inputs`); the acceptance is recorded in the run.
+
     Raises:
         ConfigError: an unknown or labelled objective, bad options, stores of other sizes or alignments, too
             few rows.
+        ChangedInputError: resuming with an input that changed, without ``accept_changed_inputs``.
     """
     run_dir, dist = Path(run_dir), dist or Distributed()
     torch.manual_seed(cfg.seed)
     spec = objective_spec(cfg.objective, labelled=False)
     options = spec.parse_options(cfg.objective, cfg.objective_kwargs)
     union = StoreUnion.open(cfg.stores)
+    check_inputs(run_dir, run_inputs(cfg, union, options), accept=accept_changed_inputs, doing="resume",
+                 adopt=True, command="pretrain --resume" if resume else "pretrain", write=dist.is_main)
     device = dist.device if dist.active else resolve_device(cfg.device)
     recorded = _run_rows(cfg, union, run_dir, resume=resume) if dist.is_main else None
     rows, how = dist.broadcast(recorded)  # rank 0 records them once; the others train on what it recorded

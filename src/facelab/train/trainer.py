@@ -16,11 +16,12 @@ all-reduce of flags, so no process is ever left waiting in a collective the othe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -30,15 +31,17 @@ import torch
 from pydantic import Field
 
 from facelab.config import StrictConfig
-from facelab.errors import FacelabError
-from facelab.models.checkpoint import CheckpointMeta, read_training_state, read_weights, save_checkpoint
+from facelab.errors import ConfigError, FacelabError
+from facelab.models.checkpoint import (CheckpointMeta, clean_checkpoints, read_training_state, read_weights,
+                                       save_checkpoint)
+from facelab.runs.lock import exclusive_run
 from facelab.train.distributed import Distributed, LossModule
-from facelab.train.optim import create_optimizer
+from facelab.train.optim import OptimConfig, create_optimizer
 from facelab.train.precision import autocast_context
 from facelab.train.progress import epoch_progress, print_epoch
 from facelab.train.schedules import PlateauTracker, ScheduleConfig, lr_factor_fn
 from facelab.train.sync_batchnorm import convert_sync_batchnorm
-from facelab.utils.io import append_jsonl
+from facelab.utils.io import append_jsonl, atomic_write_text
 
 log = logging.getLogger("facelab")
 BUDGET_STOP = "time budget"  # how stop_reason starts when time_budget_minutes stopped training
@@ -70,18 +73,6 @@ class Objective(Protocol):
     def evaluate(self, loader: Any) -> dict[str, float]: ...
 
     def checkpoint_meta(self) -> CheckpointMeta: ...
-
-
-class OptimConfig(StrictConfig):
-    """Optimizer settings; ``groups`` overrides per parameter group (e.g. a GAN's discriminator lr)."""
-
-    name: Literal["sgd", "adam", "adamw", "adabound"] = "adamw"
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    betas: tuple[float, float] = (0.9, 0.999)
-    groups: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    grad_clip: float | None = Field(None, gt=0)
 
 
 class TrainerConfig(StrictConfig):
@@ -194,7 +185,8 @@ class Trainer:
         self.best: float | None = None
         self.bad_epochs = 0
         self.stop_reason: str | None = None
-        self.train_seconds = 0.0  # training time spent, summed over resumes (time_budget_minutes)
+        self.train_seconds = 0.0  # training time of the finished epochs, summed over resumes (time_budget_minutes)
+        self.partial = EpochSums()  # this process's figures of the epoch in progress (kept by mid-epoch checkpoints)
         self.history: list[dict[str, Any]] = []
         self._last_ckpt_time = time.monotonic()
         self._ddp: torch.nn.Module | None = None  # the loss behind DistributedDataParallel (several processes)
@@ -211,14 +203,26 @@ class Trainer:
 
     # ---- construction -----------------------------------------------------------------------
     def _build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """One optimizer per parameter group, built with :meth:`OptimConfig.settings` (recorded in
+        ``optimizer_settings`` and in every checkpoint's training state).
+
+        Raises:
+            ConfigError: ``optim.groups`` names a group the objective does not have (its settings would reach
+                no optimizer).
+        """
         o = self.cfg.optim
+        groups = self.obj.parameter_groups()
+        unknown = sorted(set(o.groups) - set(groups))
+        if unknown:
+            raise ConfigError(f"trainer.optim.groups: {', '.join(map(repr, unknown))} is not a parameter group of "
+                              f"this model; its groups are {', '.join(groups)}")
         opts = {}
-        for group, params in self.obj.parameter_groups().items():
-            kw = {"lr": o.lr, "weight_decay": o.weight_decay, "momentum": o.momentum, "betas": o.betas}
-            kw.update(o.groups.get(group, {}))
-            name = kw.pop("name", o.name)
-            params = _trainable(params)
-            opts[group] = create_optimizer(name, params, **kw)
+        self.optimizer_settings: dict[str, dict[str, Any]] = {}
+        for group, params in groups.items():
+            kw = o.settings(group)
+            self.optimizer_settings[group] = dict(kw)
+            name = kw.pop("name")
+            opts[group] = create_optimizer(name, _trainable(params), **kw)
         return opts
 
     @staticmethod
@@ -238,8 +242,15 @@ class Trainer:
         """Train until ``epochs`` or early stopping; return the final summary.
 
         ``resume`` continues from ``checkpoints/last``; a run stopped before its first checkpoint has nothing
-        to continue from, so it starts from the beginning (with a notice), as a fresh start would.
+        to continue from, so it starts from the beginning (with a notice), as a fresh start would. The writing
+        process holds the run folder's lock throughout (RunBusyError when another one trains in it).
         """
+        with exclusive_run(self.run_dir) if self.is_main else contextlib.nullcontext():
+            return self._fit(resume=resume)
+
+    def _fit(self, *, resume: bool) -> dict[str, Any]:
+        if self.is_main:
+            clean_checkpoints(self.run_dir / "checkpoints")  # what a killed or failed writer left behind
         if resume and read_training_state(self.run_dir / "checkpoints" / "last") is None:
             if self.is_main:
                 log.warning(f"{self.run_dir}: the run stopped before its first checkpoint, so there is nothing to "
@@ -267,36 +278,36 @@ class Trainer:
                 "train_seconds": self.train_seconds}  # the training loop's time, summed over resumes
 
     def train_epoch(self) -> dict[str, float]:
-        """One pass over the training loader (continuing mid-epoch after a resume)."""
+        """One pass over the training loader (continuing mid-epoch after a resume: the epoch's figures then
+        cover its batches before the resume too, carried in the checkpoint)."""
         self.model.train()
         self._wrap_for_processes()
         loader = self.train_loader
         loader.set_epoch(self.epoch)
         if self.batches_done:  # resuming mid-epoch: skip the batches already trained on
             loader.load_state_dict({**loader.state_dict(), "epoch": self.epoch, "batches_consumed": self.batches_done})
-        sums: dict[str, float] = {}
-        count, t0, images = 0, time.monotonic(), 0
-        self._epoch_start = t0
+        else:
+            self.partial = EpochSums()
+        part = self.partial
+        start = time.monotonic()
+        self._epoch_start = start - part.seconds  # the epoch's clock counts its time before a resume
         n_batches = len(loader)
         with epoch_progress(enabled=self.cfg.progress and self.is_main, epoch=self.epoch, epochs=self.cfg.epochs,
                             total=n_batches, done=self.batches_done) as advance:
             for batch in loader:
                 logs = self.train_step(batch)
                 self.batches_done += 1
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
-                images += int(getattr(batch, "global_rows", 0) or batch.x.shape[0] * self.dist.world_size)
+                part.add(logs, int(getattr(batch, "global_rows", 0) or batch.x.shape[0] * self.dist.world_size))
                 advance(logs)
                 if self._due.checkpoint:  # mid-epoch checkpoint for a resume after a kill
                     self.save("last")
                 if self._due.stop:
                     self.stop_reason = f"{BUDGET_STOP} of {self.cfg.time_budget_minutes:g} min spent"
                     break
-        secs = time.monotonic() - t0
+        secs = time.monotonic() - self._epoch_start
         self.train_seconds += secs
-        out = self.dist.mean({f"train_{k}": v / max(1, count) for k, v in sums.items()})  # over every share
-        out.update({"train_seconds": secs, "train_images_per_s": images / max(secs, 1e-9)})
+        out = self.dist.mean({f"train_{k}": v / max(1, part.count) for k, v in part.sums.items()})  # over every share
+        out.update({"train_seconds": secs, "train_images_per_s": part.images / max(secs, 1e-9)})
         return out
 
     def _wrap_for_processes(self) -> None:
@@ -421,10 +432,12 @@ class Trainer:
     def _end_epoch(self, metrics: dict[str, float]) -> None:
         self.epoch += 1
         self.batches_done = 0
+        self.partial = EpochSums()
         rec = {"epoch": self.epoch, "step": self.step, "lr": self.current_lr(), **metrics}
         self.history.append(rec)
         if self.is_main:
-            append_jsonl(self.run_dir / "metrics.jsonl", rec)
+            with _naming(self.run_dir / "metrics.jsonl") as path:
+                append_jsonl(path, rec)
             print_epoch(rec, epochs=self.cfg.epochs, monitor=self.cfg.monitor, enabled=self.cfg.progress)
         value = metrics.get(self.cfg.monitor)
         if value is None:
@@ -451,6 +464,8 @@ class Trainer:
             "epoch": self.epoch, "step": self.step, "batches_done": self.batches_done,
             "best": self.best, "bad_epochs": self.bad_epochs, "stop_reason": self.stop_reason,
             "train_seconds": self.train_seconds, "optimizers": {g: o.state_dict() for g, o in self.optimizers.items()},
+            "optimizer_settings": self.optimizer_settings,
+            "epoch_partial": self._partial_state(),
             "plateau": self.plateau.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "torch_rng": torch.get_rng_state(),
@@ -465,7 +480,13 @@ class Trainer:
 
     def _rank_rng_state(self) -> dict[str, Any]:
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        return {"torch": torch.get_rng_state(), "cuda": cuda, "numpy": _np_rng_state()}
+        return {"torch": torch.get_rng_state(), "cuda": cuda, "numpy": _np_rng_state(), "partial": self._partial_state()}
+
+    def _partial_state(self) -> dict[str, Any]:
+        """The figures of the epoch in progress, up to now (empty at an epoch's end)."""
+        if not self.batches_done:
+            return {}
+        return {**self.partial.state_dict(), "seconds": time.monotonic() - self._epoch_start}
 
     def save(self, name: str, metrics: dict[str, float] | None = None) -> Path | None:
         """Write checkpoint ``name`` (``last`` with the training state); with several processes every process
@@ -502,6 +523,9 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self._load_rng(state)
         self.history = json.loads(state["history"])
+        if self.is_main:  # the log holds the checkpoint's epochs: one the interrupted attempt logged after it is redone
+            with _naming(self.run_dir / "metrics.jsonl") as path:
+                atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.history))
 
     def _check_resumed_processes(self, state: dict[str, Any]) -> None:
         """Mid-epoch, a checkpoint counts the batches of the number of processes that wrote it; at an epoch's
@@ -520,12 +544,15 @@ class Trainer:
         """Each process continues its own random stream: rank r takes ``rank_rng[r]`` when the run had as many
         processes; otherwise rank 0 takes the saved main stream and the others derive theirs from it."""
         ranks = state.get("rank_rng")
+        self.partial = EpochSums.from_state(state.get("epoch_partial") if self.batches_done else None)
         if ranks is not None and len(ranks) == self.dist.world_size:
             mine = ranks[self.dist.rank]
             torch.set_rng_state(mine["torch"])
             if mine["cuda"] is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(mine["cuda"], self.device)
             _set_np_rng_state(mine["numpy"])
+            if self.batches_done:
+                self.partial = EpochSums.from_state(mine.get("partial"))
             return
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and not self.dist.active:
@@ -535,12 +562,48 @@ class Trainer:
             torch.manual_seed(self.dist.rank_seed(torch.initial_seed() + self.step))
 
 
+@dataclass
+class EpochSums:
+    """One process's running figures of the epoch in progress: summed step logs, steps, images, seconds."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+    def add(self, logs: dict[str, float], images: int) -> None:
+        for k, v in logs.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+        self.images += images
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "count": self.count, "images": self.images, "seconds": self.seconds}
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any] | None) -> EpochSums:
+        """The sums a checkpoint saved (none from a checkpoint written before they were saved: the epoch's
+        figures then cover the batches after the resume only)."""
+        if not d:
+            return cls()
+        return cls({k: float(v) for k, v in d["sums"].items()}, int(d["count"]), int(d["images"]), float(d["seconds"]))
+
+
 @dataclass(frozen=True)
 class _Due:
     """What every process agreed after the last step: a mid-epoch checkpoint is due; the time budget is spent."""
 
     checkpoint: bool = False
     stop: bool = False
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[Path]:
+    """An OSError (a full disk) of writing ``path`` in the block names ``path``."""
+    try:
+        yield path
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
 
 
 def _trainable(params: list) -> list:

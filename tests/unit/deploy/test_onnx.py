@@ -350,6 +350,9 @@ def test_export_refuses_a_bad_out_and_options_before_loading(exported, root):
         export_onnx(ckpt, root / "x.onnx", exporter="tflite")
     with pytest.raises(ConfigError, match="check_batch"):
         export_onnx(ckpt, root / "x.onnx", check_batch=0)
-    with pytest.raises(FacelabError, match="no checkpoint found"):
+    with pytest.raises(FacelabError, match="nothing-here: no such folder or file"):
         export_onnx(root / "nothing-here", root / "x.onnx")
+    (root / "empty-run").mkdir()
+    with pytest.raises(FacelabError, match="no checkpoint found"):
+        export_onnx(root / "empty-run", root / "x.onnx")
     assert not (root / "x.onnx").exists()

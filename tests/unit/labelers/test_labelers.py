@@ -10,7 +10,7 @@ import pytest
 from facelab.data.labels_file import LABEL_TASKS
 from facelab.data.render_face import face_landmarks, landmark_model, render_face
 from facelab.data.sources import create_source
-from facelab.errors import DataError
+from facelab.errors import ConfigError, DataError
 from facelab.labelers import LABELERS, create_labeler, flip_landmarks
 from facelab.labelers.base import three_way
 from facelab.labelers.orientation import head_pose
@@ -95,3 +95,24 @@ def test_missing_or_broken_landmarks_are_a_clear_error(faces):
         o.label(faces[0]["image"], np.full((5, 2), np.nan))
     with pytest.raises(DataError, match="5 finite"):
         o.label(faces[0]["image"], np.zeros(6))
+
+
+@pytest.mark.parametrize("name, options, words", [
+    ("orientation", {"threshold": "abc"}, "-o orientation.threshold='abc': input should be a valid number"),
+    ("orientation", {"threshold": -5}, "-o orientation.threshold=-5: input should be greater than 0"),
+    ("orientation", {"threshold": 90}, "less than 90"),
+    ("orientation", {"threshold": float("nan")}, "-o orientation.threshold=nan"),
+    ("light", {"threshold": 0}, "-o light.threshold=0: input should be greater than 0"),
+    ("light", {"threshold": 3.5}, "less than 3"),
+    ("orientation", {"tilt": 1}, "the orientation labeler has no option 'tilt' \\(its options: threshold\\)"),
+], ids=["text", "negative", "90-degrees", "nan", "light-0", "light-too-large", "unknown"])
+def test_labeler_options_are_typed_and_bounded(name, options, words):
+    with pytest.raises(ConfigError, match=words):
+        create_labeler(name, **options)
+
+
+def test_every_labeler_describes_its_validated_options():
+    for name in LABELERS.names():
+        labeler = create_labeler(name)
+        assert labeler.describe()["options"] == labeler.Config().model_dump(mode="json")
+    assert create_labeler("orientation", threshold="20").describe()["options"] == {"threshold": 20.0}

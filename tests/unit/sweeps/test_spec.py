@@ -134,3 +134,44 @@ def test_an_unreachable_database_is_a_clear_error_without_the_password() -> None
 def test_malformed_urls_and_missing_drivers_are_clear_errors(url: str, message: str) -> None:
     with pytest.raises(StorageError, match=message):
         check_reachable(url)
+
+
+def test_yaml_aliases_that_expand_into_millions_of_values_are_refused_at_once(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10**9 values expanded
+    f = tmp_path / "bomb.yaml"
+    f.write_text("\n".join(lines) + "\nbase: {store: s, model_kwargs: {x: *a8}}\nspace: {augment: [flip]}\n")
+    with pytest.raises(ConfigError, match=r"bomb\.yaml: more than 200,000 values once its YAML aliases"):
+        load_spec(f)
+
+
+@pytest.mark.parametrize("name", ["../../etc", "a/b", ".hidden", "x" * 201, " lr"])
+def test_a_study_name_must_stay_one_folder_name(name: str) -> None:
+    with pytest.raises(ConfigError, match="give a plain name"):
+        spec(study_name=name)
+    spec(study_name="sweep-my lr.2")
+
+
+def test_a_grace_period_shorter_than_two_heartbeats_is_refused() -> None:
+    with pytest.raises(ConfigError, match="grace_period 15 s is shorter than two heartbeats \\(20 s\\)"):
+        spec(heartbeat_interval=10, grace_period=15)
+    assert spec(heartbeat_interval=10, grace_period=20).grace_seconds == 20
+
+
+def test_a_categorical_of_more_choices_than_can_be_checked_is_refused() -> None:
+    with pytest.raises(ConfigError, match="1001 choices, more than 1000"):
+        spec(space={"batch_size": list(range(1, 1002))})
+
+
+def test_a_sqlite_file_of_something_else_is_left_untouched(tmp_path: Path) -> None:
+    import hashlib
+    import sqlite3
+
+    path = tmp_path / "notes.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+        db.execute("INSERT INTO notes VALUES ('mine')")
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(StorageError, match="is a SQLite database of something else \\(tables notes\\)"):
+        check_reachable(f"sqlite:///{path}")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before and not (tmp_path / "notes.db-wal").exists()

@@ -129,10 +129,20 @@ def _image_files(class_dir: Path, root: Path, skipped: list[Skip]) -> list[tuple
 
     Keys are paths relative to ``root`` with '/' separators (string slicing: Path maths costs seconds
     on 100k-image folders).
+
+    Raises:
+        DataError: a folder under ``class_dir`` (or itself) cannot be read: its images would be missing from
+            the store without a word.
     """
     prefix = len(os.path.join(root, ""))
     images = []
-    for dirpath, dirnames, filenames in os.walk(class_dir):
+
+    def unreadable(e: OSError) -> None:
+        where = _shown(Path(e.filename), root) if e.filename else _shown(class_dir, root)
+        raise DataError(f"{root}: cannot read the folder {where} ({e.strerror}); make it readable (or move it "
+                        "out of the dataset) and re-run")
+
+    for dirpath, dirnames, filenames in os.walk(class_dir, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)

@@ -13,6 +13,17 @@ async function api(path, options) {
 
 function status(text, isError) { $("status").textContent = text; $("status").className = isError ? "error" : ""; }
 
+// every value that travels in a URL is encoded (a key may hold +, &, #, % or spaces)
+const query = (path, params) => `${path}?${new URLSearchParams(params)}`;
+
+// what the server adds to an answer: the file changed on disk and was read again, or the undo history failed
+function notices(r) { const text = [r.notice, r.warning].filter(Boolean).join(" "); if (text) status(text, !!r.warning); return !!text; }
+
+async function refresh() {  // after a refused decision: show the file as it is now
+  const n = await api(query("/v1/review/next", {task}));
+  show(n.next, n.progress);
+}
+
 function show(next, progress) {
   current = next;
   const p = progress || (next && next.progress);
@@ -35,8 +46,9 @@ async function load() {
   for (const name of Object.keys(tasks)) $("task").add(new Option(name, name));
   task = Object.keys(tasks)[0];
   keys();
-  const n = await api(`/v1/review/next?task=${task}`);
+  const n = await api(query("/v1/review/next", {task}));
   show(n.next, n.progress);
+  notices(t) || notices(n);
 }
 
 function keys() {
@@ -56,23 +68,24 @@ async function decide(cls) {
   try {
     const r = await api("/v1/review/decision", {method: "POST", headers: {"content-type": "application/json"},
       body: JSON.stringify({key: current.key, task, cls})});
-    status(cls ? `${current.key}: ${cls} (saved)` : `${current.key}: skipped`);
-    show(r.next);
-  } catch (e) { status(e.message, true); }
+    const key = current.key;
+    show(r.next, r.progress);
+    if (!notices(r)) status(cls ? `${key}: ${cls} (saved)` : `${key}: skipped`);
+  } catch (e) { pressed = null; status(e.message, true); refresh().catch(() => {}); }
 }
 
 async function undo() {
   pressed = performance.now();
   try {
-    const r = await api(`/v1/review/undo?task=${task}`, {method: "POST"});
-    status(`undone: ${r.undone}`);
+    const r = await api(query("/v1/review/undo", {task}), {method: "POST"});
     show(r.next);
-  } catch (e) { status(e.message, true); }
+    if (!notices(r)) status(`undone: ${r.undone}`);
+  } catch (e) { pressed = null; status(e.message, true); refresh().catch(() => {}); }
 }
 
 $("task").addEventListener("change", async (e) => {
   task = e.target.value; keys();
-  const n = await api(`/v1/review/next?task=${task}`); show(n.next, n.progress);
+  const n = await api(query("/v1/review/next", {task})); show(n.next, n.progress); notices(n);
 });
 
 document.addEventListener("keydown", (e) => {

@@ -39,6 +39,8 @@ class ObjectiveSpec:
             made (e.g. that a teacher takes the stores' images), raising ConfigError.
         trainer_defaults: loop settings this objective trains best with, over the command's defaults (a run's
             own settings still win).
+        inputs: optional; the files its options make a run read (e.g. a distillation's teachers), as
+            :class:`~facelab.runs.inputs.RunInput`s: recorded by hash with the run and checked on resume.
     """
 
     factory: Callable[..., Any]
@@ -49,6 +51,7 @@ class ObjectiveSpec:
     doc: str
     check: Callable[[Any, Any], None] | None = None
     trainer_defaults: dict[str, Any] = field(default_factory=dict)
+    inputs: Callable[[Any], list[Any]] | None = None
 
     def parse_options(self, name: str, kwargs: dict[str, Any]) -> StrictConfig:
         """``kwargs`` validated against the objective's options (ConfigError naming each bad key)."""

@@ -41,11 +41,12 @@ from facelab.data.preprocessing import Preprocessing, describe_alignment, same_a
 from facelab.data.schema import LabelKind
 from facelab.errors import ConfigError, FacelabError
 from facelab.eval.inference import forward_logits
-from facelab.models.checkpoint import CheckpointMeta
+from facelab.models.checkpoint import CheckpointMeta, weights_path
 from facelab.models.classifiers.base import Classifier
 from facelab.models.classifiers.ensemble import load_classifier
 from facelab.models.classifiers.heads import Task, flip_permutation
 from facelab.models.projection import ProjectedEncoder
+from facelab.runs.inputs import RunInput, file_input
 from facelab.train.objectives import OBJECTIVES, ObjectiveSpec
 from facelab.train.objectives.encoder import EncoderObjective, Normaliser
 from facelab.train.trainer import StepOutput
@@ -238,10 +239,16 @@ def _check_teacher(options: DistillOptions, preprocessing: Preprocessing) -> Non
     load_teacher(options, preprocessing)  # ConfigError if it cannot be loaded or cannot label the stores
 
 
+def _teacher_inputs(options: DistillOptions) -> list[RunInput]:
+    """Each teacher's weights file (the ``teacher_checkpoint`` of a run folder), recorded and checked with the run."""
+    return [file_input(f"teacher:{k}", "teacher", weights_path(t, options.teacher_checkpoint))
+            for k, t in enumerate(options.teacher)]
+
+
 @OBJECTIVES.register("distill")
 def _distill() -> ObjectiveSpec:
     return ObjectiveSpec(factory=DistillObjective, labelled=False, options=DistillOptions,
-                         monitor="val_agreement", monitor_mode="max", check=_check_teacher,
+                         monitor="val_agreement", monitor_mode="max", check=_check_teacher, inputs=_teacher_inputs,
                          # the classifier recipe's optimiser: the student learns labels, as a classifier does
                          trainer_defaults={"epochs": 10, "optim": {"lr": 3e-3, "weight_decay": 0.05}},
                          doc="a trained classifier's (or ensemble's) probabilities on unlabelled faces, learnt "
