@@ -14,11 +14,19 @@
   3. all-reduce alone: one all-reduce of a float32 tensor of the model's gradient size, as DDP sends it.
   4. ``--device cuda`` (or ``--throughput``): images/s of one GPU for vgg_scratch and resnet50 at 64 and 128
      px from a preloaded batch and from facelab's BatchLoader, and the loader's share of the step time.
+  5. ``--metric-seeds N``: the equivalence that holds over a whole run. Section 1's weights agree only over a few
+     steps: rounding differences (the gradient of a batch summed in two halves, or on another number of
+     threads) grow with every step, as between any two runs. What DDP must keep is the result: a classifier
+     with the default recipe (AdamW, its default rate, augmentation, dropout) on synthetic faces, trained by 1
+     process of batch 2B and by 2 processes of batch B with ``--sync-bn`` (as ``--nproc 2`` runs it), for N seeds;
+     the final validation and test figures of each, beside the same one-process run on 1 thread (a rounding
+     change alone) and the spread between seeds. Also the relative weight difference at the end.
 
 On the CPU the processes use gloo and meet through a file (no port); they are forked (they inherit the imports).
 On CUDA they are spawned and use NCCL with one GPU each (sections 1-3 need 2 GPUs).
 
     nice -n 10 python benchmarks/bench_ddp.py --json
+    nice -n 10 python benchmarks/bench_ddp.py --skip-equivalence --skip-step-time --metric-seeds 3 --json
     python benchmarks/bench_ddp.py --device cuda --json
 """
 
@@ -152,6 +160,94 @@ def equivalence(tmp: Path, device: str) -> dict[str, Any]:
         "max_abs_weight_diff": max_abs_diff(tmp / "adamw-1-thread", tmp / "classifier_sync_bn_adamw" / "one"),
         "threads": [1, threads]}
     return out
+
+
+# ---- 5. the equivalence of whole runs: final metrics -------------------------------------------------------
+def synthetic_store(folder: Path, n: int, size: int) -> Store:
+    """facelab's built-in synthetic faces (learnable labels, official train/val/test partitions)."""
+    from facelab.data.build import prepare_store
+    from facelab.data.sources import create_source
+
+    prepare_store(create_source("synthetic", None, n=n, seed=0), folder, size=size, progress=False)
+    return Store.open(folder)
+
+
+def metric_config(store: Path, *, batch: int, seed: int, epochs: int, sync: bool, device: str) -> ClassifierConfig:
+    """The default classifier recipe (AdamW at its default rate, augmentation, dropout), quiet."""
+    return ClassifierConfig.model_validate({
+        "store": str(store), "batch_size": batch, "seed": seed, "device": device,
+        "trainer": {"epochs": epochs, "progress": False, "sync_batchnorm": sync}})
+
+
+def metric_worker(rank: int, nprocs: int, rendezvous: Path, cfg: ClassifierConfig, run_dir: Path,
+                  device: str) -> None:
+    from facelab.train.distributed import threads_per_process
+
+    torch.set_num_threads(threads_per_process(nprocs))  # as --nproc shares the cores out
+    dist = join(rank, nprocs, rendezvous, device)
+    try:
+        train_classifier(cfg, run_dir=run_dir, dist=dist)
+    finally:
+        dist.close()
+
+
+def run_figures(run: Path, store: Path) -> dict[str, float]:
+    """A finished run's last validation figures (metrics.jsonl) and its best checkpoint on the test split."""
+    from facelab.eval.evaluate import evaluate_run
+
+    last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    test = evaluate_run(run, store, split="test", out_dir=run / "eval-test")["summary"]
+    return {"val_mean_accuracy": last["val_mean_accuracy"], "val_loss": last["val_loss"],
+            "test_mean_accuracy": test["mean_accuracy"], "test_mean_balanced_accuracy": test["mean_balanced_accuracy"]}
+
+
+def relative_weight_diff(a: Path, b: Path) -> float:
+    """||w_a - w_b|| / ||w_a|| over every floating-point tensor of two runs' last checkpoints."""
+    wa, wb = read_weights(a / "checkpoints" / "last"), read_weights(b / "checkpoints" / "last")
+    keys = [k for k in wa if wa[k].is_floating_point()]
+    num = sum(float(((wa[k].double() - wb[k].double()) ** 2).sum()) for k in keys)
+    return (num / sum(float((wa[k].double() ** 2).sum()) for k in keys)) ** 0.5
+
+
+def metric_equivalence(tmp: Path, device: str, *, seeds: int, epochs: int, n: int, size: int,
+                       batch: int) -> dict[str, Any]:
+    """Per seed: the final figures of 1 process (batch 2B, every core), 2 processes (batch B, --sync-bn) and 1
+    process on 1 thread. Then, per figure: the mean difference 2 processes - 1 process over the seeds (paired)
+    with its 95% interval, the mean |2 processes - 1 process|, the mean |1 thread - every core| (rounding alone)
+    and the mean |seed s - seed t| between the 1-process runs (what changing the seed alone does)."""
+    store = synthetic_store(tmp / "synthetic", n, size)
+    cores = torch.get_num_threads()
+    per_seed = []
+    for seed in range(seeds):
+        runs = {name: tmp / f"seed{seed}" / name for name in ("one", "two", "one_1_thread")}
+        train_classifier(metric_config(store.path, batch=2 * batch, seed=seed, epochs=epochs, sync=True,
+                                       device=device), run_dir=runs["one"])
+        cfg = metric_config(store.path, batch=batch, seed=seed, epochs=epochs, sync=True, device=device)
+        start(metric_worker, 2, device, tmp / f"seed{seed}" / "rendezvous", cfg, runs["two"], device)
+        torch.set_num_threads(1)
+        train_classifier(metric_config(store.path, batch=2 * batch, seed=seed, epochs=epochs, sync=True,
+                                       device=device), run_dir=runs["one_1_thread"])
+        torch.set_num_threads(cores)
+        steps = json.loads((runs["two"] / "summary.json").read_text())["steps"]
+        per_seed.append({"seed": seed, "steps": steps, **{k: run_figures(v, store.path) for k, v in runs.items()},
+                         "relative_weight_diff_two_vs_one": relative_weight_diff(runs["one"], runs["two"]),
+                         "relative_weight_diff_1_thread_vs_one": relative_weight_diff(runs["one"], runs["one_1_thread"])})
+    from facelab.eval.statistics import mean_ci
+
+    summary = {}
+    for k in per_seed[0]["one"]:
+        one, two = ([s[run][k] for s in per_seed] for run in ("one", "two"))
+        diff = mean_ci([b - a for a, b in zip(one, two)])
+        between = [abs(one[i] - one[j]) for i in range(seeds) for j in range(i + 1, seeds)]
+        summary[k] = {"mean_one": float(np.mean(one)), "mean_two": float(np.mean(two)),
+                      "mean_diff_two_minus_one": diff["mean"], "ci95_diff": diff["ci95"],
+                      "mean_abs_diff_two_vs_one": float(np.mean(np.abs(np.subtract(two, one)))),
+                      "mean_abs_diff_1_thread_vs_one": float(np.mean([abs(s["one_1_thread"][k] - s["one"][k])
+                                                                      for s in per_seed])),
+                      "mean_abs_diff_between_seeds_one": float(np.mean(between)) if between else None}
+    return {"store": {"source": "synthetic", "n": n, "size": size, "train_rows": int(len(store.partition_indices(0)))},
+            "global_batch": 2 * batch, "epochs": epochs, "seeds": seeds, "cores": cores, "per_seed": per_seed,
+            "summary": summary}
 
 
 # ---- 2. step time, 3. all-reduce ----------------------------------------------------------------------------
@@ -301,6 +397,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="alternations of the step-time runs (best counts)")
     ap.add_argument("--throughput", action="store_true", help="section 4 on the CPU too (slow: resnet50 at 128 px)")
     ap.add_argument("--skip-equivalence", action="store_true")
+    ap.add_argument("--skip-step-time", action="store_true")
+    ap.add_argument("--metric-seeds", type=int, default=0, help="section 5: seeds of whole runs compared (0: skip)")
+    ap.add_argument("--metric-epochs", type=int, default=3, help="section 5: epochs of each run")
+    ap.add_argument("--metric-n", type=int, default=2000, help="section 5: synthetic faces in the store")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     two_devices = args.device == "cpu" or torch.cuda.device_count() >= 2
@@ -309,7 +409,10 @@ def main() -> None:
         tmp = Path(d)
         if two_devices and not args.skip_equivalence:
             result["equivalence"] = equivalence(tmp / "eq", args.device)
-        if two_devices:
+        if two_devices and args.metric_seeds > 0:
+            result["metrics"] = metric_equivalence(tmp / "metrics", args.device, seeds=args.metric_seeds,
+                                                   epochs=args.metric_epochs, n=args.metric_n, size=32, batch=B * 2)
+        if two_devices and not args.skip_step_time:
             result["step_time"] = step_time(tmp / "step", args.device, model=args.model, size=args.size,
                                             batch=args.batch, steps=args.steps, repeats=args.repeats)
         if args.device == "cuda" or args.throughput:

@@ -179,7 +179,7 @@ def test_bad_option_syntax_is_a_clear_error(store, tmp_path):
 
 # ---- listings ------------------------------------------------------------------------------------------
 def test_data_sources_prints_real_defaults():
-    out = cli("data", "sources").stderr
+    out = cli("data", "sources").stdout
     assert "PydanticUndefined" not in out and "prevalence={}" in out
     rows = cli_json("data", "sources")
     assert rows["synthetic"]["options"]["prevalence"] == {} and rows["celeba"]["options"]["attributes"] is None

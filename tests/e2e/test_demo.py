@@ -10,14 +10,15 @@ import pytest
 
 from facelab.data.schema import Partition
 from facelab.data.store import Store
-from tests.e2e.conftest import cli, cli_error, cli_json
+from tests.e2e.conftest import cli, cli_error
 
 SMALL = ("--n", "300", "--seeds", "1", "-o", "classifier_epochs=1", "-o", "study_epochs=1", "-o", "generator_epochs=1",
          "-o", "p=0.5", "-o", "target_prevalence=0.5", "-o", "methods=[none, oversample, cvae]")
 
 
 def test_demo_runs_every_step_and_ends_with_its_report(tmp_path):
-    summary = cli_json("demo", "--out", tmp_path, *SMALL)
+    result = cli("demo", "--out", tmp_path, *SMALL, "--json")
+    summary = json.loads(result.stdout)
     run = Path(summary["run_dir"])
     assert run.parent == tmp_path and summary["kind"] == "demo"
     assert summary["build"]["count"] == 300 and summary["build"]["skipped_count"] == 0
@@ -42,6 +43,23 @@ def test_demo_runs_every_step_and_ends_with_its_report(tmp_path):
     assert json.loads((run / "summary.json").read_text())["study"] == study
     html = Path(summary["report"]).read_text()
     assert Path(summary["report"]) == run / "report.html" and "data:image/png;base64," in html
+    # the study's own table, rounded for people, not a JSON block of paths and unrounded figures
+    assert "<td>oversample</td>" in html and "n=1 seed: interval not shown" in html
+    assert '"run_dir"' not in html and repr(study["balanced_accuracy"]["cvae"]) not in html
+
+    # off a terminal (a log file) every step, epoch and study cell is a line on stderr, as it happens
+    log = result.stderr.splitlines()
+    steps = [line for line in log if line.startswith("demo ")]
+    assert [s[:9] for s in steps] == ["demo 1/4:", "demo 2/4:", "demo 3/4:", "demo 4/4:"]
+    assert "decoding: 300/300 in " in result.stderr
+    assert any(line.startswith("epoch 1/1 (") and "val_mean_accuracy=" in line for line in log)
+    cells = [line for line in log if line.startswith("study ") and "/3: p=0.5 seed=0 " in line]
+    assert [c.split(": ", 1)[1] for c in cells] == ["p=0.5 seed=0 none", "p=0.5 seed=0 oversample", "p=0.5 seed=0 cvae"]
+    done = [line for line in log if line.startswith("p=0.5 seed=0 ") and "balanced_accuracy " in line]
+    assert len(done) == 3 and log.index(cells[0]) < log.index(done[0]) < log.index(cells[1])
+    inner = [line for line in log if line.startswith("p=0.5 seed=0 cvae: epoch 1/1 (")]  # generator, classifier
+    assert len(inner) == 2 and log.index(cells[2]) < log.index(inner[0]) < log.index(inner[1]) < log.index(done[2])
+    assert log.index(steps[2]) < log.index(cells[0]) and log.index(done[-1]) < log.index(steps[3])
 
     plain = ("--n", "200", "--seeds", "1", "-o", "classifier_epochs=1", "-o", "study_epochs=1", "-o", "methods=[none]")
     printed = cli("demo", "--out", tmp_path / "plain", *plain).stdout.strip().splitlines()

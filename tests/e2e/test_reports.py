@@ -62,5 +62,22 @@ def test_runs_lists_kind_and_key_metric(clf_run, cvae_run, dcgan_run, runs_root,
     gan = rows[dcgan_run.name]
     assert gan["kind"] == "generative" and gan["metric"].endswith("loss") and gan["value"] is not None
     assert rows["train-unfinished"]["kind"] == "unfinished" and rows["train-unfinished"]["value"] is None
-    table = cli("runs", runs_root).stdout  # a rich table (paths are shortened to fit the terminal)
+    table = cli("runs", runs_root).stdout  # a rich table
     assert "classifier" in table and "generative" in table and "unfinished" in table
+
+
+def test_runs_and_sources_print_whole_rows_when_not_on_a_terminal(tmp_path, monkeypatch):
+    """Piped into grep or a file, a listing keeps every row whole: no 80-column cut, no ellipsis."""
+    monkeypatch.setenv("COLUMNS", "80")
+    long_name = "train-" + "a-very-long-experiment-name-" * 6 + "[bold]x"  # and no rich markup read in it
+    (tmp_path / long_name).mkdir()
+    (tmp_path / long_name / "config.yaml").write_text("store: nowhere\n")
+    table = cli("runs", tmp_path).stdout
+    row = next(line for line in table.splitlines() if long_name in line)
+    assert str(tmp_path / long_name) in row and "unfinished" in row and "…" not in table
+    sources = cli("data", "sources").stdout.splitlines()
+    assert "utkface: UTKFace faces labelled by file name: ``age`` (numeric, years), ``gender`` (binary: 0 male, " \
+           "1 female) and ``race`` (categorical, 5 classes), plus ``age_group`` (categorical) with the ``age_bins`` " \
+           "option. No identities, no official partitions." in sources
+    synthetic = next(line for line in sources if line.startswith("   options: n=2000"))
+    assert synthetic.endswith("landmarks=false")  # every option on its line

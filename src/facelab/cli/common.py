@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
 from facelab.config import StrictConfig, resume_config
 from facelab.errors import FacelabError
+from facelab.utils.console import stderr_console
 from facelab.utils.io import finite_or_none
 
-console = Console(stderr=True)
+console = stderr_console()  # whole lines off a terminal, never cut at 80 columns (utils/console.py)
 JSON_OPT = typer.Option(False, "--json", help="Print the figures as JSON on stdout.")
 OPTION_OPT = typer.Option(None, "-o", "--option", help="Any config key, dotted, value in YAML: -o trainer.epochs=3 "
                           "-o labels=Male,Smiling (repeatable).")

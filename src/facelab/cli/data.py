@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 from facelab.cli.common import JSON_OPT, console, emit_json
 from facelab.config import parse_options
 from facelab.errors import FacelabError
+from facelab.utils.console import stdout_console
 
 data_app = typer.Typer(help="Prepare dataset stores and inspect them.", no_args_is_help=True)
 DETECTOR_OPT = typer.Option(None, "--detector", help="Face detector: mtcnn (default; landmarks trained on CelebA) "
@@ -22,25 +22,29 @@ MIN_SCORE_OPT = typer.Option(None, "--min-score", min=0.0, max=1.0,
 
 @data_app.command("sources")
 def data_sources(as_json: bool = JSON_OPT) -> None:
-    """List the registered dataset sources and their options."""
+    """List the registered dataset sources and their options (on stdout; whole lines when not on a terminal)."""
+    import inspect
+
     from facelab.data.sources import SOURCES
 
     rows = {}
     for name in SOURCES.names():
         cls = SOURCES.get(name)
         rows[name] = {
-            "doc": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+            "doc": " ".join(inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].split()),  # its first paragraph
             "options": {k: f.get_default(call_default_factory=True) for k, f in cls.Options.model_fields.items()},
             "default_crop": cls.default_crop.model_dump(),
         }
     if as_json:
         emit_json(rows)
         return
+    from rich.text import Text
+
+    out = stdout_console(highlight=False)
     for name, r in rows.items():
-        console.print(f"[bold]{name}[/]: {r['doc']}")
+        out.print(Text.assemble((name, "bold"), f": {r['doc']}"))
         if r["options"]:
-            console.print("   options: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in r["options"].items()),
-                          highlight=False, markup=False)
+            out.print("   options: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in r["options"].items()), markup=False)
 
 
 @data_app.command("prepare")
@@ -137,7 +141,7 @@ def data_stats(
     if as_json:
         emit_json(figures)
         return
-    Console().print(st.format_stats_table(figures))
+    stdout_console().print(st.format_stats_table(figures))
     console.print(f"plots written to {Path(figures['plots']['prevalence']).parent}")
 
 

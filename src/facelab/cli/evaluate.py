@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 from facelab.cli.common import (ACCEPT_CHANGED_OPT, CHECKPOINT_OPT, DETECTOR_OPT, DEVICE_OPT, FACES_OPT, JSON_OPT,
                                 _checkpoint_choice, _one_or_many, console, emit_json)
 from facelab.errors import FacelabError
+from facelab.utils.console import stdout_console
 
 
 def evaluate(
@@ -56,7 +56,7 @@ def evaluate(
     rows = list(report["per_label"].items()) + [("MEAN", {k.removeprefix("mean_"): v for k, v in report["summary"].items()})]
     for name, m in rows:
         t.add_row(name, *(cell(m[k]) for k in ("accuracy", "majority_accuracy", "balanced_accuracy", "f1_macro", "auroc")))
-    Console().print(t)
+    stdout_console().print(t)
     for name, share in report.get("flip_consistency", {}).items():
         console.print(f"flip consistency of {name}: {share:.4f} (mirror image predicted as the mirrored class)")
     for note in ([report["note"]] if "note" in report else []):

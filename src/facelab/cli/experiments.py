@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 from facelab.cli.common import ACCEPT_CHANGED_OPT, JSON_OPT, _refuse_with_resume, _run_folder, console, emit_json
 from facelab.config import resolve_config, resume_config
+from facelab.utils.console import stdout_console
 
 experiment_app = typer.Typer(help="Experiments: config -> run folder -> results and plots.", no_args_is_help=True)
 
@@ -49,7 +49,7 @@ def experiment_batch_schedule(
     if as_json:
         emit_json(result)
     else:
-        Console().print(results_table(result["results"]))
+        stdout_console().print(results_table(result["results"]))
         console.print(f"results and curves in {result['run_dir']}")
 
 
@@ -92,7 +92,7 @@ def experiment_imbalance(
     if as_json:
         emit_json(summary)
     else:
-        Console().print(results_markdown(summary["aggregate"]))
+        stdout_console().print(results_markdown(summary["aggregate"]), markup=False, highlight=False)
         console.print(f"report: {summary['report']}")
 
 

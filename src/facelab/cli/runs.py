@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 from facelab.cli.common import JSON_OPT, console, emit_json
 from facelab.config import resolve_config
+from facelab.utils.console import stdout_console
+from facelab.utils.figures import figure
 
 
 def report(run: Path = typer.Argument(..., help="A run or experiment folder.")) -> None:
@@ -20,8 +21,9 @@ def report(run: Path = typer.Argument(..., help="A run or experiment folder.")) 
 
 
 def runs(root: Path = typer.Argument(Path("runs"), help="Folder holding run folders."), as_json: bool = JSON_OPT) -> None:
-    """List runs with their kind and key metric."""
+    """List runs with their kind and key metric (whole rows when not printed to a terminal)."""
     from rich.table import Table
+    from rich.text import Text
 
     from facelab.report import list_runs
 
@@ -29,12 +31,12 @@ def runs(root: Path = typer.Argument(Path("runs"), help="Folder holding run fold
     if as_json:
         emit_json(rows)
         return
-    t = Table(title=f"runs in {root}")
+    t = Table(title=Text(f"runs in {root}"))
     for c in ("run", "kind", "metric", "value", "modified"):
         t.add_column(c)
-    for r in rows:
-        t.add_row(r["run"], r["kind"], r["metric"], "-" if r["value"] is None else f"{r['value']:.4f}", r["modified"])
-    Console().print(t)
+    for r in rows:  # Text: a folder or an error message is shown as it is, never read as rich markup
+        t.add_row(*(Text(str(v)) for v in (r["run"], r["kind"], r["metric"], figure(r["value"]), r["modified"])))
+    stdout_console().print(t)
     if not rows:
         console.print(f"no run folders in {root}")
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from typer.core import TyperGroup
 
 from facelab.cli.common import JSON_OPT, _refuse_with_resume, console, emit_json
+from facelab.utils.console import stdout_console
 
 
 class _SweepGroup(TyperGroup):
@@ -184,5 +184,5 @@ def sweep_report_command(
         t.add_row(str(r["number"]), r["state"], "-" if r["value"] is None else f"{r['value']:.4f}",
                   *(Text(str(r["params"].get(n, ""))) for n in names), str(r["epochs"] or "-"),
                   "-" if r["cpu_seconds"] is None else f"{r['cpu_seconds']:.0f}", Text(r.get("note") or ""))
-    Console().print(t)
+    stdout_console().print(t)
     _print_sweep(result)

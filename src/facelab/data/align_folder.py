@@ -90,10 +90,9 @@ def align_folder(photos: str | Path, out: str | Path, *, spec: AlignSpec | None 
     rows: list[list[Any]] = []
     capped: list[dict[str, Any]] = []
     read = 0
-    from rich.console import Console
-    from rich.progress import Progress
+    from facelab.utils.progress import progress_bar
 
-    with Progress(disable=not progress, transient=True, console=Console(stderr=True)) as bar:
+    with progress_bar(enabled=progress) as bar:
         task = bar.add_task("aligning faces", total=len(files))
         for key, path in files:
             try:

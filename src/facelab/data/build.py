@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
-from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TaskID, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
@@ -58,7 +57,9 @@ from facelab.data.partial import (
     pending_spans,
     reserve,
 )
+from facelab.utils.console import stderr_console
 from facelab.utils.io import atomic_write_json, foreign_entries, naming
+from facelab.utils.progress import LineProgress, progress_bar
 
 if TYPE_CHECKING:
     from facelab.data.sources.base import Source
@@ -299,11 +300,9 @@ class _RateColumn(ProgressColumn):
         return Text(f"{task.speed or 0:,.0f} img/s")
 
 
-def _progress(enabled: bool, total: int, done: int) -> tuple[Progress, TaskID]:
-    console = Console(stderr=True)
-    bar = Progress(TextColumn("decoding"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn(),
-                   TextColumn("eta"), TimeRemainingColumn(), console=console,
-                   disable=not (enabled and console.is_terminal))
+def _progress(enabled: bool, total: int, done: int) -> tuple[Progress | LineProgress, TaskID]:
+    bar = progress_bar(TextColumn("decoding"), BarColumn(), MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn(),
+                       TextColumn("eta"), TimeRemainingColumn(), enabled=enabled, transient=False)
     return bar, bar.add_task("decoding", total=total, completed=done)
 
 
@@ -658,7 +657,7 @@ def _build(source: Source, index: SourceIndex, partial: Path, key: dict[str, Any
     if state == "resume":
         notes.append(f"resumed the interrupted build in {partial}")
     for note in notes if progress else []:
-        Console(stderr=True).print(f"[yellow]note[/]: {note}")
+        stderr_console().print(f"[yellow]note[/]: {note}")
     journal = Journal(partial, data_files)
     decoded, failed = _decode(source, index, partial, journal, size=size, crop=crop, align=align, workers=workers,
                               chunk_size=chunk_size, progress=progress)

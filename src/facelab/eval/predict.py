@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import Progress
 
 from facelab.data.decode import crop_resize, decode_file, decode_min_side
 from facelab.data.image_folder import image_key, list_images
@@ -37,6 +35,7 @@ from facelab.eval.photos import FacesMode, PhotoPredictor
 from facelab.models.classifiers.heads import Task
 from facelab.runs.inputs import run_dir_of
 from facelab.utils.io import atomic_write_text
+from facelab.utils.progress import progress_bar
 
 
 @dataclass
@@ -194,7 +193,7 @@ def predict_to_csv(run: str | Path | Sequence[str | Path], target: str | Path, o
     warnings: list[str] = []
     capped: list[dict[str, Any]] = []
     first = ["key"]
-    with Progress(disable=not progress, transient=True, console=Console(stderr=True)) as prog:
+    with progress_bar(enabled=progress) as prog:
         is_store = (target / MANIFEST).is_file()
         if is_store:
             store = Store.open(target)

@@ -1,4 +1,8 @@
-"""Means with 95% confidence intervals over seeds, and paired significance tests against a baseline."""
+"""Means with 95% confidence intervals over seeds, and paired significance tests against a baseline.
+
+The interval to show (``low``, ``high``) follows :func:`facelab.utils.figures.interval`: none from fewer than
+3 seeds, and clipped to the metric's range when one is given; ``ci95`` stays the Student-t half-width.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,23 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from facelab.utils.figures import interval
 
-def mean_ci(values: Sequence[float], *, level: float = 0.95) -> dict[str, float]:
-    """Mean, standard deviation and the Student-t confidence interval half-width of ``values``."""
+
+def mean_ci(values: Sequence[float], *, level: float = 0.95,
+            bounds: tuple[float, float] | None = None) -> dict[str, float | None]:
+    """Mean, standard deviation, the Student-t confidence interval half-width of ``values`` (``ci95``) and the
+    interval to show (``low``, ``high``: clipped to ``bounds``, the metric's range; None from fewer than 3
+    values, where the interval says nothing)."""
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
     n = int(v.size)
     if n == 0:
-        return {"mean": float("nan"), "std": float("nan"), "ci95": float("nan"), "n": 0}
+        return {"mean": float("nan"), "std": float("nan"), "ci95": float("nan"), "n": 0, "low": None, "high": None}
     sd = float(v.std(ddof=1)) if n > 1 else 0.0
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / math.sqrt(n)) if n > 1 else float("nan")
-    return {"mean": float(v.mean()), "std": sd, "ci95": half, "n": n}
+    mean = float(v.mean())
+    low, high = interval(mean, half, n, bounds=bounds) or (None, None)
+    return {"mean": mean, "std": sd, "ci95": half, "n": n, "low": low, "high": high}
 
 
 def paired_test(values: Sequence[float], baseline: Sequence[float]) -> dict[str, float | bool | None]:

@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
-from rich.console import Console
 
 from facelab.config import StrictConfig
 from facelab.data.store import Store
@@ -34,6 +33,7 @@ from facelab.runs.splits import save_run_splits
 from facelab.runs.summary import BatchScheduleSummary, write_summary
 from facelab.train.classifier import ClassifierConfig, train_classifier
 from facelab.train.trainer import Callback, Trainer
+from facelab.utils.console import stderr_console
 from facelab.utils.device import resolve_device
 from facelab.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 
@@ -168,7 +168,7 @@ def run_batch_schedule(cfg: BatchScheduleConfig, *, run_dir: str | Path, progres
     done = _done(results_path)
     seeds = [cfg.seed + i for i in range(cfg.seeds)]
     cells = [(v, s) for s in seeds for v in cfg.variants]
-    console = Console(stderr=True)  # stdout stays free for --json
+    console = stderr_console()  # stdout stays free for --json
     for i, (variant, seed) in enumerate(cells, 1):
         if (variant, seed) in done:
             continue

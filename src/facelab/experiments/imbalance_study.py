@@ -10,6 +10,7 @@ untouched; synthetic rows are tagged by the loader and never evaluated. Results 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import defaultdict
@@ -18,8 +19,6 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
-from rich.console import Console
-from rich.progress import Progress
 
 from facelab.config import StrictConfig, overlay
 from facelab.data.schema import LabelKind
@@ -36,7 +35,10 @@ from facelab.runs.inputs import check_inputs, store_input
 from facelab.runs.summary import ImbalanceStudySummary, write_summary
 from facelab.train.classifier import ClassifierConfig, check_batches, train_classifier
 from facelab.train.generative import GenerativeRunConfig
+from facelab.train.progress import epoch_lines_inside
+from facelab.utils.figures import UNIT_RANGE, figure
 from facelab.utils.io import append_jsonl, atomic_write_text, read_jsonl
+from facelab.utils.progress import duration, progress_bar
 
 STUDY_METRICS = BINARY_METRICS
 
@@ -214,6 +216,13 @@ def run_cell(cfg: ImbalanceStudyConfig, ctx: StudyContext, method: str, splits: 
     return rec
 
 
+def _cell_line(rec: dict[str, Any], seconds: float) -> str:
+    """One finished cell for the log: its test figures (rounded for people) and how long it took."""
+    figures = ", ".join(f"{m} {figure(rec['test'][m], 3)}" for m in ("balanced_accuracy", "minority_recall")
+                        if m in rec.get("test", {}))
+    return f"p={rec['p']:g} seed={rec['seed']} {rec['method']}: {figures or 'no test figures'} ({duration(seconds)})"
+
+
 # ---- aggregation ---------------------------------------------------------------------------------
 def aggregate(records: list[dict[str, Any]], *, where: str = "test") -> dict[str, Any]:
     """{p: {method: {metric: mean/ci95/std/n + test vs 'none'}}} from per-cell records."""
@@ -232,7 +241,7 @@ def aggregate(records: list[dict[str, Any]], *, where: str = "test") -> dict[str
             entry = {}
             for m in METRICS:
                 vals = [by_seed[s][m] for s in seeds]
-                entry[m] = mean_ci(vals)
+                entry[m] = mean_ci(vals, bounds=UNIT_RANGE)  # every study metric is a share
                 if method != BASELINE and base:
                     common = [s for s in seeds if s in base]
                     entry[m]["vs_none"] = paired_test([by_seed[s][m] for s in common], [base[s][m] for s in common])
@@ -240,7 +249,7 @@ def aggregate(records: list[dict[str, Any]], *, where: str = "test") -> dict[str
             for key in SAMPLE_QUALITY:  # generative methods: how the baseline classifier judged the samples
                 vals = [notes[(p, method, s)][key] for s in seeds if key in notes.get((p, method, s), {})]
                 if vals:
-                    entry[key] = mean_ci(vals)
+                    entry[key] = mean_ci(vals, bounds=UNIT_RANGE)
             pm[method] = entry
         out[f"{p:g}"] = pm
     return out
@@ -276,7 +285,7 @@ def run_study(cfg: ImbalanceStudyConfig, *, run_dir: str | Path, progress: bool 
     results_path = run_dir / "results.jsonl"
     done = _done(results_path)
     total = len(cfg.p) * len(cfg.seeds) * len(cfg.methods)
-    with Progress(disable=not progress, transient=False, console=Console(stderr=True)) as prog:  # stdout: --json
+    with progress_bar(enabled=progress, transient=False) as prog:  # stderr: stdout is for --json
         bar = prog.add_task("study", total=total, completed=len(done))
         for p in cfg.p:
             for seed in cfg.seeds:
@@ -293,10 +302,15 @@ def run_study(cfg: ImbalanceStudyConfig, *, run_dir: str | Path, progress: bool 
                 for method in cfg.methods:
                     if (p, seed, method) in done:
                         continue
-                    prog.update(bar, description=f"p={p:g} seed={seed} {method}")
-                    rec = {"p": p, **run_cell(cfg, ctx, method, splits, eval_store)}
+                    cell = f"p={p:g} seed={seed} {method}"
+                    prog.update(bar, description=cell)
+                    started = time.monotonic()
+                    with epoch_lines_inside(cell) if progress else contextlib.nullcontext():
+                        rec = {"p": p, **run_cell(cfg, ctx, method, splits, eval_store)}
                     append_jsonl(results_path, rec)
                     done[(p, seed, method)] = rec
+                    if progress:
+                        prog.console.print(_cell_line(rec, time.monotonic() - started), markup=False, highlight=False)
                     prog.update(bar, advance=1)
     records = list(done.values())
     external = aggregate(records, where="external") if eval_store is not None else None

@@ -97,10 +97,9 @@ def _previous(out: Path, store: Store) -> LabelsFile | None:
 
 def _label_rows(store: Store, labelers: dict[str, Labeler], progress: bool) -> tuple[list[dict[str, str]], float]:
     rows, t0 = [], time.perf_counter()
-    from rich.console import Console
-    from rich.progress import Progress
+    from facelab.utils.progress import progress_bar
 
-    with Progress(disable=not progress, transient=True, console=Console(stderr=True)) as prog:
+    with progress_bar(enabled=progress) as prog:
         bar = prog.add_task("labelling", total=len(store))
         for start in range(0, len(store), 512):
             images = np.asarray(store.images[start:start + 512])

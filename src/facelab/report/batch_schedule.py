@@ -8,12 +8,14 @@ from typing import Any
 from facelab.report.html import esc, image, section, table
 from facelab.report.kinds import RUN_KINDS, RunKind
 from facelab.runs.summary import BatchScheduleSummary
+from facelab.utils.figures import figure
 
 
 def mean_std(r: dict[str, Any], key: str) -> str:
-    """``r[key]`` ± ``r[key_std]`` (the mean alone for one seed), as the tables and the report show it."""
+    """``r[key]`` ± ``r[key_std]`` (the mean alone for one seed), as the tables and the report show it: a spread
+    of the seeds (sample standard deviation), not an interval, so it is not clipped to the metric's range."""
     std = r.get(f"{key}_std")
-    return f"{r[key]:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+    return figure(r[key]) + (f" ± {figure(std, 2)}" if std is not None else "")
 
 
 def results_table(results: dict[str, Any]) -> str:
@@ -22,13 +24,13 @@ def results_table(results: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|"]
     for v, r in results.items():
         lines.append(f"| {v} | {mean_std(r, 'test_mean_accuracy')} | {mean_std(r, 'test_mean_balanced_accuracy')} | "
-                     f"{r['parameter_updates']} | {r['final_batch_size']} | {r['train_seconds']:.1f} |")
+                     f"{r['parameter_updates']} | {r['final_batch_size']} | {figure(r['train_seconds'], 3)} |")
     return "\n".join(lines) + "\n"
 
 
 def batch_schedule_sections(run_dir: Path, summary: BatchScheduleSummary) -> list[str]:
     rows = [[v, mean_std(r, "test_mean_accuracy"), mean_std(r, "test_mean_balanced_accuracy"), r["parameter_updates"],
-             r["final_batch_size"], f"{r['train_seconds']:.1f}"] for v, r in summary.results.items()]
+             r["final_batch_size"], figure(r["train_seconds"], 3)] for v, r in summary.results.items()]
     seeds, splits = summary.seeds or [0], summary.splits
     note = esc(f"{len(seeds)} seed(s) {', '.join(map(str, seeds))}; mean ± sample standard deviation. Rows: "
                f"train {splits.get('train', '?')}, val {splits.get('val', '?')}, test {splits.get('test', '?')} "

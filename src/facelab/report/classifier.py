@@ -16,7 +16,7 @@ def classifier_sections(run_dir: Path, summary: ClassifierSummary) -> list[str]:
     labels = ", ".join(summary.labels[:6]) + (" ..." if len(summary.labels) > 6 else "")
     head = table(["model", "labels", "params", "train rows", "val rows", f"best {summary.monitor}", "seconds"],
                  [[summary.model, labels, f"{summary.params:,}", summary.train_rows, summary.val_rows,
-                   fmt(summary.best if summary.best is not None else float("nan")), summary.fit_seconds]])
+                   fmt(summary.best), fmt(summary.fit_seconds, 3)]])
     notes = "".join(f"<p class='muted'>{esc(t)}</p>" for t in
                     ([f"rows: {summary.splits}"] if summary.splits else []) + [f"warning: {w}" for w in summary.warnings])
     parts = [section("Summary", head, notes), section("Training curves", image(run_dir / "curves.png")),

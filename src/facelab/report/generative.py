@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facelab.report.html import image, metrics_table, section, table
+from facelab.report.html import fmt, image, metrics_table, section, table
 from facelab.report.kinds import RUN_KINDS, RunKind
 from facelab.runs.summary import GenerativeSummary
 
@@ -14,7 +14,7 @@ def generative_sections(run_dir: Path, summary: GenerativeSummary) -> list[str]:
     shown = [grids[0], grids[len(grids) // 2], grids[-1]] if len(grids) >= 3 else grids
     head = table(["model", "conditions", "params", "train rows", "epochs", "seconds"],
                  [[summary.model, ", ".join(summary.conditions) or "-", f"{summary.params:,}", summary.train_rows,
-                   summary.epochs, summary.fit_seconds]])
+                   summary.epochs, fmt(summary.fit_seconds, 3)]])
     samples = "<div class='row'>" + "".join(image(g, g.stem.replace("_", " ")) for g in dict.fromkeys(shown)) + "</div>"
     return [section("Summary", head), section("Samples", samples),
             section("Training curves", image(run_dir / "curves.png")),

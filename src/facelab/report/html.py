@@ -12,6 +12,7 @@ from typing import Any
 from facelab.report.kinds import RUN_KINDS
 from facelab.runs.folder import read_metrics
 from facelab.runs.summary import read_summary
+from facelab.utils.figures import DIGITS, figure
 from facelab.utils.io import atomic_write_text
 
 CSS = """
@@ -51,13 +52,10 @@ def section(title: str, *parts: str) -> str:
     return f"<section><h2>{esc(title)}</h2>{''.join(parts)}</section>"
 
 
-def fmt(v: Any, digits: int = 4) -> str:
-    """A figure as report text: floats to ``digits`` places, undefined ones (None, NaN) as "-"."""
-    if v is None or (isinstance(v, float) and v != v):
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
+def fmt(v: Any, digits: int = DIGITS) -> str:
+    """A figure as report text: floats to ``digits`` significant digits (whole numbers are never cut: 1234.5 s
+    reads "1234" at 1 digit), undefined ones (None, NaN) as "-" (:func:`facelab.utils.figures.figure`)."""
+    return figure(v, digits)
 
 
 def page(title: str, sections: Sequence[str]) -> str:

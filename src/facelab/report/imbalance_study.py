@@ -1,4 +1,9 @@
-"""The report of the class-imbalance study: tables of mean ± 95% CI, CI bars, real vs generated samples."""
+"""The report of the class-imbalance study: tables of means with 95% intervals, interval bars, real vs generated
+samples.
+
+Every metric of the study is a share, so an interval is shown clipped to [0, 1], and only from 3 seeds on
+(:func:`facelab.utils.figures.interval`): below that a table says why it shows means alone.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import numpy as np
 from facelab.report.html import esc, fmt, image, section, table
 from facelab.report.kinds import RUN_KINDS, RunKind
 from facelab.runs.summary import ImbalanceStudySummary
+from facelab.utils.figures import MIN_N_FOR_INTERVAL, UNIT_RANGE, interval, mean_interval_text, no_interval_reason
 
 METRICS = ("accuracy", "balanced_accuracy", "minority_recall", "f1_macro", "auroc")
 BASELINE = "none"
@@ -20,12 +26,20 @@ SAMPLE_QUALITY_TEXT = ("Generated minority samples: the share that the study's o
                        "validation split (what a perfect generator would reach).")
 
 
+INTERVAL_TEXT = ("mean [95% confidence interval] over seeds; Student t, clipped to [0, 1], shown from "
+                 f"{MIN_N_FOR_INTERVAL} seeds on")
+
+
 def _mean_ci_text(stat: dict[str, Any], digits: int) -> str:
-    """``mean ± ci95`` (the interval left out when it is undefined, e.g. one seed)."""
-    mean, ci = stat["mean"], stat["ci95"]  # None where undefined (summary.json holds no NaN)
-    if mean is None or not np.isfinite(mean):
-        return "-"
-    return f"{mean:.{digits}f}" + (f" ± {ci:.{digits}f}" if ci is not None and np.isfinite(ci) else "")
+    """``mean [low, high]``, or the mean alone where no interval is shown (fewer than 3 seeds)."""
+    return mean_interval_text(stat, digits=digits, bounds=UNIT_RANGE)  # None where undefined (no NaN in JSON)
+
+
+def interval_note(methods: dict[str, Any], keys: tuple[str, ...] = METRICS) -> str:
+    """Why a table of ``methods`` shows means without intervals (empty when every cell has one)."""
+    few = sorted({int(e[k].get("n") or 0) for e in methods.values() for k in keys
+                  if k in e and 0 < int(e[k].get("n") or 0) < MIN_N_FOR_INTERVAL})
+    return "; ".join(no_interval_reason(n) for n in few)
 
 
 def _cell(stat: dict[str, Any]) -> str:
@@ -40,10 +54,12 @@ def _cell(stat: dict[str, Any]) -> str:
 
 
 def results_markdown(agg: dict[str, Any]) -> str:
-    """Markdown tables (one per p) of mean ± 95% CI; * marks a significant difference from 'none'."""
+    """Markdown tables (one per p) of means [95% intervals]; * marks a significant difference from 'none'."""
     lines = []
     for p, methods in agg.items():
-        lines += [f"\n**p = {p}** (mean ± 95% CI over seeds; * = paired t-test vs none, p < 0.05)\n",
+        note = interval_note(methods)
+        lines += [f"\n**p = {p}** ({INTERVAL_TEXT}; * = paired t-test vs none, p < 0.05)"
+                  + (f"\n\n{note}" if note else "") + "\n",
                   "| method | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
         for method, e in methods.items():
             cells = []
@@ -53,7 +69,9 @@ def results_markdown(agg: dict[str, Any]) -> str:
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         quality = _quality_rows(methods, digits=3)
         if quality:
-            lines += [f"\n{SAMPLE_QUALITY_TEXT}\n", "| method | " + " | ".join(SAMPLE_QUALITY) + " |",
+            note = interval_note(methods, SAMPLE_QUALITY)
+            lines += [f"\n{SAMPLE_QUALITY_TEXT}" + (f" {note}." if note else "") + "\n",
+                      "| method | " + " | ".join(SAMPLE_QUALITY) + " |",
                       "|---" * (len(SAMPLE_QUALITY) + 1) + "|"]
             lines += ["| " + " | ".join(row) + " |" for row in quality]
     return "\n".join(lines) + "\n"
@@ -82,11 +100,14 @@ def plot_bars(path: Path, agg: dict[str, Any], *, metrics: tuple[str, ...] = ("b
         methods = list(agg[p])
         for ax, m in zip(axes[row], metrics):
             means = [_finite(agg[p][k][m]["mean"], float("nan")) for k in methods]
-            cis = [_finite(agg[p][k][m]["ci95"], 0.0) for k in methods]
+            shown = [interval(agg[p][k][m]["mean"], agg[p][k][m]["ci95"], int(agg[p][k][m].get("n") or 0),
+                              bounds=UNIT_RANGE) for k in methods]
+            lows = [v if s is None else s[0] for v, s in zip(means, shown)]  # no bar where no interval is shown
+            highs = [v if s is None else s[1] for v, s in zip(means, shown)]
+            err = [[max(0.0, v - lo) for v, lo in zip(means, lows)], [max(0.0, hi - v) for v, hi in zip(means, highs)]]
             colors = ["#999" if k == BASELINE else "#4C72B0" for k in methods]
-            ax.bar(range(len(methods)), means, yerr=cis, capsize=3, color=colors)
+            ax.bar(range(len(methods)), means, yerr=err, capsize=3, color=colors)
             ax.set_xticks(range(len(methods)), methods, rotation=40, ha="right", fontsize=8)
-            lows, highs = [v - c for v, c in zip(means, cis)], [v + c for v, c in zip(means, cis)]
             if np.isfinite(lows).any():
                 ax.set_ylim(max(0, np.nanmin(lows) - 0.05), min(1.0, np.nanmax(highs) + 0.03))
             ax.set_title(f"{m} (p={p})", fontsize=10)
@@ -95,6 +116,16 @@ def plot_bars(path: Path, agg: dict[str, Any], *, metrics: tuple[str, ...] = ("b
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def results_html(methods: dict[str, Any]) -> str:
+    """The table of one p: a row per method, a column per metric, and why intervals are missing if they are."""
+    rows = [[esc(m), *(_cell(e[k]) for k in METRICS)] for m, e in methods.items()]
+    return table(["method", *METRICS], rows, raw_cells=True) + _note_html(interval_note(methods))
+
+
+def _note_html(note: str) -> str:
+    return f"<p class='muted'>{esc(note)}</p>" if note else ""
 
 
 REAL_MINORITY = "real_minority.png"  # a grid of real minority training images, written by the study
@@ -106,21 +137,20 @@ def imbalance_sections(run_dir: Path, summary: ImbalanceStudySummary) -> list[st
     parts = [section("Question", f"<p>Training keeps only a share p of the minority class of <b>{esc(summary.target)}</b> "
                      f"(value {esc(summary.minority)}); validation and test data are real and untouched. "
                      f"Splits: {esc(summary.splits)}" + (f" ({esc(summary.splits_how)})" if summary.splits_how else "") +
-                     ". Mean ± 95% confidence interval over seeds; "
+                     f". Each cell: {esc(INTERVAL_TEXT)}; "
                      "<span class='sig'>*</span> / <span class='worse'>*</span>: significantly better / worse than "
                      "no augmentation (paired t-test over seeds, p &lt; 0.05; with 2-3 seeds only large effects can show).</p>")]
     for p, methods in agg.items():
-        rows = [[esc(m), *(_cell(e[k]) for k in METRICS)] for m, e in methods.items()]
-        parts.append(section(f"Results on the real test split, p = {p}", table(["method", *METRICS], rows, raw_cells=True)))
+        parts.append(section(f"Results on the real test split, p = {p}", results_html(methods)))
         quality = _quality_rows(methods, digits=4)
         if quality:
             parts.append(section(f"How convincing the generated minority samples are, p = {p}",
-                                 f"<p>{esc(SAMPLE_QUALITY_TEXT)}</p>" + table(["method", *SAMPLE_QUALITY], quality)))
+                                 f"<p>{esc(SAMPLE_QUALITY_TEXT)}</p>" + table(["method", *SAMPLE_QUALITY], quality)
+                                 + _note_html(interval_note(methods, SAMPLE_QUALITY))))
     if bars:
-        parts.append(section("Metrics with 95% confidence intervals", image(bars)))
+        parts.append(section("Metrics with 95% confidence intervals (where shown)", image(bars)))
     for p, methods in (summary.external or {}).items():
-        rows = [[esc(m), *(_cell(e[k]) for k in METRICS)] for m, e in methods.items()]
-        parts.append(section(f"External evaluation store, p = {p}", table(["method", *METRICS], rows, raw_cells=True)))
+        parts.append(section(f"External evaluation store, p = {p}", results_html(methods)))
     real = run_dir / REAL_MINORITY
     synth = sorted(run_dir.glob("p*/seed0/synthetic_*.png"))
     figs = ([image(real, "real minority (training)")] if real.is_file() else []) + [

@@ -10,12 +10,11 @@ from facelab.runs.summary import PretrainSummary
 
 
 def pretrain_sections(run_dir: Path, summary: PretrainSummary) -> list[str]:
-    best = summary.best if summary.best is not None else float("nan")
-    speed = "-" if summary.images_per_s is None else f"{summary.images_per_s:.0f}"
+    speed = fmt(summary.images_per_s, 3)
     head = table(["model", "objective", "params", "train rows", "val rows", f"best {summary.monitor}", "images/s",
                   "seconds"],
                  [[summary.model, summary.objective, f"{summary.params:,}", summary.train_rows, summary.val_rows,
-                   fmt(best), speed, summary.fit_seconds]])
+                   fmt(summary.best), speed, fmt(summary.fit_seconds, 3)]])
     notes = [f"stores: {', '.join(summary.stores)}", f"objective options: {summary.objective_kwargs}"]
     notes += [f"rows: {summary.splits}"] if summary.splits else []
     notes += [f"warning: {w}" for w in summary.warnings]

@@ -438,8 +438,7 @@ class Trainer:
         if self.is_main:
             with _naming(self.run_dir / "metrics.jsonl") as path:
                 append_jsonl(path, rec)
-            if self.cfg.progress:
-                print_epoch(rec, epochs=self.cfg.epochs, monitor=self.cfg.monitor)
+            print_epoch(rec, epochs=self.cfg.epochs, monitor=self.cfg.monitor, enabled=self.cfg.progress)
         value = metrics.get(self.cfg.monitor)
         if value is None:
             self.save("best", metrics)  # nothing to monitor (e.g. GANs): the latest (EMA) model is the one to use

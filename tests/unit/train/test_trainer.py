@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from facelab.models.checkpoint import CheckpointMeta, read_meta, read_weights
-from facelab.train import progress
+from facelab.utils import progress
 from facelab.train.trainer import DivergenceError, StepOutput, Trainer, TrainerConfig
 
 
