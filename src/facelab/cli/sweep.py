@@ -55,26 +55,26 @@ def sweep_run(
     from facelab.sweeps.stopping import stop_on_signals
     from facelab.utils.secrets import mask_secrets
 
-    stop_on_signals()  # a stopped launcher stops its workers, whose trials end FAILED instead of hanging RUNNING
-    if resume is not None:
-        _refuse_with_resume(resume, {"SPEC": spec, "--study-name": study_name, "-o": option, "--name": name},
-                            allowed="--n-trials, --workers, --threads, --accept-changes and --storage (to give a "
-                                    "password)")
-        open_sweep(resume, storage=storage)  # a sweep folder (nothing is made in any other folder)
-        with launcher_lock(resume):  # (taken before anything changes: a second launcher changes nothing)
-            sweep = resume_sweep(resume, storage=storage, n_trials=n_trials, accept_changes=accept_changes)
-            _run(sweep, workers=workers, threads=threads, as_json=as_json)
-        return
-    if spec is None:
-        raise typer.BadParameter("give a sweep spec (facelab sweep SPEC.yaml) or --resume DIR")
-    if accept_changes:
-        raise typer.BadParameter("--accept-changes goes with --resume DIR (a new sweep has nothing to change)")
-    loaded = load_spec(spec, options=option, flags={"n_trials": n_trials, "storage": storage,
-                                                    "study_name": study_name})
-    if dry_run:
-        sys.stdout.write(mask_secrets(prepare_spec(loaded).to_yaml()))
-        return
-    _run(create_sweep(loaded, out=out, name=name), workers=workers, threads=threads, as_json=as_json)
+    with stop_on_signals():  # a stopped launcher stops its workers, whose trials end FAILED instead of hanging RUNNING
+        if resume is not None:
+            _refuse_with_resume(resume, {"SPEC": spec, "--study-name": study_name, "-o": option, "--name": name},
+                                allowed="--n-trials, --workers, --threads, --accept-changes and --storage (to give a "
+                                        "password)")
+            open_sweep(resume, storage=storage)  # a sweep folder (nothing is made in any other folder)
+            with launcher_lock(resume):  # (taken before anything changes: a second launcher changes nothing)
+                sweep = resume_sweep(resume, storage=storage, n_trials=n_trials, accept_changes=accept_changes)
+                _run(sweep, workers=workers, threads=threads, as_json=as_json)
+            return
+        if spec is None:
+            raise typer.BadParameter("give a sweep spec (facelab sweep SPEC.yaml) or --resume DIR")
+        if accept_changes:
+            raise typer.BadParameter("--accept-changes goes with --resume DIR (a new sweep has nothing to change)")
+        loaded = load_spec(spec, options=option, flags={"n_trials": n_trials, "storage": storage,
+                                                        "study_name": study_name})
+        if dry_run:
+            sys.stdout.write(mask_secrets(prepare_spec(loaded).to_yaml()))
+            return
+        _run(create_sweep(loaded, out=out, name=name), workers=workers, threads=threads, as_json=as_json)
 
 
 def _run(sweep: Any, *, workers: int, threads: int | None, as_json: bool) -> None:
@@ -142,21 +142,21 @@ def sweep_worker(
     from facelab.sweeps import run_worker
     from facelab.sweeps.stopping import Stopped, stop_on_signals, watch_launcher
 
-    stop_on_signals()
-    watch_launcher()  # started by facelab sweep: stop when it ends
-    if worker_index is not None:
-        console.print("note: --worker-index is ignored: every trial draws with a seed of its own (the spec's seed "
-                      "and the trial's number), whichever worker runs it", highlight=False)
-    try:
-        report = run_worker(storage, study, sweep_dir=folder, threads=threads)
-    except Stopped as e:
-        console.print(f"worker stopped ({e}); its trial, if one was running, FAILED (interrupted)", highlight=False)
-        raise SystemExit(130) from None
-    if as_json:
-        emit_json(report.__dict__)
-        return
-    console.print(f"worker {report.worker}: ran trials {report.trials or 'none'} of study {report.study} "
-                  f"(folders in {report.sweep_dir})", highlight=False)
+    with stop_on_signals():
+        watch_launcher()  # started by facelab sweep: stop when it ends
+        if worker_index is not None:
+            console.print("note: --worker-index is ignored: every trial draws with a seed of its own (the spec's seed "
+                          "and the trial's number), whichever worker runs it", highlight=False)
+        try:
+            report = run_worker(storage, study, sweep_dir=folder, threads=threads)
+        except Stopped as e:
+            console.print(f"worker stopped ({e}); its trial, if one was running, FAILED (interrupted)", highlight=False)
+            raise SystemExit(130) from None
+        if as_json:
+            emit_json(report.__dict__)
+            return
+        console.print(f"worker {report.worker}: ran trials {report.trials or 'none'} of study {report.study} "
+                      f"(folders in {report.sweep_dir})", highlight=False)
 
 
 @sweep_app.command("report")

@@ -38,14 +38,24 @@ def _handler(signum: int, frame: Any) -> None:
     raise Stopped(why)
 
 
-def stop_on_signals() -> None:
-    """SIGTERM (and SIGINT, unless this process was started with it ignored) raise :class:`Stopped` in the main
-    thread, so the trial in progress is recorded FAILED with a note."""
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within this block SIGTERM (and SIGINT, unless this process was started with it ignored) raise
+    :class:`Stopped` in the main thread, so the trial in progress is recorded FAILED with a note. The handlers
+    from before are put back when the block ends: a caller in the same process (a test, a notebook) keeps its
+    own, and processes it forks later do not inherit facelab's (a pool worker told to stop must simply stop)."""
     if threading.current_thread() is not threading.main_thread():  # (only the main thread may set handlers)
+        yield
         return
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     signal.signal(signal.SIGTERM, _handler)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    if before[signal.SIGINT] is signal.default_int_handler:
         signal.signal(signal.SIGINT, _handler)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager

@@ -13,11 +13,17 @@ from facelab.sweeps.stopping import Stopped, raise_pending, stop_on_signals, sto
 
 @pytest.fixture
 def handlers() -> Iterator[None]:
-    saved = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    stop_on_signals()
-    yield
-    signal.signal(signal.SIGTERM, saved[0])
-    signal.signal(signal.SIGINT, saved[1])
+    with stop_on_signals():
+        yield
+
+
+def test_the_handlers_from_before_are_put_back() -> None:
+    """facelab's handlers must not outlive the command: a pool worker forked later would inherit them and, told
+    to stop, raise where it holds its queue's lock (a test run once hung that way)."""
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with stop_on_signals():
+        assert signal.getsignal(signal.SIGTERM) is not before[0]
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
 def test_sigterm_raises_stopped_naming_it(handlers: None) -> None:
